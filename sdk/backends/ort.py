@@ -1,0 +1,71 @@
+"""ONNX Runtime backend (``.onnx``), CPU execution provider by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from ..contract import METADATA_KEY, ModelInfo, TensorSpec
+from ..errors import BackendUnavailableError, ModelFormatError
+from .base import BackendOptions
+
+# ONNX Runtime reports element types as strings like "tensor(float)".
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16",
+    "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool",
+}
+
+
+def _spec(arg) -> TensorSpec:
+    if arg.type not in _ORT_TYPES:
+        raise ModelFormatError(f"tensor {arg.name!r} has unsupported type {arg.type}")
+    shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, _ORT_TYPES[arg.type])
+
+
+class OnnxRuntimeBackend:
+    """Runs an ONNX model in an ``onnxruntime.InferenceSession``."""
+
+    name: ClassVar[str] = "onnxruntime"
+
+    def __init__(self, session, inputs, outputs, info, runtime) -> None:
+        self._session = session
+        self.inputs = inputs
+        self.outputs = outputs
+        self.info = info
+        self.runtime = runtime
+        self._output_names = [o.name for o in outputs]
+
+    @classmethod
+    def load(cls, path: Path, options: BackendOptions) -> "OnnxRuntimeBackend":
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "ONNX Runtime is not installed: pip install onnxruntime") from exc
+        so = ort.SessionOptions()
+        if options.threads is not None:
+            so.intra_op_num_threads = options.threads
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), sess_options=so,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+            raise ModelFormatError(f"{path}: ONNX Runtime cannot load this file: "
+                                   f"{str(exc).splitlines()[0][:300]}") from None
+        meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        info = ModelInfo.from_json(meta, source=str(path)) if meta else None
+        inputs = tuple(_spec(a) for a in session.get_inputs())
+        outputs = tuple(_spec(a) for a in session.get_outputs())
+        return cls(session, inputs, outputs, info, f"onnxruntime {ort.__version__}")
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        feed = {spec.name: x for spec, x in zip(self.inputs, inputs)}
+        return list(self._session.run(self._output_names, feed))
+
+    def close(self) -> None:
+        self._session = None

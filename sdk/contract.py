@@ -1,0 +1,240 @@
+"""The model contract: metadata every exported artifact carries inside itself.
+
+``export/`` writes one JSON document into each model file it produces:
+
+* ONNX: ``metadata_props`` under the key :data:`METADATA_KEY`;
+* TFLite: a flatbuffer ``Metadata`` entry named :data:`METADATA_KEY`;
+* TensorRT: a header before the serialized engine (:func:`pack_engine`).
+
+The runtime reads it back (``model.info``) and takes pre- and post-processing
+from it (input size, channel order, pixel range, normalisation, metric,
+threshold), so those constants live in one place: the model file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import MetadataError, ModelFormatError
+
+#: Key of the contract in ONNX ``metadata_props`` and the TFLite metadata list.
+METADATA_KEY = "edge_sdk.contract"
+#: Contract schema this SDK writes and reads.
+SCHEMA_VERSION = 1
+
+#: Model kinds the SDK knows; anything else is still loadable as ``generic``.
+KINDS = ("face_encoder", "stylizer", "encoder", "generic")
+#: The one distance used from training to runtime (see ``sdk.distance``).
+METRICS = ("squared_l2",)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape, dtype and (for quantised tensors) scale/zero-point of a tensor.
+
+    ``None`` in ``shape`` marks a dynamic dimension.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    quantization: tuple[float, int] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(None if d is None or d < 0 else int(d)
+                                                for d in self.shape))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
+        if self.quantization is not None:
+            scale, zero_point = self.quantization
+            object.__setattr__(self, "quantization", (float(scale), int(zero_point)))
+
+    def describe(self) -> str:
+        """``float32[1,112,112,3]`` style text for messages."""
+        dims = ",".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.dtype}[{dims}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "shape": [d for d in self.shape],
+                             "dtype": self.dtype}
+        if self.quantization is not None:
+            d["quantization"] = list(self.quantization)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TensorSpec":
+        q = d.get("quantization")
+        return cls(name=str(d["name"]), shape=tuple(d["shape"]), dtype=str(d["dtype"]),
+                   quantization=tuple(q) if q else None)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the model input.
+
+    ``model_input = (pixels - mean) / std`` where ``pixels`` are in
+    ``pixel_range`` and in ``channel_order``; ``layout`` is the input layout.
+    """
+
+    channel_order: str = "RGB"
+    pixel_range: tuple[float, float] = (0.0, 255.0)
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    layout: str = "NHWC"
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("RGB", "BGR", "GRAY", "NONE"):
+            raise ValueError(f"channel_order must be RGB, BGR, GRAY or NONE, got {self.channel_order!r}")
+        for name in ("pixel_range", "mean", "std"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if any(s == 0 for s in self.std):
+            raise ValueError("std must not contain 0")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The contract carried inside a model file (``model.info``).
+
+    ``output`` holds the kind-specific meaning of the output: for a face
+    encoder ``embedding_size``, ``metric`` (always ``squared_l2``) and
+    ``threshold`` (the calibrated τ); for a stylizer ``style`` and
+    ``output_range``.
+    """
+
+    kind: str
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    output: Mapping[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    quantization: Mapping[str, Any] = field(default_factory=dict)
+    source_hash: str = ""
+    versions: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        metric = self.output.get("metric")
+        if metric is not None and metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+
+    # convenience accessors used by the task classes
+    @property
+    def threshold(self) -> float | None:
+        """The calibrated verification threshold τ, if the model has one."""
+        t = self.output.get("threshold")
+        return None if t is None else float(t)
+
+    @property
+    def model_id(self) -> str:
+        """Identity of the trained weights: name + source hash (precision-independent,
+        so a gallery enrolled with the fp32 model works with its int8 export only
+        if you say so explicitly; see ``Gallery``)."""
+        return f"{self.name}@{self.source_hash[:16]}"
+
+    def replace(self, **changes: Any) -> "ModelInfo":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # --- serialisation ---------------------------------------------------
+
+    def to_json(self) -> str:
+        d = {
+            "schema": self.schema,
+            "kind": self.kind,
+            "name": self.name,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "preprocessing": dataclasses.asdict(self.preprocessing),
+            "output": dict(self.output),
+            "precision": self.precision,
+            "quantization": dict(self.quantization),
+            "source_hash": self.source_hash,
+            "versions": dict(self.versions),
+            "extra": dict(self.extra),
+        }
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str = "model") -> "ModelInfo":
+        try:
+            d = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MetadataError(f"{source}: the SDK contract is not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise MetadataError(f"{source}: the SDK contract is not a JSON object")
+        schema = d.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise MetadataError(
+                f"{source}: contract schema {schema!r} is not supported by this SDK "
+                f"(reads schema {SCHEMA_VERSION}); upgrade the SDK or re-export the model")
+        try:
+            pre = d.get("preprocessing", {})
+            return cls(
+                kind=d["kind"], name=d["name"],
+                inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+                outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
+                preprocessing=Preprocessing(**pre),
+                output=d.get("output", {}), precision=d.get("precision", "fp32"),
+                quantization=d.get("quantization", {}), source_hash=d.get("source_hash", ""),
+                versions=d.get("versions", {}), extra=d.get("extra", {}), schema=schema,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MetadataError(f"{source}: the SDK contract is malformed ({exc!r})") from None
+
+
+def hash_arrays(arrays: Sequence[np.ndarray]) -> str:
+    """SHA-256 over a sequence of arrays (shape, dtype and bytes): the source-model hash."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# --- TensorRT: header before the serialized engine --------------------------
+
+ENGINE_MAGIC = b"EDGESDK1"
+_HEADER = struct.Struct("<8sI")
+
+
+def pack_engine(info: ModelInfo, engine_bytes: bytes) -> bytes:
+    """Prefix a serialized TensorRT engine with the contract header.
+
+    Layout: 8-byte magic, little-endian uint32 JSON length, JSON, engine bytes.
+    """
+    payload = info.to_json().encode("utf-8")
+    return _HEADER.pack(ENGINE_MAGIC, len(payload)) + payload + bytes(engine_bytes)
+
+
+def unpack_engine(data: bytes, *, source: str = "engine") -> tuple[ModelInfo, memoryview]:
+    """Split an engine file into its contract and the serialized engine."""
+    if len(data) < _HEADER.size or data[:8] != ENGINE_MAGIC:
+        raise MetadataError(
+            f"{source}: no SDK header; this is not an engine written by `python -m export jetson` "
+            "(a bare TensorRT plan carries no contract; rebuild it with the export tool)")
+    _, n = _HEADER.unpack_from(data, 0)
+    end = _HEADER.size + n
+    if end > len(data):
+        raise ModelFormatError(f"{source}: truncated header ({n} bytes announced, "
+                               f"{len(data) - _HEADER.size} present)")
+    info = ModelInfo.from_json(bytes(data[_HEADER.size:end]), source=source)
+    body = memoryview(data)[end:]
+    if len(body) == 0:
+        raise ModelFormatError(f"{source}: header present but the engine body is empty")
+    return info, body

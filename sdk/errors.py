@@ -1,0 +1,100 @@
+"""Typed errors raised by the SDK.
+
+Every error the SDK raises for a user mistake or an unusable file derives from
+:class:`SdkError`, so an application can catch one type.  The more specific
+classes also derive from the matching built-in (``ValueError``,
+``FileNotFoundError``, ``RuntimeError``) so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class SdkError(Exception):
+    """Base class of every error raised by the SDK."""
+
+
+# --- model files -----------------------------------------------------------
+
+
+class ModelError(SdkError):
+    """A model file cannot be used."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """The model path does not exist."""
+
+
+class ModelFormatError(ModelError, ValueError):
+    """The file is corrupt, truncated, or not a model of a supported format."""
+
+
+class MetadataError(ModelFormatError):
+    """The model carries no SDK contract, or a contract this SDK cannot read."""
+
+
+class ModelKindError(ModelError, ValueError):
+    """The model is valid but of another kind than the caller needs
+    (e.g. a stylizer passed to ``FaceVerifier``)."""
+
+
+class EngineMismatchError(ModelError):
+    """A TensorRT engine was built for another GPU or TensorRT version.
+
+    Engines are not portable: rebuild it on this device (the message says how).
+    """
+
+
+# --- runtimes --------------------------------------------------------------
+
+
+class BackendUnavailableError(SdkError, RuntimeError):
+    """The requested inference runtime (or the hardware it needs) is absent."""
+
+
+class UnknownBackendError(SdkError, ValueError):
+    """No backend of that name, or none for that file type."""
+
+
+# --- inputs ----------------------------------------------------------------
+
+
+class InputError(SdkError, ValueError):
+    """An input array or image does not match what the model expects."""
+
+
+class InputShapeError(InputError):
+    """An input has the wrong shape (the message gives expected vs. got)."""
+
+
+class InputDtypeError(InputError):
+    """An input has the wrong dtype (the message gives expected vs. got)."""
+
+
+# --- faces -----------------------------------------------------------------
+
+
+class FaceError(SdkError, ValueError):
+    """Base class of face-pipeline errors about the image content."""
+
+
+class NoFaceError(FaceError):
+    """No face was found in an image where one was required."""
+
+
+class MultipleFacesError(FaceError):
+    """Several faces were found where exactly one was required (enrollment)."""
+
+
+class GalleryError(SdkError):
+    """A gallery file is corrupt, of an unknown version, or the operation is invalid."""
+
+
+class GalleryModelMismatchError(GalleryError, ValueError):
+    """The gallery was enrolled with another face model than the one loaded."""
+
+
+class UnknownPersonError(GalleryError, KeyError):
+    """The named person is not enrolled in the gallery."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the sentence readable
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,166 @@
+"""Face detection (YuNet through ``cv2.FaceDetectorYN``) and 5-point alignment.
+
+The same code aligns faces for training (``export/``) and on the device, so
+the encoder always sees faces cropped the same way: a similarity transform
+that maps the five landmarks onto the standard 112x112 ArcFace template.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import InputDtypeError, InputShapeError, ModelFormatError
+from ..paths import yunet_path
+
+#: Landmarks of the 112x112 ArcFace/MobileFaceNet template, in YuNet's order:
+#: eye on the image's left, eye on the image's right, nose tip, mouth left, mouth right.
+ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                             [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
+ALIGNED_SIZE = 112
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in image coordinates."""
+
+    box: tuple[float, float, float, float]  # x, y, width, height
+    landmarks: np.ndarray                   # (5, 2) float32, template order
+    score: float
+
+    @property
+    def area(self) -> float:
+        return self.box[2] * self.box[3]
+
+
+def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
+    """Validate a BGR uint8 image (H, W, 3); a (H, W) grey image is converted."""
+    if not isinstance(image, np.ndarray):
+        raise InputDtypeError(f"{what}: expected a numpy array (BGR uint8, as cv2.imread gives), "
+                              f"got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputDtypeError(f"{what}: expected dtype uint8 (BGR as OpenCV gives it), "
+                              f"got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise InputShapeError(f"{what}: expected shape (H, W, 3) BGR, got {image.shape}")
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[0] < 16 or image.shape[1] < 16:
+        raise InputShapeError(f"{what}: image of {image.shape[1]}x{image.shape[0]} is too small")
+    return image
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
+    """Warp the face with these 5 landmarks onto the ``size``x``size`` template (BGR uint8)."""
+    src = np.asarray(landmarks, dtype=np.float32).reshape(5, 2)
+    dst = ARCFACE_TEMPLATE * (size / ALIGNED_SIZE)
+    matrix, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    if matrix is None:  # degenerate landmarks: fall back to a least-squares fit on all five
+        matrix, _ = cv2.estimateAffinePartial2D(src, dst, method=0)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+@dataclass(frozen=True)
+class FaceDetectorOptions:
+    """Options of :class:`FaceDetector`.
+
+    Attributes:
+        model_path: YuNet ONNX file; ``None`` finds it (see ``sdk.paths``).
+        score_threshold: minimum detection confidence.
+        nms_threshold: overlap above which boxes are merged.
+        max_side: images are downscaled so their longest side is at most this
+            before detection (speed); coordinates are reported in the original image.
+        pad_retry: when nothing is found, retry once on the image padded by a
+            25 % border: tightly cropped faces (ID photos, AT&T/ORL) then get found.
+    """
+
+    model_path: str | os.PathLike | None = None
+    score_threshold: float = 0.7
+    nms_threshold: float = 0.3
+    max_side: int = 640
+    pad_retry: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.score_threshold < 1.0:
+            raise ValueError(f"score_threshold must be in (0, 1), got {self.score_threshold}")
+        if not 0.0 < self.nms_threshold < 1.0:
+            raise ValueError(f"nms_threshold must be in (0, 1), got {self.nms_threshold}")
+        if self.max_side < 64:
+            raise ValueError(f"max_side must be >= 64, got {self.max_side}")
+
+
+class FaceDetector:
+    """YuNet face detector with 5 landmarks.
+
+    >>> with FaceDetector.create_from_options(FaceDetectorOptions()) as det:
+    ...     faces = det.detect(cv2.imread("photo.jpg"))
+    """
+
+    def __init__(self, detector, options: FaceDetectorOptions, path: Path) -> None:
+        self._det = detector
+        self.options = options
+        self.path = path
+
+    @classmethod
+    def create_from_options(cls, options: FaceDetectorOptions) -> "FaceDetector":
+        path = yunet_path(options.model_path)
+        try:
+            det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), options.score_threshold,
+                                            options.nms_threshold, 5000)
+        except cv2.error as exc:
+            raise ModelFormatError(f"{path}: OpenCV cannot load this YuNet model: {exc}") from None
+        return cls(det, options, path)
+
+    @classmethod
+    def create(cls, model_path: str | os.PathLike | None = None, **kwargs) -> "FaceDetector":
+        return cls.create_from_options(FaceDetectorOptions(model_path=model_path, **kwargs))
+
+    def _run(self, image: np.ndarray) -> list[Face]:
+        h, w = image.shape[:2]
+        scale = min(1.0, self.options.max_side / max(h, w))
+        small = image if scale == 1.0 else cv2.resize(
+            image, (max(1, round(w * scale)), max(1, round(h * scale))),
+            interpolation=cv2.INTER_AREA)
+        self._det.setInputSize((small.shape[1], small.shape[0]))
+        _, rows = self._det.detect(small)
+        if rows is None:
+            return []
+        faces = []
+        for r in rows:
+            coords = r[:14] / np.float32(scale)
+            faces.append(Face(box=tuple(float(v) for v in coords[:4]),
+                              landmarks=coords[4:14].reshape(5, 2).astype(np.float32),
+                              score=float(r[14])))
+        return faces
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """All faces in a BGR uint8 image, largest first."""
+        if self._det is None:
+            raise RuntimeError("the detector is closed")
+        image = check_image(image)
+        faces = self._run(image)
+        if not faces and self.options.pad_retry:
+            h, w = image.shape[:2]
+            py, px = h // 4, w // 4
+            padded = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT, value=0)
+            offset = np.array([px, py], dtype=np.float32)
+            faces = [Face(box=(f.box[0] - px, f.box[1] - py, f.box[2], f.box[3]),
+                          landmarks=f.landmarks - offset, score=f.score)
+                     for f in self._run(padded)]
+        return sorted(faces, key=lambda f: f.area, reverse=True)
+
+    def close(self) -> None:
+        self._det = None
+
+    def __enter__(self) -> "FaceDetector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
