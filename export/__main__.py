@@ -14,7 +14,6 @@ COMMANDS = {
     "style": ("export.style.cli", "Gatys optimiser, fast style network training and export"),
     "jetson": ("export.jetson.cli", "check ONNX graphs and build TensorRT engines"),
     "visualize": ("export.visualize.cli", "top-9 patches per unit of a trained network"),
-    "inspect": ("export.inspect_cli", "print the SDK contract carried by a model file"),
 }
 
 

@@ -45,6 +45,9 @@ def _import_interpreter(runtime: str | None):
         except Exception as exc:  # ImportError, or tflite_runtime's numpy-2 ABI failure
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
             continue
+        if not hasattr(module, "Interpreter"):  # TensorFlow >= 2.20 moved it to LiteRT
+            errors.append(f"{name}: {module_name} has no Interpreter in {package} {version}")
+            continue
         if name != "ai_edge_litert" and runtime is None:
             log.warning("LiteRT (ai-edge-litert) is not installed; using %s %s", package, version)
         return module.Interpreter, f"{package} {version}"

@@ -1,0 +1,85 @@
+"""Verification metrics on distances (smaller = more alike): ROC, AUC, EER, TAR@FAR,
+best threshold, and the LFW 10-fold protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def roc_curve(dist: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(far, tar, thresholds): accepting ``dist <= t`` for every distinct t, ascending."""
+    dist = np.asarray(dist, np.float64)
+    same = np.asarray(same, bool)
+    if same.all() or not same.any():
+        raise ValueError("ROC needs both same and different pairs")
+    order = np.argsort(dist, kind="mergesort")
+    d, s = dist[order], same[order]
+    tp = np.cumsum(s)
+    fp = np.cumsum(~s)
+    last = np.r_[d[1:] != d[:-1], True]  # keep the last index of each distinct distance
+    tar = np.r_[0.0, tp[last] / s.sum()]
+    far = np.r_[0.0, fp[last] / (~s).sum()]
+    thr = np.r_[-np.inf, d[last]]
+    return far, tar, thr
+
+
+def best_threshold(dist: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """(τ, accuracy): the τ maximising accuracy of ``same = dist <= τ``; τ is the
+    midpoint between the chosen distance and the next one."""
+    dist = np.asarray(dist, np.float64)
+    same = np.asarray(same, bool)
+    order = np.argsort(dist, kind="mergesort")
+    d, s = dist[order], same[order]
+    # accept the first k pairs (k = 0..n): correct = same accepted + different rejected
+    correct = np.r_[0, np.cumsum(s)] + np.r_[(~s).sum(), (~s).sum() - np.cumsum(~s)]
+    valid = np.r_[True, np.r_[d[1:] != d[:-1], True]]  # cut only between distinct values
+    k = int(np.argmax(np.where(valid, correct, -1)))
+    if k == 0:
+        tau = d[0] - 1e-6
+    elif k == len(d):
+        tau = d[-1] + 1e-6
+    else:
+        tau = 0.5 * (d[k - 1] + d[k])
+    return float(tau), float(correct[k] / len(d))
+
+
+def roc_metrics(dist: np.ndarray, same: np.ndarray) -> dict:
+    """AUC, EER, TAR at FAR 1e-3 / 1e-2, best accuracy and its τ."""
+    far, tar, _ = roc_curve(dist, same)
+    auc = float(np.trapezoid(tar, far))
+    i = int(np.argmin(np.abs((1 - tar) - far)))
+    eer = float(0.5 * ((1 - tar[i]) + far[i]))
+    tau, acc = best_threshold(dist, same)
+
+    def tar_at(target: float) -> float:
+        ok = far <= target
+        return float(tar[ok].max()) if ok.any() else 0.0
+
+    n_diff = int((~np.asarray(same, bool)).sum())
+    return {"auc": auc, "eer": eer, "tar_at_far_1e-3": tar_at(1e-3),
+            "tar_at_far_1e-2": tar_at(1e-2), "best_accuracy": acc, "best_threshold": tau,
+            "pairs": int(len(dist)), "same": int(np.sum(same)), "different": n_diff,
+            "far_resolution": 1.0 / max(n_diff, 1)}
+
+
+def accuracy_at(dist: np.ndarray, same: np.ndarray, tau: float) -> float:
+    """Accuracy of ``same = dist <= tau``."""
+    return float(np.mean((np.asarray(dist) <= tau) == np.asarray(same, bool)))
+
+
+def ten_fold(dist: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict:
+    """LFW protocol: for each fold, τ chosen on the other folds, accuracy on it.
+
+    Returns mean and std of the fold accuracies, the per-fold values and τs,
+    and the τ fitted on all pairs (the one to ship)."""
+    dist, same, folds = np.asarray(dist), np.asarray(same, bool), np.asarray(folds)
+    accs, taus = [], []
+    for f in np.unique(folds):
+        train = folds != f
+        tau, _ = best_threshold(dist[train], same[train])
+        taus.append(tau)
+        accs.append(accuracy_at(dist[~train], same[~train], tau))
+    tau_all, _ = best_threshold(dist, same)
+    return {"accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
+            "fold_accuracies": [float(a) for a in accs], "fold_thresholds": taus,
+            "threshold_all": tau_all}

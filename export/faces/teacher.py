@@ -1,0 +1,210 @@
+"""Teacher embeddings for distillation: dlib's ResNet face descriptor (128-d).
+
+The weights come from the ``face-recognition-models`` package (CC0, by Davis
+King) and run with ``dlib-bin``; neither is needed by the SDK runtime.  Two
+ways of feeding the teacher are implemented and compared by
+``python -m export faces teacher --compare``:
+
+* ``original``: the original photo, dlib's 5-point shape predictor inside the
+  YuNet box, ``dlib.get_face_chip`` (150x150, dlib's own alignment);
+* ``aligned``: the cached 112x112 ArcFace-aligned crop, upscaled, shape
+  predictor over the whole crop, then ``get_face_chip``.
+
+``python -m export faces teacher`` writes ``runs/faces/teacher.npz`` with the
+L2-normalised teacher embedding of every cached face (``emb``, N x 128) and
+``ok`` (False where the teacher could not be computed).  It also reports
+identity folders of *different* sets whose teacher centroids are very close
+(likely the same person under two names) so they can be merged (``--merge``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sdk.distance import l2_normalize, squared_l2
+
+from . import data as fdata
+
+
+class TeacherUnavailableError(RuntimeError):
+    """dlib or the face-recognition-models weights are not installed."""
+
+
+class DlibTeacher:
+    """dlib ResNet descriptor with dlib's own 5-point chip alignment."""
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+            import face_recognition_models as frm
+        except ImportError as exc:
+            raise TeacherUnavailableError(
+                "distillation needs `pip install dlib-bin face-recognition-models` "
+                f"({exc})") from None
+        self._dlib = dlib
+        self.sp = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+        self.net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+
+    def _chip(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        x, y, w, h = box
+        rect = self._dlib.rectangle(int(round(x)), int(round(y)),
+                                    int(round(x + w)), int(round(y + h)))
+        shape = self.sp(rgb, rect)
+        return self._dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
+
+    def chip_original(self, bgr: np.ndarray, box) -> np.ndarray:
+        """The teacher's 150x150 RGB chip from the original photo and the YuNet box."""
+        return self._chip(np.ascontiguousarray(bgr[..., ::-1]), box)
+
+    def chip_aligned(self, aligned_bgr: np.ndarray) -> np.ndarray:
+        """The teacher's chip from a 112x112 ArcFace-aligned crop (upscaled to 224)."""
+        big = cv2.resize(aligned_bgr, (224, 224), interpolation=cv2.INTER_CUBIC)
+        rgb = np.ascontiguousarray(big[..., ::-1])
+        # the aligned face fills roughly this box of the template (x 20..92, y 25..112)*2
+        return self._chip(rgb, (36.0, 50.0, 152.0, 170.0))
+
+    def embed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
+        """(N,128) L2-normalised descriptors of 150x150 RGB chips."""
+        if not chips:
+            return np.zeros((0, 128), np.float32)
+        out = self.net.compute_face_descriptor(chips)
+        return l2_normalize(np.array([np.array(v) for v in out], dtype=np.float32))
+
+
+def pair_separation(emb: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                    n: int = 400) -> dict:
+    """ROC AUC and best accuracy of squared-L2 on ``n`` random same and ``n`` different pairs."""
+    from .metrics import roc_metrics
+
+    idx = np.arange(len(labels))
+    same, diff = [], []
+    while len(same) < n:
+        i = rng.choice(idx)
+        js = idx[(labels == labels[i]) & (idx != i)]
+        if len(js):
+            same.append((i, rng.choice(js)))
+    while len(diff) < n:
+        i, j = rng.choice(idx, 2)
+        if labels[i] != labels[j]:
+            diff.append((i, j))
+    pairs = np.array(same + diff)
+    d = squared_l2(emb[pairs[:, 0]], emb[pairs[:, 1]])
+    y = np.r_[np.ones(n), np.zeros(n)].astype(bool)
+    m = roc_metrics(d, y)
+    return {"auc": m["auc"], "best_accuracy": m["best_accuracy"], "eer": m["eer"]}
+
+
+def compare(cache: dict, root: Path, ids: np.ndarray, seed: int = 0, per_id: int = 6) -> dict:
+    """Teacher separation with ``original`` vs ``aligned`` input on faces of identities ``ids``."""
+    rng = np.random.default_rng(seed)
+    t = DlibTeacher()
+    sel = []
+    for i in ids:
+        rows = np.flatnonzero(cache["labels"] == i)
+        sel.extend(rng.choice(rows, size=min(per_id, len(rows)), replace=False))
+    sel = np.array(sel)
+    results = {}
+    for mode in ("original", "aligned"):
+        t0 = time.time()
+        chips = []
+        for k in sel:
+            if mode == "original":
+                img = fdata.read_bgr(root / str(cache["paths"][k]))
+                chips.append(t.chip_original(img, cache["boxes"][k]))
+            else:
+                chips.append(t.chip_aligned(cache["images"][k]))
+        emb = t.embed_chips(chips)
+        r = pair_separation(emb, cache["labels"][sel], np.random.default_rng(seed))
+        r["seconds_per_face"] = (time.time() - t0) / len(sel)
+        results[mode] = r
+    results["faces"] = int(len(sel))
+    return results
+
+
+def compute_all(cache: dict, root: Path, mode: str, batch: int = 32,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher embeddings of every cached face: (emb (N,128), ok (N,) bool)."""
+    from tqdm import tqdm
+
+    t = DlibTeacher()
+    n = len(cache["labels"])
+    emb = np.zeros((n, 128), np.float32)
+    ok = np.zeros(n, bool)
+    for s in tqdm(range(0, n, batch), desc=f"teacher ({mode})", disable=not progress,
+                  mininterval=10):
+        rows = list(range(s, min(n, s + batch)))
+        chips, good = [], []
+        for k in rows:
+            if mode == "original":
+                img = fdata.read_bgr(root / str(cache["paths"][k]))
+                if img is None:
+                    continue
+                chips.append(t.chip_original(img, cache["boxes"][k]))
+            else:
+                chips.append(t.chip_aligned(cache["images"][k]))
+            good.append(k)
+        emb[good] = t.embed_chips(chips)
+        ok[good] = True
+    return emb, ok
+
+
+def near_duplicate_identities(cache: dict, emb: np.ndarray, ok: np.ndarray,
+                              threshold: float = 0.12) -> list[tuple[int, int, float]]:
+    """Pairs of identities from *different* sets whose teacher centroids are closer
+    than ``threshold`` (squared L2 of normalised centroids): likely one person."""
+    labels, sources = cache["labels"], cache["sources"]
+    ids = np.unique(labels)
+    cents = np.stack([l2_normalize(emb[(labels == i) & ok].mean(0)) for i in ids])
+    src = [set(sources[labels == i]) for i in ids]
+    d = squared_l2(cents[:, None], cents[None])
+    out = []
+    for a in range(len(ids)):
+        for b in range(a + 1, len(ids)):
+            if d[a, b] < threshold and not (src[a] & src[b]):
+                out.append((int(ids[a]), int(ids[b]), float(d[a, b])))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m export faces teacher [--compare] [--mode original|aligned] [--merge]``."""
+    from .cli import FACES, RUNS
+
+    ap = argparse.ArgumentParser(prog="python -m export faces teacher")
+    ap.add_argument("--cache", default=str(RUNS / "aligned.npz"))
+    ap.add_argument("--root", default=str(FACES))
+    ap.add_argument("--out", default=str(RUNS / "teacher.npz"))
+    ap.add_argument("--split", default=str(RUNS / "split.json"))
+    ap.add_argument("--compare", action="store_true",
+                    help="only measure original vs aligned teacher input on held-out faces")
+    ap.add_argument("--mode", choices=("original", "aligned"), default="original")
+    ap.add_argument("--merge-threshold", type=float, default=0.12)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    import json
+
+    cache = fdata.load_cache(args.cache)
+    root = Path(args.root)
+    if args.compare:
+        names = list(cache["names"])
+        hold = json.loads(Path(args.split).read_text())["holdout"]
+        ids = np.array([names.index(h) for h in hold])
+        print(json.dumps(compare(cache, root, ids, seed=args.seed), indent=1))
+        return 0
+    emb, ok = compute_all(cache, root, args.mode)
+    dups = near_duplicate_identities(cache, emb, ok, args.merge_threshold)
+    names = cache["names"]
+    for a, b, dist in dups:
+        print(f"likely same person: {names[a]} ~ {names[b]} (centroid d={dist:.3f})")
+    tmp = Path(args.out).with_suffix(".tmp.npz")
+    np.savez(tmp, emb=emb, ok=ok, mode=np.array(args.mode),
+             duplicates=np.array(dups, dtype=np.float64).reshape(-1, 3))
+    os.replace(tmp, args.out)
+    print(f"teacher embeddings of {int(ok.sum())}/{len(ok)} faces -> {args.out}; "
+          f"{len(dups)} cross-set identity pairs flagged as the same person")
+    return 0

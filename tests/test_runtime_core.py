@@ -1,0 +1,320 @@
+"""Runtime core: load_model on every backend, parity with Keras, the contract, typed errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import sdk
+from sdk import errors
+from sdk.contract import (METADATA_KEY, ModelInfo, Preprocessing, TensorSpec, pack_engine,
+                          unpack_engine)
+from sdk.tflite_metadata import read_metadata
+
+
+@pytest.fixture(scope="module")
+def keras_ref(tiny_encoder, sample_images):
+    return tiny_encoder.predict(sample_images, verbose=0)
+
+
+# --- parity with the source model ---------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["tflite_fp32", "onnx_fp32"])
+def test_fp32_matches_keras_to_1e5(fmt, exported, sample_images, keras_ref):
+    with sdk.load_model(exported[fmt]) as model:
+        got = np.concatenate([model(x[None]) for x in sample_images])
+    np.testing.assert_allclose(got, keras_ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["tflite_fp32", "onnx_fp32"])
+def test_batch_run_matches_single(fmt, exported, sample_images, keras_ref):
+    with sdk.load_model(exported[fmt]) as model:
+        got = model(sample_images[:5])
+    np.testing.assert_allclose(got, keras_ref[:5], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fmt,min_cos", [("tflite_fp16", 0.9999), ("tflite_int8", 0.99),
+                                         ("onnx_int8", 0.95)])
+def test_quantised_models_agree_with_float(fmt, min_cos, exported, sample_images, keras_ref):
+    from export.formats import agreement
+
+    with sdk.load_model(exported[fmt]) as model:
+        got = np.concatenate([model(x[None]) for x in sample_images])
+        assert model.info.precision == fmt.split("_")[1]
+    assert agreement(keras_ref, got).min_cosine >= min_cos
+
+
+def test_int8_tflite_has_no_float_compute(exported):
+    from export.formats import float_ops
+
+    assert float_ops(exported["tflite_int8"].read_bytes()) == []
+
+
+def test_int8_io_model_quantises_float_input(tiny_encoder, tiny_info, sample_images, tmp_path,
+                                             keras_ref):
+    from export import formats
+
+    path = formats.to_tflite(tiny_encoder, tmp_path / "io8.tflite", tiny_info, precision="int8",
+                             calibration=[x[None] for x in sample_images[:24]], int8_io=True)
+    with sdk.load_model(path) as model:
+        assert model.inputs[0].dtype == "int8" and model.inputs[0].quantization is not None
+        got = np.concatenate([model(x[None]) for x in sample_images])  # float32 in, float out
+        raw = model.run(sample_images[:1], dequantize=False)[0]
+    assert raw.dtype == np.int8
+    assert formats.agreement(keras_ref, got).min_cosine >= 0.98
+
+
+# --- the contract travels inside every file ------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["tflite_fp32", "tflite_fp16", "tflite_int8", "onnx_fp32",
+                                 "onnx_int8"])
+def test_metadata_round_trip(fmt, exported, tiny_info):
+    with sdk.load_model(exported[fmt]) as model:
+        info = model.info
+    assert info.kind == "face_encoder"
+    assert info.name == tiny_info.name
+    assert info.source_hash == tiny_info.source_hash and len(info.source_hash) == 64
+    assert info.threshold == pytest.approx(0.8)
+    assert info.output["metric"] == "squared_l2"
+    assert info.preprocessing.channel_order == "RGB"
+    assert info.inputs[0].shape[1:] == (16, 16, 3)
+    assert info.versions["tensorflow"] and info.versions["edge_sdk"] == sdk.__version__
+    assert info.precision == fmt.split("_")[1]
+
+
+def test_contract_json_round_trip():
+    info = ModelInfo(kind="stylizer", name="s", inputs=(TensorSpec("x", (1, None, None, 3),
+                                                                   "float32"),),
+                     outputs=(TensorSpec("y", (1, None, None, 3), "uint8", (0.5, 3)),),
+                     preprocessing=Preprocessing(channel_order="BGR", mean=(1, 2, 3)),
+                     output={"style": "udnie"}, extra={"a": [1, 2]})
+    assert ModelInfo.from_json(info.to_json()) == info
+
+
+def test_tensorrt_header_round_trip(tiny_info):
+    blob = pack_engine(tiny_info, b"\x01\x02engine")
+    info, body = unpack_engine(blob)
+    assert info == tiny_info and bytes(body) == b"\x01\x02engine"
+
+
+def test_tflite_metadata_reader_sees_entry(exported):
+    entries = read_metadata(exported["tflite_fp32"].read_bytes())
+    assert METADATA_KEY in entries
+    assert json.loads(entries[METADATA_KEY])["kind"] == "face_encoder"
+
+
+def test_reembedding_metadata_replaces_it(exported, tiny_info, tmp_path):
+    from export.formats import embed_tflite_metadata
+
+    data = exported["tflite_fp32"].read_bytes()
+    again = embed_tflite_metadata(data, tiny_info.replace(name="renamed"))
+    path = tmp_path / "renamed.tflite"
+    path.write_bytes(again)
+    with sdk.load_model(path) as model:
+        assert model.info.name == "renamed"
+    assert list(read_metadata(again)).count(METADATA_KEY) == 1
+
+
+# --- typed errors ----------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(errors.ModelNotFoundError, match="not found"):
+        sdk.load_model(tmp_path / "nope.onnx")
+
+
+def test_unknown_suffix(tmp_path):
+    p = tmp_path / "model.pt"
+    p.write_bytes(b"x")
+    with pytest.raises(errors.ModelFormatError, match=r"unknown model file type '\.pt'"):
+        sdk.load_model(p)
+
+
+def test_unknown_backend_name(exported):
+    with pytest.raises(errors.UnknownBackendError, match="openvino"):
+        sdk.load_model(exported["onnx_fp32"], backend="openvino")
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
+def test_corrupt_file(suffix, tmp_path):
+    p = tmp_path / f"bad{suffix}"
+    p.write_bytes(b"\x00garbage" * 50)
+    with pytest.raises(errors.ModelFormatError):
+        sdk.load_model(p)
+
+
+def test_truncated_tflite(exported, tmp_path):
+    data = exported["tflite_fp32"].read_bytes()
+    p = tmp_path / "cut.tflite"
+    p.write_bytes(data[: len(data) // 3])
+    with pytest.raises(errors.ModelFormatError):
+        sdk.load_model(p)
+
+
+def test_foreign_file_with_model_suffix(exported, tmp_path):
+    """An ONNX file renamed to .tflite is refused as a foreign file, not run."""
+    p = tmp_path / "foreign.tflite"
+    p.write_bytes(exported["onnx_fp32"].read_bytes())
+    with pytest.raises(errors.ModelFormatError, match="not a TFLite model"):
+        sdk.load_model(p)
+
+
+def test_model_without_contract_runs_but_has_no_info(tiny_encoder, tmp_path, sample_images):
+    import tensorflow as tf
+
+    p = tmp_path / "plain.tflite"
+    p.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tiny_encoder).convert())
+    with sdk.load_model(p) as model:
+        assert not model.has_info
+        assert model(sample_images[:1]).shape == (1, 8)
+        with pytest.raises(errors.MetadataError, match="no SDK contract"):
+            _ = model.info
+
+
+def test_wrong_shape_says_expected_and_got(exported):
+    with sdk.load_model(exported["onnx_fp32"]) as model:
+        with pytest.raises(errors.InputShapeError) as exc:
+            model(np.zeros((1, 32, 32, 3), np.float32))
+    msg = str(exc.value)
+    assert "float32[?,16,16,3]" in msg and "[1, 32, 32, 3]" in msg
+
+
+def test_wrong_rank(exported):
+    with sdk.load_model(exported["tflite_fp32"]) as model:
+        with pytest.raises(errors.InputShapeError):
+            model(np.zeros((16, 16, 3), np.float32))
+
+
+def test_wrong_dtype_says_expected_and_got(exported):
+    with sdk.load_model(exported["tflite_fp32"]) as model:
+        with pytest.raises(errors.InputDtypeError, match="expected dtype float32.*got uint8"):
+            model(np.zeros((1, 16, 16, 3), np.uint8))
+
+
+def test_wrong_number_and_names_of_inputs(exported):
+    x = np.zeros((1, 16, 16, 3), np.float32)
+    with sdk.load_model(exported["onnx_fp32"]) as model:
+        with pytest.raises(errors.InputError, match="takes 1 input"):
+            model.run([x, x])
+        with pytest.raises(errors.InputError, match="missing"):
+            model.run({"other": x})
+        assert model.run({"input": x})[0].shape == (1, 8)
+
+
+def test_closed_model_refuses_to_run_and_close_twice_is_safe(exported):
+    model = sdk.load_model(exported["onnx_fp32"])
+    model.close()
+    model.close()
+    with pytest.raises(errors.SdkError, match="closed"):
+        model(np.zeros((1, 16, 16, 3), np.float32))
+
+
+def test_threads_option_validated(exported):
+    with pytest.raises(ValueError, match="threads"):
+        sdk.load_model(exported["onnx_fp32"], threads=0)
+    with sdk.load_model(exported["tflite_fp32"], threads=1) as model:
+        assert model.backend == "tflite"
+
+
+def test_unsupported_contract_schema(exported, tiny_info, tmp_path):
+    from export.formats import embed_tflite_metadata
+
+    future = json.loads(tiny_info.to_json())
+    future["schema"] = 99
+
+    class Raw:  # a stand-in with the one method embed_tflite_metadata uses
+        def to_json(self):
+            return json.dumps(future)
+
+    p = tmp_path / "future.tflite"
+    p.write_bytes(embed_tflite_metadata(exported["tflite_fp32"].read_bytes(), Raw()))
+    with pytest.raises(errors.MetadataError, match="schema 99"):
+        sdk.load_model(p)
+
+
+def test_malformed_contract_json():
+    with pytest.raises(errors.MetadataError, match="not valid JSON"):
+        ModelInfo.from_json("{nope")
+    with pytest.raises(errors.MetadataError, match="malformed"):
+        ModelInfo.from_json(json.dumps({"schema": 1, "kind": "face_encoder"}))
+
+
+def test_unknown_tflite_runtime_name(exported):
+    with pytest.raises(errors.BackendUnavailableError, match="unknown TFLite runtime"):
+        sdk.load_model(exported["tflite_fp32"], tflite_runtime="nnapi")
+
+
+def test_tflite_runtime_choice_is_reported(exported, monkeypatch):
+    """tflite_runtime (old devices) is used only when asked or when LiteRT is missing,
+    and then the model says which runtime ran it."""
+    with sdk.load_model(exported["tflite_fp32"]) as model:
+        assert model.runtime.startswith("ai_edge_litert")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    try:
+        with sdk.load_model(exported["tflite_fp32"]) as model:
+            assert not model.runtime.startswith("ai_edge_litert")
+    except errors.BackendUnavailableError as exc:  # neither tflite_runtime nor tf.lite usable
+        assert "ai_edge_litert" in str(exc)
+
+
+def test_tensorrt_engine_without_tensorrt(tiny_info, tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here; this test covers hosts without it")
+    except ImportError:
+        pass
+    p = tmp_path / "face.engine"
+    p.write_bytes(pack_engine(tiny_info, b"serialized-engine"))
+    with pytest.raises(errors.BackendUnavailableError, match="TensorRT is not installed"):
+        sdk.load_model(p)
+
+
+def test_bare_tensorrt_plan_is_refused(tmp_path):
+    p = tmp_path / "bare.plan"
+    p.write_bytes(b"ftrt" + b"\x00" * 64)
+    with pytest.raises(errors.MetadataError, match="no SDK header"):
+        sdk.load_model(p)
+
+
+def test_import_sdk_loads_no_runtime():
+    """`import sdk` must not import TensorFlow or any inference runtime."""
+    import subprocess
+
+    code = ("import sys, sdk; bad = [m for m in ('tensorflow', 'onnxruntime', 'ai_edge_litert', "
+            "'tensorrt', 'keras') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_sdk_never_imports_export():
+    from pathlib import Path
+
+    root = Path(sdk.__file__).parent
+    offenders = [str(p) for p in root.rglob("*.py")
+                 if "import export" in p.read_text() or "from export" in p.read_text()]
+    assert offenders == []
+
+
+def test_squared_l2_is_the_distance():
+    a = sdk.l2_normalize(np.array([[3.0, 4.0], [1.0, 0.0]]))
+    b = sdk.l2_normalize(np.array([0.0, 1.0]))
+    np.testing.assert_allclose(sdk.squared_l2(a, b), [(0.6) ** 2 + (0.2) ** 2, 2.0], rtol=1e-6)
+    with pytest.raises(errors.InputShapeError):
+        sdk.squared_l2(np.zeros(3), np.zeros(4))
+
+
+def test_forced_tflite_runtime_that_is_missing_is_an_error(exported):
+    """Asking for tflite_runtime where it is not installed never falls back silently."""
+    try:
+        import tflite_runtime  # noqa: F401
+        pytest.skip("tflite_runtime is installed here")
+    except Exception:
+        pass
+    with pytest.raises(errors.BackendUnavailableError, match="tflite_runtime"):
+        sdk.load_model(exported["tflite_fp32"], tflite_runtime="tflite_runtime")
