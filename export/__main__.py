@@ -13,6 +13,7 @@ COMMANDS = {
     "faces": ("export.faces.cli", "train, evaluate and export the face encoder"),
     "style": ("export.style.cli", "Gatys optimiser, fast style network training and export"),
     "jetson": ("export.jetson.cli", "check ONNX graphs and build TensorRT engines"),
+    "nd": ("export.nd.cli", "1D signal / 3D clip encoders: example data, training, export"),
     "visualize": ("export.visualize.cli", "top-9 patches per unit of a trained network"),
 }
 

@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 
 # Task classes resolved lazily (PEP 562) so `import sdk` loads no model code.
 _LAZY = {
+    "Encoder": "sdk.encoder",
+    "EncoderOptions": "sdk.encoder",
     "FaceDetector": "sdk.faces.detector",
     "FaceDetectorOptions": "sdk.faces.detector",
     "FaceVerifier": "sdk.faces.verifier",

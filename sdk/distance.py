@@ -7,6 +7,8 @@ triplet loss and threshold calibration) and the runtime use this definition;
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import InputShapeError
@@ -30,3 +32,12 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows scaled to unit length (the exported encoders already do this inside)."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.sqrt(np.maximum(np.sum(x * x, axis=-1, keepdims=True), eps))
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of a 1:1 comparison: ``is_match`` is ``distance <= threshold``."""
+
+    is_match: bool
+    distance: float
+    threshold: float

@@ -55,6 +55,17 @@ class UnknownBackendError(SdkError, ValueError):
     """No backend of that name, or none for that file type."""
 
 
+class PrecisionUnavailableError(BackendUnavailableError):
+    """The requested precision has no fast path on this hardware (e.g. INT8 on a GPU
+    without int8 support); it is refused rather than quietly built in another precision."""
+
+
+class EngineBuildError(SdkError, RuntimeError):
+    """A TensorRT engine could not be built: the ONNX graph failed the pre-build check,
+    TensorRT's parser or builder rejected it, or the build settings (optimisation
+    profiles, calibration data) do not fit the graph."""
+
+
 # --- inputs ----------------------------------------------------------------
 
 

@@ -42,13 +42,14 @@ class LayerChoice:
 
 #: Defaults.  SqueezeNet: content in the middle (fire4, 1/8 resolution); style
 #: from the first conv to fire7 so strokes of several sizes are matched.  The
-#: lambdas even out the layers' typical J_style[l] magnitudes on paintings
-#: (measured in docs/RESULTS_style.md) so no single layer dominates.
+#: lambdas (sum 1) lean towards the layers whose J_style[l] is small between a
+#: photo and a painting (fire7: ~4e4 vs fire3: ~6e5 for chicago vs udnie at
+#: 256 px), so the large-scale layers are not drowned by the fine ones.
 DEFAULT_LAYERS = {
     "squeezenet": LayerChoice(content="fire4_concat",
                               style=(("relu_conv1", 0.2), ("fire2_concat", 0.2),
-                                     ("fire3_concat", 0.2), ("fire5_concat", 0.2),
-                                     ("fire7_concat", 0.2))),
+                                     ("fire3_concat", 0.1), ("fire5_concat", 0.2),
+                                     ("fire7_concat", 0.3))),
     "vgg19": LayerChoice(content="block4_conv2",
                          style=(("block1_conv1", 0.2), ("block2_conv1", 0.2),
                                 ("block3_conv1", 0.2), ("block4_conv1", 0.2),

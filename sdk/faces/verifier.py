@@ -35,9 +35,10 @@ from .detector import ALIGNED_SIZE, Face, FaceDetector, FaceDetectorOptions, ali
 
 #: Folder of the released face encoders (``python -m export faces release`` writes them).
 FACE_MODELS_DIR = MODELS_DIR / "faces"
-#: The default released model.  ONNX int8 (QDQ) because on the x86 and Jetson
-#: CPUs we measured ONNX Runtime was the fastest runtime and its uint8
-#: activations were as accurate as int8; devices that only have LiteRT pass
+#: The default released model.  ONNX int8 (QDQ) because on the x86 CPU we
+#: measured ONNX Runtime was the fastest runtime and its uint8 activations
+#: were as accurate as int8 (../shared/notes/toolchain.md; phones and Jetsons
+#: differ: measure there).  Devices that only have LiteRT pass
 #: ``face_encoder_int8.tflite`` explicitly (no silent switch between the two:
 #: their embeddings differ slightly, and a gallery records which one made it).
 DEFAULT_FACE_MODEL = FACE_MODELS_DIR / "face_encoder_int8.onnx"
@@ -68,8 +69,9 @@ def default_model_path(explicit: str | os.PathLike | None = None) -> Path:
     raise ModelNotFoundError(
         f"the released face model {DEFAULT_FACE_MODEL} is absent{hint}. It is built by "
         "`python -m export faces release` and committed to models/faces/ (see docs/FACES.md); "
-        f"or pass FaceVerifierOptions(model=PATH) / set ${FACE_MODEL_ENV}, e.g. to "
-        "models/faces/face_encoder_int8.tflite on a device with only LiteRT")
+        "or pass FaceVerifierOptions(model=PATH) (--model in the apps) or set "
+        f"${FACE_MODEL_ENV}, e.g. to models/faces/face_encoder_int8.tflite on a device with "
+        "only LiteRT")
 
 
 @dataclass(frozen=True)

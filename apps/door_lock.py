@@ -1,0 +1,330 @@
+"""Door lock: enroll people, then open the door for them and nobody else.
+
+    python -m apps.door_lock enroll NAME IMAGE... [--gallery FILE]
+    python -m apps.door_lock run --source CAMERA_INDEX|VIDEO|FOLDER [--gallery FILE]
+        [--unlock-cmd CMD] [--cooldown S] [--max-failures N] [--audit FILE.jsonl]
+    python -m apps.door_lock list|remove NAME [--gallery FILE]
+
+Each frame: detect -> identify (sdk.Gallery) -> unlock hook.  The hook is a
+shell command (it gets the person in $DOOR_NAME and the distance in
+$DOOR_DISTANCE, never spliced into the command line) or, without one, the
+printed ``UNLOCK name`` line.  The lock fails closed: an unreadable frame, a
+model error or a failing hook all leave the door locked.  After
+``--max-failures`` refused faces in a row it ignores faces for
+``--cooldown`` seconds.  Every decision can be appended to a JSONL audit log
+(time, source, frame, decision, name, distance, threshold; never images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, TextIO
+
+if __package__ in (None, ""):  # run as a file (python apps/door_lock.py): find the sdk package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+import sdk  # noqa: E402
+from sdk.errors import SdkError  # noqa: E402
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+DEFAULT_GALLERY = "gallery.npz"
+
+#: Decisions written to the audit log.  Only "unlock" opens the door.
+UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED = (
+    "unlock", "deny", "no_face", "cooldown", "error", "unlock_failed")
+
+
+class SourceError(SdkError, ValueError):
+    """The --source cannot be opened."""
+
+
+# --- frames ---------------------------------------------------------------------
+
+
+def iter_frames(source: str) -> Iterator[tuple[str, np.ndarray | None]]:
+    """``(frame id, BGR image or None when unreadable)`` from a camera index, a
+    video file or a folder of images (sorted by name)."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SourceError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for p in files:
+            yield p.name, cv2.imread(str(p), cv2.IMREAD_COLOR)
+        return
+    if source.isdigit():
+        cap = cv2.VideoCapture(int(source))
+    elif path.is_file():
+        cap = cv2.VideoCapture(str(path))
+    else:
+        raise SourceError(f"--source {source!r} is neither a camera index, a video file "
+                          "nor a folder of images")
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(f"cannot open --source {source!r} with OpenCV")
+    try:
+        index = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield str(index), frame
+            index += 1
+    finally:
+        cap.release()
+
+
+# --- the lock -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    """Policy of :class:`DoorLock`.
+
+    Attributes:
+        unlock_cmd: shell command run to open the door; ``None`` prints instead.
+        max_failures: refused faces in a row that start a cooldown.
+        cooldown_s: seconds faces are ignored (door locked) after that.
+        hook_timeout_s: an unlock command running longer counts as failed.
+    """
+
+    unlock_cmd: str | None = None
+    max_failures: int = 3
+    cooldown_s: float = 30.0
+    hook_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_failures < 1:
+            raise ValueError(f"max_failures must be >= 1, got {self.max_failures}")
+        if self.cooldown_s < 0:
+            raise ValueError(f"cooldown must be >= 0 seconds, got {self.cooldown_s}")
+        if self.hook_timeout_s <= 0:
+            raise ValueError(f"hook timeout must be > 0 seconds, got {self.hook_timeout_s}")
+
+
+class DoorLock:
+    """Decides, frame by frame, whether to open; locked unless a known face is seen.
+
+    ``clock`` (monotonic seconds) is a parameter so the cooldown can be tested.
+    """
+
+    def __init__(self, gallery: sdk.Gallery, options: LockOptions, *,
+                 audit: TextIO | None = None, out: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.gallery = gallery
+        self.options = options
+        self._audit = audit
+        self._out = out if out is not None else sys.stdout
+        self._clock = clock
+        self._failures = 0
+        self._locked_until = float("-inf")
+
+    def _unlock(self, name: str, distance: float) -> str | None:
+        """Run the hook; the error text when it failed (the door then stays locked)."""
+        cmd = self.options.unlock_cmd
+        if cmd is None:  # no command: the printed "UNLOCK name" decision line is the hook
+            return None
+        env = {**os.environ, "DOOR_NAME": name, "DOOR_DISTANCE": f"{distance:.6f}"}
+        try:
+            done = subprocess.run(cmd, shell=True, env=env, timeout=self.options.hook_timeout_s,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"unlock command failed: {exc}"
+        if done.returncode != 0:
+            tail = done.stderr.decode(errors="replace").strip()[-200:]
+            return f"unlock command exited with {done.returncode}: {tail}"
+        return None
+
+    def process(self, frame: np.ndarray | None, frame_id: str, source: str) -> dict:
+        """Decide on one frame; returns (and logs) the audit record."""
+        record: dict = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                        "source": source, "frame": frame_id, "decision": ERROR, "name": None,
+                        "distance": None, "threshold": None}
+        now = self._clock()
+        try:
+            record["threshold"] = self.gallery.threshold
+            if now < self._locked_until:
+                record["decision"] = COOLDOWN
+                record["cooldown_left_s"] = round(self._locked_until - now, 3)
+            elif frame is None:
+                record["error"] = "unreadable frame"
+            elif not (faces := self.gallery.verifier.detect(frame)):
+                record["decision"] = NO_FACE
+            else:  # the largest face is the one at the door
+                embedding = self.gallery.verifier.embed(frame, faces[0])
+                result = self.gallery.identify_embedding(embedding, top_k=1)
+                record["distance"] = result.distance
+                if result.is_known:
+                    record["name"] = result.name
+                    failed = self._unlock(result.name, result.distance)
+                    if failed is None:
+                        record["decision"] = UNLOCK
+                        self._failures = 0
+                    else:
+                        record["decision"] = UNLOCK_FAILED
+                        record["error"] = failed
+                else:
+                    record["decision"] = DENY
+                    record["nearest"] = result.candidates[0].name
+                    self._failures += 1
+                    if self._failures >= self.options.max_failures:
+                        self._locked_until = now + self.options.cooldown_s
+                        self._failures = 0
+                        record["cooldown_started_s"] = self.options.cooldown_s
+        except Exception as exc:  # fail closed: whatever went wrong, the door stays locked
+            record["decision"] = ERROR
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        self._log(record)
+        return record
+
+    def _log(self, record: dict) -> None:
+        d = record["distance"]
+        extra = f"d={d:.4f} τ={record['threshold']:.4f}" if d is not None else ""
+        if record["name"]:
+            who = record["name"]
+        elif "nearest" in record:
+            who = f"(nearest: {record['nearest']})"
+        else:
+            who = ""
+        err = f"[{record['error']}]" if "error" in record else ""
+        text = " ".join(t for t in (record["decision"].upper(), who, extra, err) if t)
+        print(f"{record['frame']}: {text}", file=self._out, flush=True)
+        if self._audit is not None:
+            self._audit.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._audit.flush()
+
+
+# --- commands -------------------------------------------------------------------
+
+
+def _verifier(args: argparse.Namespace) -> sdk.FaceVerifier:
+    return sdk.FaceVerifier.create(args.model, args.yunet, backend=args.backend,
+                                   threads=args.threads, threshold=args.threshold)
+
+
+def _load_gallery(args: argparse.Namespace, verifier: sdk.FaceVerifier) -> sdk.Gallery:
+    return sdk.Gallery.load(args.gallery, verifier, accept_other_export=args.accept_other_export)
+
+
+def _read_image(path: str) -> np.ndarray:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"{path}: cannot read this image")
+    return image
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    with _verifier(args) as verifier:
+        gallery = (_load_gallery(args, verifier) if Path(args.gallery).exists()
+                   else sdk.Gallery(verifier))
+        images = [_read_image(p) for p in args.images]
+        n = gallery.enroll(args.name, images)
+        gallery.save(args.gallery)
+    print(f"enrolled {args.name!r}: {len(images)} photo(s) added, {n} in all; "
+          f"{len(gallery)} people in {args.gallery}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _verifier(args) as verifier:
+        gallery = _load_gallery(args, verifier)
+        for name, n in gallery.counts().items():
+            print(f"{name}\t{n} photo(s)")
+        print(f"{len(gallery)} people, model {verifier.model_id}, τ={gallery.threshold:.4f}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with _verifier(args) as verifier:
+        gallery = _load_gallery(args, verifier)
+        gallery.remove(args.name)
+        gallery.save(args.gallery)
+    print(f"removed {args.name!r}; {len(gallery)} people left")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    options = LockOptions(unlock_cmd=args.unlock_cmd, max_failures=args.max_failures,
+                          cooldown_s=args.cooldown)
+    counts: dict[str, int] = {}
+    with _verifier(args) as verifier:
+        gallery = _load_gallery(args, verifier)
+        audit = open(args.audit, "a", encoding="utf-8") if args.audit else None
+        try:
+            lock = DoorLock(gallery, options, audit=audit)
+            for i, (frame_id, frame) in enumerate(iter_frames(args.source)):
+                if args.max_frames is not None and i >= args.max_frames:
+                    break
+                decision = lock.process(frame, frame_id, args.source)["decision"]
+                counts[decision] = counts.get(decision, 0) + 1
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if audit is not None:
+                audit.close()
+    print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--gallery", default=DEFAULT_GALLERY,
+                        help=f"gallery file (default: {DEFAULT_GALLERY})")
+    common.add_argument("--model", default=None,
+                        help="face encoder (default: models/faces/face_encoder_int8.onnx)")
+    common.add_argument("--backend", default=None, help="force onnxruntime, tflite or tensorrt")
+    common.add_argument("--threads", type=int, default=None)
+    common.add_argument("--yunet", default=None, help="YuNet detector .onnx (default: found)")
+    common.add_argument("--threshold", type=float, default=None,
+                        help="override the model's τ (squared L2)")
+    common.add_argument("--accept-other-export", action="store_true",
+                        help="use a gallery enrolled with another export of the same weights")
+
+    parser = argparse.ArgumentParser(prog="door_lock", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("enroll", parents=[common], help="add photos of a person")
+    p.add_argument("name")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_enroll)
+    p = sub.add_parser("run", parents=[common], help="watch a source and open for enrolled people")
+    p.add_argument("--source", required=True, help="camera index, video file or image folder")
+    p.add_argument("--unlock-cmd", default=None,
+                   help="shell command that opens the door ($DOOR_NAME, $DOOR_DISTANCE set)")
+    p.add_argument("--cooldown", type=float, default=30.0,
+                   help="seconds locked out after --max-failures refusals (default 30)")
+    p.add_argument("--max-failures", type=int, default=3,
+                   help="refused faces in a row before the cooldown (default 3)")
+    p.add_argument("--audit", default=None, help="append decisions to this JSONL file")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("list", parents=[common], help="list enrolled people")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("remove", parents=[common], help="remove a person")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_remove)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 on any error: the door stays locked)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SdkError, ValueError, OSError) as exc:
+        print(f"door_lock: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The end-to-end face pipeline on real photos, timed per stage: detect / align / embed.
+
+Stages are the SDK's own: YuNet through ``sdk.faces.FaceDetector``, the
+5-point similarity warp ``sdk.faces.align_face`` to the encoder's input size,
+then the encoder's pre-processing and inference.  Reading the photo from disk
+is outside the timings (a camera hands frames over in memory).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import sdk
+from sdk.errors import NoFaceError
+
+from .measure import ModelMeta, preprocess, summarize
+
+
+def _encoder_size(model, layout: str) -> int:
+    shape = model.inputs[0].shape
+    h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
+    if h is None or w is None:
+        return 112  # dynamic: the ArcFace template size
+    if h != w:
+        raise ValueError(f"face encoder input must be square, got {h}x{w}")
+    return int(h)
+
+
+def face_pipeline(encoder: Path, meta: ModelMeta, photos: Sequence[Path], *,
+                  threads: int | None, yunet: Path | None, warmup: int = 2) -> dict:
+    """Time detect / align / embed for every photo (the largest face of each).
+
+    Raises:
+        NoFaceError: no face in any photo.
+        SdkError: the encoder or the detector cannot be loaded.
+    """
+    import cv2
+
+    from sdk.faces import FaceDetector, align_face
+
+    images = [img for img in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in photos)
+              if img is not None]
+    if not images:
+        raise NoFaceError("no readable photos for the face pipeline")
+    pre = meta.preprocessing or sdk.Preprocessing()
+    previous_cv_threads = cv2.getNumThreads()
+    if threads is not None:
+        cv2.setNumThreads(threads)  # the detector runs in OpenCV: same thread budget
+    try:
+        with FaceDetector.create(yunet) as det, sdk.load_model(encoder, threads=threads) as model:
+            size = _encoder_size(model, pre.layout)
+
+            def once(img):
+                t0 = time.perf_counter()
+                faces = det.detect(img)
+                t1 = time.perf_counter()
+                if not faces:
+                    return None
+                crop = align_face(img, faces[0].landmarks, size=size)
+                t2 = time.perf_counter()
+                emb = model.run(preprocess(crop, pre))[0]
+                t3 = time.perf_counter()
+                if not np.all(np.isfinite(emb)):
+                    raise ValueError(f"{encoder}: non-finite embedding")
+                return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+
+            for _ in range(warmup):  # first calls allocate and pick kernels: not counted
+                once(images[0])
+            rows = [r for r in (once(img) for img in images) if r is not None]
+            detector_name = det.path.name
+            backend, runtime = model.backend, model.runtime
+    finally:
+        cv2.setNumThreads(previous_cv_threads)
+    if not rows:
+        raise NoFaceError(f"no face found in any of {len(images)} photos")
+    d, a, e = (list(col) for col in zip(*rows))
+    return {
+        "encoder": encoder.stem, "path": str(encoder), "backend": backend, "runtime": runtime,
+        "precision": meta.precision, "threads": threads, "detector": detector_name,
+        "photos": len(images), "faces": len(rows), "aligned_size": size,
+        "detect_ms": summarize(d), "align_ms": summarize(a), "embed_ms": summarize(e),
+        "total_ms": summarize([x + y + z for x, y, z in rows]),
+    }

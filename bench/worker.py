@@ -1,0 +1,88 @@
+"""Measure one case in a fresh process: ``python -m bench.worker '<json>'``.
+
+Why a process per case: memory freed by one model stays in the allocator's
+pools and hides the next model's peak, and runtimes keep global state (thread
+pools, XNNPACK caches) that would make later cases look cheaper.  The runtime
+package is imported and the input photo prepared *before* the memory baseline,
+so the peak-RSS figure is what loading and running the model costs.
+
+Prints one JSON line: the result dict, or ``{"error": class name, "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+from pathlib import Path
+
+MARK = "BENCH_RESULT "
+
+
+def _preimport(suffix: str) -> None:
+    """Import the runtime the model will use, so its import is outside the timings."""
+    suffix = suffix.lower()
+    if suffix == ".onnx":
+        import onnxruntime  # noqa: F401
+    elif suffix == ".tflite":
+        from sdk.backends.tflite import _import_interpreter
+
+        _import_interpreter(None)
+    elif suffix in (".engine", ".trt", ".plan"):
+        from sdk.backends.tensorrt import _import_runtime
+
+        _import_runtime()
+
+
+def run_case(spec: dict) -> dict:
+    import cv2
+
+    from sdk.errors import SdkError
+
+    from .measure import Case, measure
+    from .models import meta_of
+
+    path = Path(spec["path"])
+    _preimport(path.suffix)
+    face = None
+    if spec.get("face_photo"):
+        from .run import _first_face
+
+        try:
+            face = _first_face([Path(p) for p in spec["face_photo"]],
+                               Path(spec["yunet"]) if spec.get("yunet") else None)
+        except SdkError:
+            face = None
+    content = cv2.imread(spec["content_photo"]) if spec.get("content_photo") else None
+    case = Case(path, spec["role"], spec["threads"])
+
+    def meta(p, model):
+        m = meta_of(p, model)
+        case.photo = face if m.kind == "face_encoder" else content
+        return m
+
+    gc.collect()
+    return measure(case, runs=int(spec["runs"]), warmup=int(spec["warmup"]),
+                   frame=tuple(spec["frame"]), meta_of=meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(argv[0])
+    try:
+        out = run_case(spec)
+    except Exception as exc:  # reported to the parent, which records the case as skipped
+        out = {"error": type(exc).__name__, "message": str(exc),
+               "backend_unavailable": _is_unavailable(exc)}
+    print(MARK + json.dumps(out), flush=True)
+    return 0
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    from sdk.errors import BackendUnavailableError
+
+    return isinstance(exc, BackendUnavailableError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

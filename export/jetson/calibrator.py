@@ -1,0 +1,243 @@
+"""INT8 calibration for TensorRT: real images -> model inputs -> an entropy calibrator.
+
+Two halves, so the host without TensorRT can do the first:
+
+* :func:`calibration_inputs` turns real photos into the model's input tensors
+  exactly as the device pre-processes them (the contract's channel order,
+  pixel range, mean/std and layout; faces detected and aligned with the same
+  YuNet + 5-point alignment as the runtime).  The result is one float32 array
+  saved as ``.npy`` in the device bundle, so the Jetson needs no photos, no
+  detector and no OpenCV to calibrate.
+* :func:`make_entropy_calibrator` wraps that array in TensorRT's
+  ``IInt8EntropyCalibrator2``: pinned host staging, one device buffer
+  (pycuda), and a calibration cache file that is written after the first
+  calibration and read back on the next build (no recalibration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from sdk.contract import Preprocessing
+from sdk.errors import EngineBuildError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+#: Fewer real samples than this give unstable activation ranges.
+MIN_SAMPLES = 16
+
+
+def list_images(folder: str | Path, count: int) -> list[Path]:
+    """``count`` image paths spread evenly over the sorted files under ``folder``
+    (deterministic, and covering many identities/scenes rather than the first few)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EngineBuildError(f"calibration images: {folder} is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise EngineBuildError(f"calibration images: no {'/'.join(IMAGE_SUFFIXES)} under {folder}")
+    if len(files) <= count:
+        return files
+    idx = np.unique(np.linspace(0, len(files) - 1, count).round().astype(int))
+    return [files[i] for i in idx]
+
+
+def preprocess(image_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """A BGR uint8 image (already at the model's size) -> one float32 model input
+    with a batch axis, following the contract: ``(pixels - mean) / std`` with
+    pixels in ``pre.pixel_range``, channels in ``pre.channel_order``, ``pre.layout``."""
+    import cv2
+
+    if pre.channel_order == "RGB":
+        img = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    elif pre.channel_order == "GRAY":
+        img = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)[..., None]
+    else:  # BGR, or NONE (not an image model; pixels pass through)
+        img = image_bgr
+    lo, hi = pre.pixel_range
+    x = img.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
+    mean = np.asarray(pre.mean, np.float32)[: x.shape[-1]]
+    std = np.asarray(pre.std, np.float32)[: x.shape[-1]]
+    x = (x - mean) / std
+    if pre.layout == "NCHW":
+        x = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(x[None])
+
+
+def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Centre-crop to the target aspect ratio, then resize (no distortion)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    target = width / height
+    if w / h > target:
+        nw = max(1, round(h * target))
+        x0 = (w - nw) // 2
+        image = image[:, x0:x0 + nw]
+    else:
+        nh = max(1, round(w / target))
+        y0 = (h - nh) // 2
+        image = image[y0:y0 + nh]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def spatial_size(shape: Sequence[int], layout: str) -> tuple[int, int]:
+    """(height, width) of a 4-D image input shape in ``layout``."""
+    if len(shape) != 4:
+        raise EngineBuildError(f"calibration from images needs a 4-D image input, got shape "
+                               f"{list(shape)}")
+    return (int(shape[1]), int(shape[2])) if layout == "NHWC" else (int(shape[2]), int(shape[3]))
+
+
+def calibration_inputs(images: Sequence[Path], shape: Sequence[int], pre: Preprocessing, *,
+                       kind: str, yunet: str | Path | None = None) -> np.ndarray:
+    """Model inputs of ``shape`` (batch 1, static) from real photos.
+
+    Face encoders get faces detected and aligned as on the device (photos with
+    no face are skipped); other image models get the photo centre-cropped and
+    resized.  Returns ``(N, *shape[1:])`` float32.
+
+    Raises:
+        EngineBuildError: fewer than :data:`MIN_SAMPLES` usable images.
+    """
+    import cv2
+
+    height, width = spatial_size(shape, pre.layout)
+    samples = []
+    detector = None
+    if kind == "face_encoder":
+        if height != width:
+            raise EngineBuildError(f"a face encoder input must be square, got {height}x{width}")
+        from sdk.faces import FaceDetector, align_face
+
+        detector = FaceDetector.create(yunet)
+    try:
+        for path in images:
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                continue
+            if detector is not None:
+                faces = detector.detect(img)
+                if not faces:
+                    continue
+                img = align_face(img, faces[0].landmarks, size=height)
+            else:
+                img = _fit(img, height, width)
+            samples.append(preprocess(img, pre)[0])
+    finally:
+        if detector is not None:
+            detector.close()
+    if len(samples) < MIN_SAMPLES:
+        raise EngineBuildError(f"only {len(samples)} of {len(images)} calibration images were "
+                               f"usable (need at least {MIN_SAMPLES}); give more images "
+                               "with --calib-images")
+    out = np.stack(samples).astype(np.float32)
+    expected = tuple(int(d) for d in shape[1:])
+    if out.shape[1:] != expected:
+        raise EngineBuildError(f"calibration samples have shape {out.shape[1:]}, the input "
+                               f"needs {expected}")
+    return out
+
+
+def array_sha256(a: np.ndarray) -> str:
+    h = hashlib.sha256(str((a.shape, a.dtype.str)).encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+class CalibrationData:
+    """Calibration samples (one batch of 1 each, the engine's calibration shape)
+    and the cache file TensorRT's calibrator reads and writes.
+
+    The cache is keyed by the caller (file name carries the ONNX and sample
+    hashes), so a cache from other data or another graph is never reused.
+    """
+
+    def __init__(self, samples: np.ndarray, cache_path: str | Path) -> None:
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim < 2 or len(samples) == 0:
+            raise EngineBuildError(f"calibration samples must be (N, ...) with N > 0, "
+                                   f"got {samples.shape}")
+        self.samples = samples
+        self.cache_path = Path(cache_path)
+        self._next = 0
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one batch as the engine sees it: ``(1, *sample)``."""
+        return (1, *self.samples.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def next_batch(self) -> np.ndarray | None:
+        """The next ``(1, ...)`` batch, or ``None`` when all were given."""
+        if self._next >= len(self.samples):
+            return None
+        batch = self.samples[self._next][None]
+        self._next += 1
+        return np.ascontiguousarray(batch)
+
+    def batches(self) -> Iterator[np.ndarray]:
+        while (b := self.next_batch()) is not None:
+            yield b
+
+    def read_cache(self) -> bytes | None:
+        """The cache written by an earlier calibration, or ``None``."""
+        if self.cache_path.is_file() and self.cache_path.stat().st_size > 0:
+            return self.cache_path.read_bytes()
+        return None
+
+    def write_cache(self, data: bytes) -> None:
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_path.with_suffix(self.cache_path.suffix + ".tmp")
+        tmp.write_bytes(bytes(data))
+        tmp.replace(self.cache_path)  # atomic: a crash never leaves half a cache to reuse
+
+
+def make_entropy_calibrator(trt, cuda, data: CalibrationData):
+    """An ``IInt8EntropyCalibrator2`` over ``data`` (TensorRT 10 Python API, pycuda buffers).
+
+    Batch size 1 with the calibration profile's shape equal to
+    ``data.sample_shape``: explicit-batch networks take the batch from the
+    profile, so one sample per call keeps the calibrator and profile consistent.
+    Call ``free()`` (inside the CUDA context) when the build is done.
+    """
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            # pybind11 trampoline: the base __init__ must be called explicitly
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.data = data
+            self._host = cuda.pagelocked_empty(data.sample_shape, np.float32)
+            self._device = cuda.mem_alloc(self._host.nbytes)
+            self.batches_given = 0
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names):  # noqa: ARG002 - one input; TensorRT passes its name
+            batch = self.data.next_batch()
+            if batch is None:
+                return None  # no more data: TensorRT finishes calibration
+            np.copyto(self._host, batch)
+            cuda.memcpy_htod(self._device, self._host)
+            self.batches_given += 1
+            return [int(self._device)]
+
+        def read_calibration_cache(self):
+            return self.data.read_cache()
+
+        def write_calibration_cache(self, cache) -> None:
+            self.data.write_cache(bytes(cache))
+
+        def free(self) -> None:
+            if self._device is not None:
+                self._device.free()
+                self._device = None
+                self._host = None
+
+    return EntropyCalibrator()

@@ -1,0 +1,193 @@
+"""``python -m export style <command>``: the Gatys optimiser, student training and export.
+
+    python -m export style optimize --content C.jpg --style S.jpg --out G.png
+    python -m export style train --style ../shared/data/style/styles/udnie.jpg
+    python -m export style export --run runs/style/udnie --out models/style
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from sdk.paths import REPO_ROOT, SHARED_DIR
+
+RUNS = REPO_ROOT / "runs" / "style"
+STYLES = SHARED_DIR / "data" / "style" / "styles"
+
+
+def _set_threads(n: int | None) -> None:
+    """Limit TensorFlow's CPU threads (must run before TF executes anything)."""
+    if n is None:
+        return
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(n)
+
+
+def _costs(args: argparse.Namespace):
+    from .lossnet import DEFAULT_LAYERS, LayerChoice, layer_name
+    from .optimize import CostWeights
+
+    layers = None
+    if args.content_layer or args.style_layers:
+        base = DEFAULT_LAYERS[args.network]
+        style = base.style
+        if args.style_layers:
+            pairs = [item.split("=") for item in args.style_layers.split(",")]
+            style = tuple((layer_name(p[0]), float(p[1]) if len(p) > 1 else 1.0 / len(pairs))
+                          for p in pairs)
+        layers = LayerChoice(content=layer_name(args.content_layer or base.content), style=style)
+    return CostWeights(alpha=args.alpha, beta=args.beta, gamma=args.tv, network=args.network,
+                       layers=layers)
+
+
+def _add_cost_args(p: argparse.ArgumentParser) -> None:
+    from .optimize import CostWeights
+
+    d = CostWeights()
+    g = p.add_argument_group("costs: J = alpha*J_content + beta*J_style + tv*TV")
+    g.add_argument("--alpha", type=float, default=d.alpha)
+    g.add_argument("--beta", type=float, default=d.beta)
+    g.add_argument("--tv", type=float, default=d.gamma, help="total-variation weight gamma")
+    g.add_argument("--network", choices=("squeezenet", "vgg19"), default=d.network,
+                   help="loss network (squeezenet: local weights; vgg19: --vgg-weights or Keras cache)")
+    g.add_argument("--content-layer", default=None, help="e.g. fire4/concat")
+    g.add_argument("--style-layers", default=None,
+                   help="comma list of layer[=lambda], e.g. relu_conv1=0.5,fire3/concat=0.5")
+    g.add_argument("--vgg-weights", default=None,
+                   help="local VGG19 notop weights file (else Keras' cache/download)")
+
+
+def _extractor(args: argparse.Namespace, costs):
+    from .lossnet import feature_extractor
+
+    weights = "default"
+    if costs.network == "vgg19" and args.vgg_weights:
+        weights = args.vgg_weights
+    return feature_extractor(costs.network, costs.layer_choice.names, weights=weights)
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    from .optimize import OptimizeOptions, optimize, save_loss_curve
+    from .train import read_rgb, write_rgb
+
+    costs = _costs(args)
+    options = OptimizeOptions(iterations=args.iterations, method=args.method,
+                              learning_rate=args.lr, init=args.init, max_side=args.max_side,
+                              seed=args.seed, costs=costs)
+    content, style = read_rgb(args.content), read_rgb(args.style)
+    result = optimize(content, style, options, extractor=_extractor(args, costs))
+    out = Path(args.out)
+    write_rgb(out, result.image)
+    curve = Path(args.curve) if args.curve else out.with_name(out.stem + "_loss.png")
+    save_loss_curve(result.history, curve,
+                    f"{Path(args.content).stem} x {Path(args.style).stem} ({args.method})")
+    h = result.history
+    print(json.dumps({"out": str(out), "loss_curve": str(curve), "seconds": round(result.seconds, 2),
+                      "J": h["J"][-1], "J_content": h["J_content"][-1],
+                      "J_style": h["J_style"][-1]}))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    from .student import StudentConfig
+    from .train import TrainOptions, train
+
+    style = Path(args.style)
+    if not style.is_file() and (STYLES / f"{args.style}.jpg").is_file():
+        style = STYLES / f"{args.style}.jpg"  # a bare style name
+    if not style.is_file():
+        print(f"style image not found: {args.style}", file=sys.stderr)
+        return 2
+    run = Path(args.run) if args.run else RUNS / style.stem
+    options = TrainOptions(style=str(style), run_dir=str(run), content_dir=args.content_dir,
+                           steps=args.steps, batch_size=args.batch, crop=args.crop,
+                           learning_rate=args.lr, costs=_costs(args),
+                           distill_images=args.distill_images, distill_weight=args.distill_weight,
+                           teacher_iterations=args.teacher_iterations,
+                           sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+                           student=StudentConfig(base=args.base, blocks=args.blocks),
+                           seed=args.seed, limit=args.limit)
+    final = train(options, resume=args.resume)
+    print(f"weights: {final}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    from .release import export_run
+
+    report = export_run(args.run, args.out, calibration_dir=args.calibration_dir,
+                        formats=args.formats.split(","))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m export style``; returns the exit status."""
+    from .optimize import OptimizeOptions
+    from .train import CONTENT_TRAIN, TrainOptions
+
+    parser = argparse.ArgumentParser(prog="python -m export style",
+                                     description="Gatys optimiser, fast style network, export")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    o = OptimizeOptions()
+    p = sub.add_parser("optimize", help="stylise one image by optimising its pixels (Gatys)")
+    p.add_argument("--content", required=True)
+    p.add_argument("--style", required=True)
+    p.add_argument("--out", required=True, help="output image (PNG/JPG)")
+    p.add_argument("--curve", default=None, help="loss-curve PNG (default: <out>_loss.png)")
+    p.add_argument("--method", choices=("adam", "lbfgs"), default=o.method)
+    p.add_argument("--iterations", type=int, default=o.iterations)
+    p.add_argument("--lr", type=float, default=o.learning_rate, help="Adam step (pixels)")
+    p.add_argument("--init", choices=("content", "noise"), default=o.init)
+    p.add_argument("--max-side", type=int, default=o.max_side)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="TensorFlow CPU threads")
+    _add_cost_args(p)
+    p.set_defaults(func=_optimize)
+
+    t = TrainOptions(style="x", run_dir="x")
+    p = sub.add_parser("train", help="train the fast student for one style")
+    p.add_argument("--style", required=True, help="style image, or a name in ../shared styles")
+    p.add_argument("--run", default=None, help="run directory (default runs/style/<style>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--content-dir", default=str(CONTENT_TRAIN))
+    p.add_argument("--steps", type=int, default=t.steps)
+    p.add_argument("--batch", type=int, default=t.batch_size)
+    p.add_argument("--crop", type=int, default=t.crop)
+    p.add_argument("--lr", type=float, default=t.learning_rate)
+    p.add_argument("--distill-images", type=int, default=t.distill_images)
+    p.add_argument("--distill-weight", type=float, default=t.distill_weight)
+    p.add_argument("--teacher-iterations", type=int, default=t.teacher_iterations)
+    p.add_argument("--sample-every", type=int, default=t.sample_every)
+    p.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every)
+    p.add_argument("--base", type=int, default=t.student.base, help="student width")
+    p.add_argument("--blocks", type=int, default=t.student.blocks, help="residual blocks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="only the first N photos")
+    p.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads (shared machine)")
+    _add_cost_args(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("export", help="convert a trained student to TFLite/ONNX and check it")
+    p.add_argument("--run", required=True, help="training run directory")
+    p.add_argument("--out", default=str(REPO_ROOT / "models" / "style"))
+    p.add_argument("--formats", default="tflite_fp32,tflite_fp16,tflite_int8,onnx_fp32",
+                   help="comma list of tflite_fp32, tflite_fp16, tflite_int8, onnx_fp32, onnx_int8")
+    p.add_argument("--calibration-dir", default=str(CONTENT_TRAIN),
+                   help="real photos for int8 calibration")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_export)
+
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return int(args.func(args) or 0)

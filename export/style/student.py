@@ -1,0 +1,104 @@
+"""The student: a small fully convolutional image-to-image network that learns
+one style (Johnson et al.'s encoder / residual blocks / decoder, made mobile).
+
+Choices made for clean conversion to TFLite int8, ONNX and TensorRT:
+
+* BatchNormalization instead of instance normalisation: at inference it is a
+  per-channel affine that the converters fold into the preceding conv, so no
+  mean/variance is computed on the device (instance norm's reductions are the
+  known int8/TensorRT trouble);
+* zero ("same") padding instead of reflection padding;
+* bilinear resize + conv for upsampling instead of Conv2DTranspose (no
+  checkerboard, and better int8 agreement on these machines);
+* depthwise-separable residual blocks to keep the MACs low (~0.45 GMAC at 256x256
+  with the default widths);
+* input RGB 0..255 (scaled inside), output ``255 * sigmoid``: the range is fixed,
+  so int8 calibration of the output is exact and the SDK only clips and casts.
+
+Any input size whose sides are multiples of :data:`SIZE_MULTIPLE` gives an
+output of the same size (two stride-2 stages, two x2 upsamplings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Input sides must be multiples of this for the output to have the same size.
+SIZE_MULTIPLE = 4
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Widths of the student: ``base`` channels at full resolution, ``2*base`` at
+    1/2, ``4*base`` in the ``blocks`` residual blocks at 1/4."""
+
+    base: int = 16
+    blocks: int = 4
+
+    def __post_init__(self) -> None:
+        if self.base < 2 or self.blocks < 0:
+            raise ValueError("base must be >= 2 and blocks >= 0")
+
+
+def _upsample_layer_class():
+    """``Upsample2x``: bilinear x2 resize with a dynamic size.
+
+    Keras 3's ``UpSampling2D(interpolation="bilinear")`` cannot be traced with
+    unknown height/width (it tests a symbolic shape in Python), which breaks the
+    SavedModel route of the TFLite converter; ``tf.image.resize`` on the runtime
+    shape becomes RESIZE_BILINEAR (TFLite) / Resize (ONNX).
+    """
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="edge_sdk_style")
+    class Upsample2x(keras.layers.Layer):
+        def call(self, x):
+            shape = tf.shape(x)
+            return tf.image.resize(x, tf.stack([shape[1] * 2, shape[2] * 2]), method="bilinear")
+
+        def compute_output_shape(self, input_shape):
+            b, h, w, c = input_shape
+            return (b, None if h is None else 2 * h, None if w is None else 2 * w, c)
+
+    return Upsample2x
+
+
+def build_student(config: StudentConfig = StudentConfig(), name: str = "style_student"):
+    """The Keras student, input ``(None, None, None, 3)`` RGB float 0..255 ->
+    output of the same size, RGB float in 0..255."""
+    import keras
+    from keras import layers
+
+    b = config.base
+    upsample = _upsample_layer_class()
+
+    def conv_bn_relu(x, filters, kernel, strides, tag):
+        x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                          name=f"{tag}_conv")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"{tag}_bn")(x)
+        return layers.ReLU(name=f"{tag}_relu")(x)
+
+    def sep_bn(x, filters, tag, relu=True):
+        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{tag}_dw")(x)
+        x = layers.Conv2D(filters, 1, use_bias=False, name=f"{tag}_pw")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"{tag}_bn")(x)
+        return layers.ReLU(name=f"{tag}_relu")(x) if relu else x
+
+    inp = keras.Input((None, None, 3), name="image")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inp)
+    x = conv_bn_relu(x, b, 3, 1, "enc1")
+    x = conv_bn_relu(x, 2 * b, 3, 2, "enc2")
+    x = conv_bn_relu(x, 4 * b, 3, 2, "enc3")
+    for i in range(config.blocks):
+        y = sep_bn(x, 4 * b, f"res{i}a")
+        y = sep_bn(y, 4 * b, f"res{i}b", relu=False)
+        x = layers.Add(name=f"res{i}_add")([x, y])
+    x = upsample(name="up1")(x)
+    x = sep_bn(x, 2 * b, "dec1")
+    x = upsample(name="up2")(x)
+    x = sep_bn(x, b, "dec2")
+    x = layers.Conv2D(3, 3, padding="same", name="out_conv")(x)
+    x = layers.Activation("sigmoid", name="out_sigmoid")(x)
+    out = layers.Rescaling(255.0, name="to_0_255")(x)
+    return keras.Model(inp, out, name=name)

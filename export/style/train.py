@@ -1,0 +1,306 @@
+"""Training the student on one style: perceptual loss over content crops plus
+distillation from the Gatys optimiser (the teacher).
+
+Per step, for a batch of random crops ``C`` of ``content-train`` photos::
+
+    L = mean_batch(alpha * J_content(C, f(C)) + beta * J_style(S, f(C)) + gamma * TV(f(C)))
+        + distill_weight * 1/2 * ||f(C_t) - G_t||^2
+
+where ``f`` is the student, ``S`` the style image resized to the crop size (the
+Gram matrices are only comparable at equal sizes), and ``(C_t, G_t)`` one of a
+few content images with the optimiser's result on it (computed once at the start
+of a run and kept in ``<run>/teacher/``).  The distillation term pulls the
+student towards what full optimisation reaches, which a short training run on
+the perceptual loss alone does not.
+
+A run directory holds ``config.json``, TF checkpoints (``ckpt/``, to resume),
+``log.jsonl``, sample grids (``samples/step_NNNNNN.png``) and the final
+``student.weights.h5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sdk.paths import SHARED_DIR
+
+from .lossnet import LayerChoice
+from .optimize import CostModel, CostWeights, OptimizeOptions, fit_side, optimize
+from .student import SIZE_MULTIPLE, StudentConfig, build_student
+
+CONTENT_TRAIN = SHARED_DIR / "data" / "style" / "content-train"
+CONTENT_SAMPLES = SHARED_DIR / "data" / "style" / "content-samples"
+STYLES = SHARED_DIR / "data" / "style" / "styles"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Settings of one training run (saved to ``config.json``).
+
+    Attributes:
+        style: the style image; its file stem names the style.
+        run_dir: where checkpoints, samples and logs go.
+        content_dir: training photos (random crops, random horizontal flips).
+        steps: total optimisation steps (a resumed run continues to this number).
+        batch_size, crop: crops per step and their side in pixels.
+        learning_rate: Adam learning rate.
+        costs: alpha, beta, gamma and layers of the perceptual loss.
+        distill_images: how many content images the teacher stylises (0: no distillation).
+        distill_weight: weight of the pixel distillation term.
+        teacher_iterations: optimiser iterations per teacher image.
+        sample_every, checkpoint_every: in steps.
+        student: widths of the student.
+        seed: data order and initialisation.
+        limit: use only the first N training photos (tests).
+    """
+
+    style: str
+    run_dir: str
+    content_dir: str = str(CONTENT_TRAIN)
+    samples_dir: str = str(CONTENT_SAMPLES)
+    steps: int = 2000
+    batch_size: int = 4
+    crop: int = 256
+    learning_rate: float = 2e-3
+    costs: CostWeights = field(default_factory=CostWeights)
+    distill_images: int = 6
+    distill_weight: float = 0.5
+    teacher_iterations: int = 200
+    sample_every: int = 100
+    checkpoint_every: int = 100
+    student: StudentConfig = field(default_factory=StudentConfig)
+    seed: int = 0
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.crop % SIZE_MULTIPLE or self.crop < 32:
+            raise ValueError(f"crop must be a multiple of {SIZE_MULTIPLE} and >= 32, got {self.crop}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        if self.distill_images < 0 or self.distill_weight < 0:
+            raise ValueError("distill_images and distill_weight must be >= 0")
+
+    @property
+    def style_name(self) -> str:
+        return Path(self.style).stem
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        return json.dumps(d, indent=1, default=str)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8; a missing or unreadable file is an error."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def write_rgb(path: str | Path, image: np.ndarray) -> None:
+    import cv2
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image[:, :, ::-1])):
+        raise OSError(f"cannot write {path}")
+
+
+def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
+    files = sorted(p for p in Path(folder).iterdir()
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    return files[:limit] if limit else files
+
+
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``size`` x ``size`` crop (after a random down-scale in [1, 1.3] of the
+    short side for scale augmentation), randomly flipped left-right."""
+    import cv2
+
+    h, w = image.shape[:2]
+    short = min(h, w)
+    target = int(size * rng.uniform(1.0, 1.3))
+    if short != target:
+        s = target / short
+        image = cv2.resize(image, (max(size, round(w * s)), max(size, round(h * s))),
+                           interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        h, w = image.shape[:2]
+    y = int(rng.integers(0, h - size + 1))
+    x = int(rng.integers(0, w - size + 1))
+    out = image[y:y + size, x:x + size]
+    return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    s = size / min(h, w)
+    image = cv2.resize(image, (max(size, round(w * s)), max(size, round(h * s))),
+                       interpolation=cv2.INTER_AREA)
+    h, w = image.shape[:2]
+    y, x = (h - size) // 2, (w - size) // 2
+    return image[y:y + size, x:x + size]
+
+
+def sample_grid(model, images: list[np.ndarray]) -> np.ndarray:
+    """Each content image beside its stylisation, stacked vertically (RGB uint8)."""
+    rows = []
+    for im in images:
+        out = model(im.astype(np.float32)[None], training=False)
+        out = np.clip(np.asarray(out)[0], 0, 255).astype(np.uint8)
+        rows.append(np.concatenate([im, out], axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    return np.concatenate(rows, axis=0)
+
+
+def make_teacher_targets(options: TrainOptions, style: np.ndarray, extractor,
+                         files: list[Path], progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(contents, optimised) arrays for distillation, cached in ``<run>/teacher``."""
+    out = Path(options.run_dir) / "teacher"
+    contents, targets = [], []
+    rng = np.random.default_rng(options.seed + 1)
+    picks = rng.choice(len(files), size=min(options.distill_images, len(files)), replace=False)
+    opt = OptimizeOptions(iterations=options.teacher_iterations, max_side=options.crop,
+                          costs=options.costs, seed=options.seed)
+    for i, k in enumerate(sorted(picks)):
+        c = center_crop(read_rgb(files[k]), options.crop)
+        cached = out / f"{files[k].stem}_teacher.png"
+        if cached.is_file():
+            g = read_rgb(cached)
+        else:
+            g = optimize(c, style, opt, extractor=extractor, progress=progress).image
+            write_rgb(cached, g)
+            write_rgb(out / f"{files[k].stem}_content.png", c)
+        contents.append(c)
+        targets.append(g)
+        if progress:
+            print(f"teacher {i + 1}/{len(picks)}: {files[k].name}", flush=True)
+    return np.asarray(contents, np.float32), np.asarray(targets, np.float32)
+
+
+def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
+          extractor=None) -> Path:
+    """Train (or resume) a student; returns the path of the final weights file."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from . import losses
+    from .lossnet import feature_extractor
+
+    run = Path(options.run_dir)
+    ckpt_dir = run / "ckpt"
+    if run.joinpath("config.json").is_file() and not resume and any(ckpt_dir.glob("ckpt-*")):
+        raise FileExistsError(f"{run} already holds a run; pass resume=True (--resume) to "
+                              "continue it or choose another --run")
+    run.mkdir(parents=True, exist_ok=True)
+    run.joinpath("config.json").write_text(options.to_json())
+
+    files = list_images(options.content_dir, options.limit)
+    style = read_rgb(options.style)
+    crop = options.crop
+    style_sq = center_crop(style, crop)  # square style at the crop size (see losses docstring)
+    weights = options.costs
+    if extractor is None:
+        extractor = feature_extractor(weights.network, weights.layer_choice.names)
+    cost_model = CostModel(extractor, weights)
+    grams = cost_model.grams_of(style_sq.astype(np.float32)[None])
+    if options.distill_images and options.distill_weight:
+        t_content, t_target = make_teacher_targets(options, style, extractor, files, progress)
+    else:
+        t_content = t_target = None
+
+    tf.keras.utils.set_random_seed(options.seed)
+    student = build_student(options.student, name=f"style_{options.style_name}")
+    opt = tf.keras.optimizers.Adam(options.learning_rate)
+    step = tf.Variable(0, dtype=tf.int64, name="step")
+    ckpt = tf.train.Checkpoint(student=student, optimizer=opt, step=step)
+    manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
+    if resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+        print(f"resumed from {manager.latest_checkpoint} at step {int(step.numpy())}")
+    choice = weights.layer_choice
+
+    @tf.function(reduce_retracing=True)
+    def train_step(batch, tc, tt):
+        with tf.GradientTape() as tape:
+            out = student(batch, training=True)
+            content_acts = extractor(batch)[choice.content]
+            parts = cost_model.costs(out, content_acts=content_acts, grams=grams)
+            loss = tf.reduce_mean(parts["J"])
+            distill = tf.constant(0.0)
+            if tc is not None:
+                distill = 0.5 * tf.reduce_sum(tf.square(student(tc, training=True) - tt))
+                loss = loss + options.distill_weight * distill
+        grads = tape.gradient(loss, student.trainable_variables)
+        opt.apply_gradients(zip(grads, student.trainable_variables))
+        return loss, tf.reduce_mean(parts["J_content"]), tf.reduce_mean(parts["J_style"]), distill
+
+    samples = [fit_side(read_rgb(p), 256, SIZE_MULTIPLE) for p in list_images(options.samples_dir)]
+    rng = np.random.default_rng(options.seed + int(step.numpy()))
+    log = run.joinpath("log.jsonl").open("a")
+    start_step = int(step.numpy())
+    bar = tqdm(range(start_step, options.steps), initial=start_step, total=options.steps,
+               disable=not progress, desc=f"train {options.style_name}")
+    t0 = time.perf_counter()
+    for s in bar:
+        batch = np.stack([random_crop(read_rgb(files[k]), crop, rng)
+                          for k in rng.integers(0, len(files), options.batch_size)])
+        tc = tt = None
+        if t_content is not None:
+            k = s % len(t_content)
+            tc, tt = t_content[k:k + 1], t_target[k:k + 1]
+        loss, jc, js, dl = (float(v) for v in train_step(tf.constant(batch, tf.float32),
+                                                          tc, tt))
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {s}; lower --lr")
+        step.assign(s + 1)
+        record = {"step": s + 1, "loss": loss, "J_content": jc, "J_style": js, "distill": dl,
+                  "seconds": round(time.perf_counter() - t0, 1)}
+        log.write(json.dumps(record) + "\n")
+        bar.set_postfix(J=f"{loss:.3g}", Jc=f"{jc:.3g}", Js=f"{js:.3g}")
+        if (s + 1) % options.sample_every == 0 or s + 1 == options.steps:
+            write_rgb(run / "samples" / f"step_{s + 1:06d}.png", sample_grid(student, samples))
+        if (s + 1) % options.checkpoint_every == 0 or s + 1 == options.steps:
+            manager.save(checkpoint_number=s + 1)
+            log.flush()
+    log.close()
+    bar.close()
+    final = run / "student.weights.h5"
+    student.save_weights(str(final))
+    return final
+
+
+def load_run(run_dir: str | Path):
+    """(TrainOptions, Keras student with the run's final or latest weights)."""
+    import tensorflow as tf
+
+    run = Path(run_dir)
+    cfg = json.loads(run.joinpath("config.json").read_text())
+    costs = cfg.pop("costs")
+    if costs.get("layers"):
+        layers = costs["layers"]
+        costs["layers"] = LayerChoice(content=layers["content"],
+                                      style=tuple((n, float(w)) for n, w in layers["style"]))
+    student_cfg = StudentConfig(**cfg.pop("student"))
+    options = TrainOptions(**cfg, costs=CostWeights(**costs), student=student_cfg)
+    student = build_student(student_cfg, name=f"style_{options.style_name}")
+    final = run / "student.weights.h5"
+    if final.is_file():
+        student.load_weights(str(final))
+    else:
+        latest = tf.train.latest_checkpoint(str(run / "ckpt"))
+        if latest is None:
+            raise FileNotFoundError(f"{run} has neither student.weights.h5 nor a checkpoint")
+        tf.train.Checkpoint(student=student).restore(latest).expect_partial()
+    return options, student

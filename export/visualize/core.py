@@ -1,0 +1,196 @@
+"""What a trained ConvNet learned: the 9 image patches that activate each of 9 units most.
+
+For a layer L, every spatial position of every channel ("unit") looks at one
+receptive field of the input. Scanning a set of images, we keep for each unit
+the 9 images where it fires most (one patch per image, so the 9 patches come
+from 9 different images), crop the receptive field around the maximum, and
+lay the result out as a 9x9 grid: one 3x3 block per unit.
+
+Receptive fields are computed from the layer graph (kernel, stride, dilation,
+padding of each conv/pool layer; merges take the largest field), not guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm")
+
+# Keras layer class names that change the receptive field like a sliding window
+_WINDOWED = {"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D",
+             "MaxPooling2D", "AveragePooling2D", "MaxPooling1D", "AveragePooling1D"}
+# layers after which a unit sees the whole input
+_GLOBAL = {"GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
+           "GlobalMaxPooling1D", "Flatten", "Dense"}
+# layers that would need an inverse mapping (decoders): not supported
+_UPSAMPLING = {"UpSampling2D", "Conv2DTranspose", "Resizing"}
+
+
+class VisualizeError(ValueError):
+    """The layer cannot be visualised (unknown, upsampling, or no images)."""
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Receptive field of one unit of a layer, in input pixels.
+
+    ``size``: side of the field; ``jump``: input pixels between neighbouring
+    units; ``start``: centre of unit 0 in input coordinates (pixel centres at
+    integers). ``size=None`` means the whole input (after global pooling).
+    """
+
+    size: float | None
+    jump: float
+    start: float
+
+    def centre(self, index: int) -> float:
+        return self.start + index * self.jump
+
+
+def _first(v) -> int:
+    return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
+
+
+def receptive_fields(model) -> dict[str, ReceptiveField]:
+    """Receptive field of every layer of a Keras functional model (first spatial axis)."""
+    fields: dict[str, ReceptiveField] = {}
+    for op in model.operations:
+        kind = type(op).__name__
+        parents = [t._keras_history[0].name for t in op._inbound_nodes[0].input_tensors]
+        if not parents:  # the input layer
+            fields[op.name] = ReceptiveField(1.0, 1.0, 0.0)
+            continue
+        ins = [fields[p] for p in parents]
+        if kind in _UPSAMPLING:
+            raise VisualizeError(f"layer {op.name!r} ({kind}) upsamples; receptive fields of "
+                                 "decoder layers are not defined here")
+        if any(f.size is None for f in ins) or kind in _GLOBAL:
+            fields[op.name] = ReceptiveField(None, 1.0, 0.0)
+            continue
+        base = max(ins, key=lambda f: f.size)
+        if kind in _WINDOWED:
+            k = _first(getattr(op, "kernel_size", None) or op.pool_size)
+            stride = _first(op.strides)
+            dilation = _first(getattr(op, "dilation_rate", 1))
+            k_eff = dilation * (k - 1) + 1
+            pad_left = max(k_eff - stride, 0) // 2 if op.padding == "same" else 0
+            fields[op.name] = ReceptiveField(base.size + (k_eff - 1) * base.jump,
+                                             base.jump * stride,
+                                             base.start + ((k_eff - 1) / 2 - pad_left) * base.jump)
+        else:  # element-wise, normalisation, activation, concatenation, ...
+            fields[op.name] = base
+    return fields
+
+
+def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted), at most ``limit``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VisualizeError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise VisualizeError(f"no images under {folder}")
+    if limit is not None and len(files) > limit:
+        # an even spread over the folder, so every sub-folder (person, style) is represented
+        files = [files[i] for i in np.linspace(0, len(files) - 1, limit).astype(int)]
+    return files
+
+
+@dataclass
+class _Hit:
+    value: float
+    image: int
+    y: int
+    x: int
+
+
+def top_patches(model, layer: str, images: Sequence[np.ndarray], *, units: Sequence[int] | None = None,
+                n_units: int = 9, per_unit: int = 9, batch: int = 16, progress=None
+                ) -> tuple[list[int], dict[int, list[_Hit]], ReceptiveField]:
+    """For each chosen unit of ``layer``, the ``per_unit`` strongest (image, position) hits.
+
+    ``images`` are RGB float32 arrays of one size, as the model takes them.
+    Units default to the ``n_units`` channels with the largest mean top activation.
+    """
+    import keras
+
+    names = [op.name for op in model.operations]
+    if layer not in names:
+        raise VisualizeError(f"no layer {layer!r}; layers: {', '.join(names)}")
+    field = receptive_fields(model)[layer]
+    probe = keras.Model(model.inputs[0], model.get_layer(layer).output)
+    best: dict[int, list[_Hit]] = {}
+    for b0 in range(0, len(images), batch):
+        acts = np.asarray(probe(np.stack(images[b0:b0 + batch]), training=False))
+        if acts.ndim == 2:  # dense/global layer: one position
+            acts = acts[:, None, None, :]
+        if acts.ndim != 4:
+            raise VisualizeError(f"layer {layer!r} has activations of rank {acts.ndim}; "
+                                 "2D image layers only")
+        flat = acts.reshape(len(acts), -1, acts.shape[-1])
+        pos = flat.argmax(axis=1)      # (B, C) best position per image and unit
+        val = flat.max(axis=1)         # (B, C)
+        for i in range(len(acts)):
+            for c in range(acts.shape[-1]):
+                y, x = divmod(int(pos[i, c]), acts.shape[2])
+                hits = best.setdefault(c, [])
+                hits.append(_Hit(float(val[i, c]), b0 + i, y, x))
+                if len(hits) > 4 * per_unit:  # keep the lists short while scanning
+                    hits.sort(key=lambda h: -h.value)
+                    del hits[per_unit:]
+        if progress is not None:
+            progress(min(b0 + batch, len(images)), len(images))
+    for c in best:
+        best[c].sort(key=lambda h: -h.value)
+        del best[c][per_unit:]
+    if units is None:
+        strength = {c: np.mean([h.value for h in hits]) for c, hits in best.items()}
+        units = sorted(strength, key=lambda c: -strength[c])[:n_units]
+    bad = [u for u in units if u not in best]
+    if bad:
+        raise VisualizeError(f"layer {layer!r} has {len(best)} units; {bad} do not exist")
+    return list(units), {u: best[u] for u in units}, field
+
+
+def crop_patch(image: np.ndarray, field: ReceptiveField, y: int, x: int) -> np.ndarray:
+    """The receptive field of unit position (y, x), clipped to the image (grey outside)."""
+    h, w = image.shape[:2]
+    if field.size is None:
+        return image
+    half = field.size / 2
+    cy, cx = field.centre(y), field.centre(x)
+    y0, y1 = int(np.floor(cy - half + 0.5)), int(np.floor(cy + half + 0.5))
+    x0, x1 = int(np.floor(cx - half + 0.5)), int(np.floor(cx + half + 0.5))
+    pad = max(0, -y0, -x0, y1 - h, x1 - w)
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
+                                   value=(128, 128, 128))
+    return image[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
+
+
+def grid(patches: Iterable[Iterable[np.ndarray]], tile: int = 64, gap: int = 2,
+         block_gap: int = 10) -> np.ndarray:
+    """9 units x 9 patches (BGR uint8) -> one 9x9 grid image, a 3x3 block per unit."""
+    blocks = []
+    for unit_patches in patches:
+        tiles = [cv2.resize(p, (tile, tile), interpolation=cv2.INTER_NEAREST
+                            if p.shape[0] < tile else cv2.INTER_AREA) for p in unit_patches]
+        tiles += [np.full((tile, tile, 3), 255, np.uint8)] * (9 - len(tiles))
+        rows = [np.concatenate(sum(([t, np.full((tile, gap, 3), 255, np.uint8)]
+                                    for t in tiles[r * 3:r * 3 + 3]), [])[:-1], axis=1)
+                for r in range(3)]
+        sep = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
+        blocks.append(np.concatenate([rows[0], sep, rows[1], sep, rows[2]], axis=0))
+    blocks += [np.full_like(blocks[0], 255)] * (9 - len(blocks))
+    bh, bw = blocks[0].shape[:2]
+    out = np.full((3 * bh + 4 * block_gap, 3 * bw + 4 * block_gap, 3), 255, np.uint8)
+    for i, b in enumerate(blocks):
+        r, c = divmod(i, 3)
+        y, x = block_gap + r * (bh + block_gap), block_gap + c * (bw + block_gap)
+        out[y:y + bh, x:x + bw] = b
+    return out

@@ -1,0 +1,145 @@
+"""``sdk.Encoder``: embeddings of raw arrays — 1D signals ``(n, channels)``, 3D volumes or
+clips ``(d, h, w, channels)``, or already-aligned images — with any encoder model.
+
+The face pipeline (``sdk.FaceVerifier``) adds detection and alignment on top of
+the same idea; this class is for inputs that need none. Distances and
+thresholds are the product's one definition (``sdk.distance.squared_l2``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .contract import ModelInfo
+from .distance import VerifyResult, squared_l2
+from .errors import InputDtypeError, InputShapeError, MetadataError, ModelKindError
+from .model import Model, load_model
+
+_KINDS = ("encoder", "face_encoder")
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """Options of :class:`Encoder`.
+
+    Attributes:
+        model_path: an ``.onnx``, ``.tflite`` or TensorRT file of kind
+            ``encoder`` (or ``face_encoder`` for pre-aligned faces).
+        threads: CPU threads for the runtime.
+        threshold: override of the model's calibrated τ (squared L2, in (0, 4]).
+    """
+
+    model_path: str | os.PathLike
+    threads: int | None = None
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 < float(self.threshold) <= 4.0:
+            raise ValueError(f"threshold is a squared L2 distance between unit vectors and "
+                             f"must be in (0, 4], got {self.threshold}")
+
+
+class Encoder:
+    """Embeds arrays shaped like the model's input (one sample or a batch).
+
+    >>> with Encoder.create("models/speaker/speaker_encoder.tflite") as enc:
+    ...     r = enc.verify(features_a, features_b)
+    """
+
+    def __init__(self, model: Model, options: EncoderOptions) -> None:
+        self._model = model
+        self.options = options
+
+    @classmethod
+    def create_from_options(cls, options: EncoderOptions) -> "Encoder":
+        model = load_model(options.model_path, threads=options.threads)
+        try:
+            info = model.info
+            if info.kind not in _KINDS:
+                raise ModelKindError(f"{model.path} is a {info.kind!r} model; Encoder needs one "
+                                     f"of {_KINDS}")
+            if options.threshold is None and info.threshold is None:
+                raise MetadataError(f"{model.path} carries no calibrated threshold; pass "
+                                    "EncoderOptions(threshold=...)")
+        except Exception:
+            model.close()
+            raise
+        return cls(model, options)
+
+    @classmethod
+    def create(cls, model_path: str | os.PathLike, **kwargs) -> "Encoder":
+        return cls.create_from_options(EncoderOptions(model_path=model_path, **kwargs))
+
+    # --- description -----------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._live().info
+
+    @property
+    def model_id(self) -> str:
+        """Identity of the trained weights (galleries are tied to it)."""
+        return self.info.model_id
+
+    @property
+    def threshold(self) -> float:
+        if self.options.threshold is not None:
+            return float(self.options.threshold)
+        return float(self.info.threshold)
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """Shape of one sample (without the batch axis)."""
+        return self._live().inputs[0].shape[1:]
+
+    @property
+    def embedding_size(self) -> int:
+        return int(self.info.output.get("embedding_size") or self._live().outputs[0].shape[-1])
+
+    def _live(self) -> Model:
+        if self._model is None:
+            raise RuntimeError("the encoder is closed")
+        return self._model
+
+    # --- embedding --------------------------------------------------------------
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """``(D,)`` for one sample shaped like :attr:`input_shape`, ``(B, D)`` for a batch."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiu":
+            raise InputDtypeError(f"expected a numeric array, got {x.dtype}")
+        sample = self.input_shape
+        single = x.ndim == len(sample)
+        batch = x[None] if single else x
+        if batch.ndim != len(sample) + 1 or any(
+                d is not None and d != g for d, g in zip(sample, batch.shape[1:])):
+            dims = ",".join("?" if d is None else str(d) for d in sample)
+            raise InputShapeError(f"expected one sample of shape ({dims}) or a batch of them, "
+                                  f"got {x.shape}")
+        model = self._live()
+        out = model(batch.astype(np.float32))
+        return out[0] if single else out
+
+    def distance(self, e1: np.ndarray, e2: np.ndarray) -> float | np.ndarray:
+        """d = ||e1 - e2||^2 (broadcasts: one against many gives many)."""
+        d = squared_l2(e1, e2)
+        return float(d) if np.ndim(d) == 0 else d
+
+    def verify(self, a: np.ndarray, b: np.ndarray) -> VerifyResult:
+        """1:1 verification of two samples: match when d <= τ."""
+        d = float(self.distance(self.embed(a), self.embed(b)))
+        return VerifyResult(is_match=d <= self.threshold, distance=d, threshold=self.threshold)
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    def __enter__(self) -> "Encoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

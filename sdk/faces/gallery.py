@@ -1,0 +1,411 @@
+"""A gallery of enrolled people for 1:K identification (``sdk.Gallery``).
+
+Each person keeps every embedding enrolled for them, and a probe's distance
+to a person is its distance to that person's *nearest* embedding.  Why the
+nearest and not the mean: τ is calibrated on distances between two single
+photos, and the nearest-embedding distance is exactly such a distance, so τ
+keeps its meaning however many photos a person has; the mean of unit vectors
+is shorter than one (its distances need another τ) and blurs people whose
+photos differ a lot (glasses on and off, lighting), where the nearest photo
+is the one that should decide.  The cost, K people x n photos dot products of
+128 floats, is negligible next to one model run.
+
+The file on disk (``.npz``, read with ``allow_pickle=False``) holds only
+embeddings, their person labels, the names and a JSON header recording the
+format version and the encoder that produced them — never face images.
+Saving writes a temporary file in the same folder, fsyncs it and renames it
+over the target, so a crash leaves either the old gallery or the new one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..distance import squared_l2
+from ..errors import (GalleryError, GalleryModelMismatchError, InputDtypeError, InputShapeError,
+                      MultipleFacesError, NoFaceError, UnknownPersonError)
+from .detector import check_image
+from .verifier import FaceVerifier, VerifyResult
+
+#: Marker and version of the gallery file format this SDK writes and reads.
+GALLERY_FORMAT = "edge-sdk-gallery"
+GALLERY_VERSION = 1
+_MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One enrolled person and the probe's distance to their nearest embedding."""
+
+    name: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    """Outcome of a 1:K search.
+
+    ``name`` is the nearest person when their distance is at most
+    ``threshold``, else ``None`` (unknown); ``candidates`` are the nearest
+    people, best first, whatever their distance.
+    """
+
+    name: str | None
+    distance: float
+    threshold: float
+    candidates: tuple[Candidate, ...]
+
+    @property
+    def is_known(self) -> bool:
+        """True when the probe matched an enrolled person."""
+        return self.name is not None
+
+    @property
+    def label(self) -> str:
+        """The name, or ``"unknown"``."""
+        return self.name if self.name is not None else "unknown"
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise GalleryError(f"a person's name must be a str, got {type(name).__name__}")
+    clean = name.strip()
+    if not clean or len(clean) > _MAX_NAME or any(ord(c) < 32 for c in clean):
+        raise GalleryError(f"invalid name {name!r}: use 1-{_MAX_NAME} printable characters")
+    return clean
+
+
+class Gallery:
+    """Enrolled people (names + embeddings) of one face encoder.
+
+    ``Gallery(verifier)`` is empty; :meth:`load` reads a saved one.  The
+    gallery uses but does not own the verifier (closing it is the caller's
+    job).
+
+    >>> with FaceVerifier.create() as fv:
+    ...     g = Gallery(fv)
+    ...     g.enroll("ada", [cv2.imread("ada1.jpg"), cv2.imread("ada2.jpg")])
+    ...     g.save("gallery.npz")
+    ...     print(g.identify(cv2.imread("door.jpg")).label)
+    """
+
+    def __init__(self, verifier: FaceVerifier) -> None:
+        if not isinstance(verifier, FaceVerifier):
+            raise TypeError(f"verifier must be a FaceVerifier, got {type(verifier).__name__}")
+        self._verifier = verifier
+        self._people: dict[str, np.ndarray] = {}  # name -> (n, D) float32, enrollment order
+
+    # --- description -----------------------------------------------------------
+
+    @property
+    def verifier(self) -> FaceVerifier:
+        return self._verifier
+
+    @property
+    def threshold(self) -> float:
+        """τ of the verifier: a probe farther than this from everyone is unknown."""
+        return self._verifier.threshold
+
+    @property
+    def names(self) -> list[str]:
+        """Enrolled names, in enrollment order."""
+        return list(self._people)
+
+    def counts(self) -> dict[str, int]:
+        """Number of enrolled embeddings of each person, in enrollment order."""
+        return {name: len(e) for name, e in self._people.items()}
+
+    def count(self, name: str) -> int:
+        """Number of embeddings enrolled for ``name``."""
+        return len(self._embeddings_of(name))
+
+    def __len__(self) -> int:
+        return len(self._people)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.strip() in self._people
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._people))
+
+    def __repr__(self) -> str:
+        n = sum(len(e) for e in self._people.values())
+        return f"Gallery({len(self)} people, {n} embeddings, model={self._verifier.model_id!r})"
+
+    def _embeddings_of(self, name: str) -> np.ndarray:
+        key = name.strip() if isinstance(name, str) else name
+        if key not in self._people:
+            raise UnknownPersonError(f"{name!r} is not enrolled (enrolled: "
+                                     f"{', '.join(self._people) or 'nobody'})")
+        return self._people[key]
+
+    # --- enrollment ---------------------------------------------------------------
+
+    def _one_face(self, image: np.ndarray, what: str) -> np.ndarray:
+        """The aligned face of an enrollment photo, which must show exactly one face."""
+        image = check_image(image, what)
+        faces = self._verifier.detect(image)
+        if not faces:
+            raise NoFaceError(f"{what}: no face found; enroll a photo with one clearly "
+                              "visible, roughly frontal face")
+        if len(faces) > 1:
+            boxes = ", ".join(f"({b[0]:.0f},{b[1]:.0f} {b[2]:.0f}x{b[3]:.0f})"
+                              for b in (f.box for f in faces))
+            raise MultipleFacesError(f"{what}: {len(faces)} faces found at {boxes}; enrollment "
+                                     "needs exactly one, so it cannot tell whose face to use")
+        return self._verifier.align(image, faces[0])
+
+    def enroll(self, name: str, images: np.ndarray | Sequence[np.ndarray]) -> int:
+        """Enroll one photo or several photos of ``name`` (added to earlier ones).
+
+        All photos are checked before any is added: if one fails, the gallery
+        is unchanged.
+
+        Returns:
+            The number of embeddings now enrolled for ``name``.
+
+        Raises:
+            NoFaceError, MultipleFacesError: a photo shows no face or several
+                (the message says which photo).
+            GalleryError: invalid name or no photos.
+            InputDtypeError, InputShapeError: not BGR uint8 images.
+        """
+        name = _check_name(name)
+        batch = [images] if isinstance(images, np.ndarray) and images.ndim in (2, 3) \
+            else list(images)
+        if not batch:
+            raise GalleryError(f"enroll {name!r}: no photos given")
+        aligned = [self._one_face(img, f"{name!r} photo {i}") for i, img in enumerate(batch)]
+        return self.enroll_embeddings(name, self._verifier.embed_aligned(np.stack(aligned)))
+
+    def enroll_embeddings(self, name: str, embeddings: np.ndarray) -> int:
+        """Enroll embeddings computed with this gallery's verifier (``(D,)`` or ``(n, D)``).
+
+        Returns:
+            The number of embeddings now enrolled for ``name``.
+        """
+        name = _check_name(name)
+        e = np.asarray(embeddings)
+        if e.dtype.kind != "f":
+            raise InputDtypeError(f"embeddings: expected float, got {e.dtype}")
+        e = e.astype(np.float32).reshape(1, -1) if e.ndim == 1 else e.astype(np.float32)
+        size = self._verifier.embedding_size
+        if e.ndim != 2 or e.shape[1] != size or len(e) == 0:
+            raise InputShapeError(f"embeddings: expected ({size},) or (n, {size}), "
+                                  f"got {np.shape(embeddings)}")
+        if not np.all(np.isfinite(e)):
+            raise GalleryError("embeddings: contain NaN or infinity")
+        old = self._people.get(name)
+        self._people[name] = e.copy() if old is None else np.concatenate([old, e])
+        return len(self._people[name])
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` and all their embeddings.
+
+        Raises:
+            UnknownPersonError: ``name`` is not enrolled.
+        """
+        self._embeddings_of(name)
+        del self._people[name.strip()]
+
+    # --- search ---------------------------------------------------------------------
+
+    def distances(self, embedding: np.ndarray) -> dict[str, float]:
+        """Distance of ``embedding`` to each person's nearest enrolled embedding."""
+        e = np.asarray(embedding, dtype=np.float32)
+        size = self._verifier.embedding_size
+        if e.shape != (size,):
+            raise InputShapeError(f"embedding: expected ({size},), got {e.shape}")
+        return {name: float(np.min(squared_l2(e, emb))) for name, emb in self._people.items()}
+
+    def identify_embedding(self, embedding: np.ndarray, top_k: int = 3) -> IdentifyResult:
+        """1:K search of one embedding; see :meth:`identify`."""
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        if not self._people:
+            raise GalleryError("the gallery is empty: enroll someone first")
+        ranked = sorted(self.distances(embedding).items(), key=lambda kv: kv[1])
+        best_name, best = ranked[0]
+        t = self.threshold
+        return IdentifyResult(name=best_name if best <= t else None, distance=best, threshold=t,
+                              candidates=tuple(Candidate(n, d) for n, d in ranked[:top_k]))
+
+    def identify(self, image: np.ndarray, top_k: int = 3) -> IdentifyResult:
+        """Who is the largest face in ``image``?  The nearest person if within τ, else unknown.
+
+        Raises:
+            NoFaceError: no face in the image.
+            GalleryError: the gallery is empty.
+        """
+        if not self._people:
+            raise GalleryError("the gallery is empty: enroll someone first")
+        return self.identify_embedding(self._verifier.embed(image), top_k)
+
+    def verify(self, name: str, image: np.ndarray) -> VerifyResult:
+        """Is the largest face in ``image`` the enrolled ``name`` (1:1)?
+
+        Raises:
+            UnknownPersonError: ``name`` is not enrolled.
+            NoFaceError: no face in the image.
+        """
+        enrolled = self._embeddings_of(name)
+        d = float(np.min(squared_l2(self._verifier.embed(image), enrolled)))
+        t = self.threshold
+        return VerifyResult(is_match=d <= t, distance=d, threshold=t)
+
+    # --- persistence -------------------------------------------------------------------
+
+    def _header(self) -> dict:
+        info = self._verifier.info
+        return {"format": GALLERY_FORMAT, "version": GALLERY_VERSION,
+                "model_id": info.model_id, "precision": info.precision,
+                "backend": self._verifier.model.backend,
+                "embedding_size": self._verifier.embedding_size,
+                "metric": "squared_l2", "names": self.names,
+                "saved_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the gallery to ``path`` (``.npz``) atomically; returns the path.
+
+        The file holds embeddings, names and the encoder's identity, no images.
+        """
+        path = Path(path)
+        names = self.names
+        size = self._verifier.embedding_size
+        emb = np.concatenate([self._people[n] for n in names]) if names \
+            else np.zeros((0, size), np.float32)
+        labels = np.concatenate([np.full(len(self._people[n]), i, np.int32)
+                                 for i, n in enumerate(names)]) if names \
+            else np.zeros(0, np.int32)
+        buffer = io.BytesIO()
+        np.savez(buffer, header=np.array(json.dumps(self._header())), embeddings=emb,
+                 labels=labels)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # temp file in the same folder: os.replace is atomic only within one file system
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buffer.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_dir(path.parent)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verifier: FaceVerifier, *,
+             accept_other_export: bool = False) -> "Gallery":
+        """Read a gallery saved by :meth:`save`, for use with ``verifier``.
+
+        Args:
+            accept_other_export: accept a gallery enrolled with another export
+                of the same trained weights (same ``model_id``, other precision
+                or runtime, e.g. the TFLite int8 file instead of the ONNX one).
+                Off by default: their embeddings differ slightly, so distances
+                near τ may change.
+
+        Raises:
+            GalleryError: the file is absent, corrupt, or of an unknown version.
+            GalleryModelMismatchError: it was enrolled with another model.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise GalleryError(f"gallery {path} not found; enroll people first "
+                               "(Gallery.enroll + save, or `apps/door_lock.py enroll`)")
+        header, emb, labels = _read(path)
+        info = verifier.info
+        if header["model_id"] != info.model_id:
+            raise GalleryModelMismatchError(
+                f"gallery {path} was enrolled with model {header['model_id']!r}, but the loaded "
+                f"model is {info.model_id!r} ({verifier.model.path}); embeddings of different "
+                "models are not comparable: enroll the people again with this model")
+        ours = (info.precision, verifier.model.backend)
+        theirs = (header.get("precision"), header.get("backend"))
+        if ours != theirs and not accept_other_export:
+            raise GalleryModelMismatchError(
+                f"gallery {path} was enrolled with the {theirs[0]} {theirs[1]} export of "
+                f"{info.model_id!r}, the loaded model is its {ours[0]} {ours[1]} export; "
+                "re-enroll, or pass accept_other_export=True to accept small distance changes")
+        if emb.shape[1] != verifier.embedding_size:
+            raise GalleryModelMismatchError(
+                f"gallery {path} holds {emb.shape[1]}-d embeddings, the model gives "
+                f"{verifier.embedding_size}-d")
+        gallery = cls(verifier)
+        for i, name in enumerate(header["names"]):
+            gallery._people[name] = np.ascontiguousarray(emb[labels == i])
+        return gallery
+
+
+def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Header, embeddings and labels of a gallery file, all checked."""
+    def bad(why: str) -> GalleryError:
+        return GalleryError(f"gallery {path} is unreadable: {why}; restore a backup or "
+                            "enroll the people again")
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"header", "embeddings", "labels"} - set(z.files)
+            if missing:
+                raise bad(f"missing {sorted(missing)}")
+            header_text = str(z["header"][()])
+            emb, labels = z["embeddings"], z["labels"]
+    except GalleryError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        # np.load raises ValueError for pickled (object) arrays and non-npy data
+        raise bad(f"not a gallery file ({type(exc).__name__}: {exc})") from None
+    try:
+        header = json.loads(header_text)
+    except json.JSONDecodeError as exc:
+        raise bad(f"header is not JSON ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != GALLERY_FORMAT:
+        raise bad("it is not an edge-sdk gallery")
+    if header.get("version") != GALLERY_VERSION:
+        raise GalleryError(f"gallery {path} has format version {header.get('version')!r}; "
+                           f"this SDK reads version {GALLERY_VERSION}: upgrade the SDK or "
+                           "enroll the people again")
+    names = header.get("names")
+    if not isinstance(header.get("model_id"), str) or not isinstance(names, list) \
+            or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise bad("header fields model_id/names are invalid")
+    if emb.dtype != np.float32 or emb.ndim != 2 or labels.ndim != 1 \
+            or labels.dtype.kind not in "iu" or len(labels) != len(emb):
+        raise bad(f"embeddings {emb.dtype}{emb.shape} / labels {labels.dtype}{labels.shape} "
+                  "do not fit together")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
+        raise bad("labels point outside the name list")
+    if set(np.unique(labels).tolist()) != set(range(len(names))):
+        raise bad("a name has no embeddings")
+    if not np.all(np.isfinite(emb)):
+        raise bad("embeddings contain NaN or infinity")
+    return header, emb, labels
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # Windows cannot open a folder; NTFS journals the rename itself
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the data itself is synced
+    finally:
+        os.close(fd)

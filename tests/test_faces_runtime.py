@@ -1,0 +1,523 @@
+"""Face runtime: FaceVerifier, Gallery and the door-lock app.
+
+Mechanics are tested with the tiny 16x16 encoder of ``conftest.exported`` (it
+is untrained, so these tests check plumbing, never recognition accuracy) and
+the real YuNet detector on real photos from ../shared (skipped when absent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import sdk
+from sdk.errors import (GalleryError, GalleryModelMismatchError, InputDtypeError,
+                        InputShapeError, MetadataError, ModelKindError, ModelNotFoundError,
+                        MultipleFacesError, NoFaceError, SdkError, UnknownPersonError)
+from sdk.faces import verifier as verifier_module
+from sdk.faces.gallery import GALLERY_VERSION, Gallery
+from sdk.faces.verifier import FaceVerifier, FaceVerifierOptions, VerifyResult
+
+from conftest import shared_path
+
+
+# --- fixtures --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def yunet():
+    return shared_path("models", "yunet", "yunet_s_640_640.onnx")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """Two photos of ORL person s1, one of s2 (BGR, as cv2.imread gives)."""
+    root = shared_path("data", "faces", "att-orl")
+    read = lambda *p: cv2.imread(str(root.joinpath(*p)))  # noqa: E731
+    return {"a1": read("s1", "1.png"), "a2": read("s1", "2.png"), "b1": read("s2", "1.png")}
+
+
+@pytest.fixture()
+def verifier(exported, yunet):
+    with FaceVerifier.create(exported["onnx_fp32"], yunet) as v:
+        yield v
+
+
+def _app(name: str):
+    """apps/<name>.py as a module (apps/ is not an installed package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "apps" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_test_app_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _with_contract(src: Path, dst: Path, **changes) -> Path:
+    """A copy of an ONNX model with its contract changed."""
+    from export.formats import set_onnx_metadata
+
+    shutil.copyfile(src, dst)
+    with sdk.load_model(src) as m:
+        info = m.info
+    set_onnx_metadata(dst, info.replace(**changes))
+    return dst
+
+
+BLANK = np.full((120, 160, 3), 127, np.uint8)
+
+
+# --- FaceVerifier ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8"])
+def test_embed_every_format(exported, yunet, photos, fmt):
+    with FaceVerifier.create(exported[fmt], yunet) as v:
+        assert v.input_size == (16, 16)  # from the model's input spec, not 112
+        e = v.embed(photos["a1"])
+        assert e.shape == (8,) and e.dtype == np.float32 and np.all(np.isfinite(e))
+        if fmt.endswith("fp32"):
+            assert abs(np.linalg.norm(e) - 1.0) < 1e-4  # normalised inside the model
+        assert v.model_id == v.info.model_id and v.threshold == pytest.approx(0.8)
+
+
+def test_embed_aligned_equals_manual_preprocessing(verifier, photos):
+    face = verifier.detect(photos["a1"])[0]
+    aligned = verifier.align(photos["a1"], face)
+    assert aligned.shape == (112, 112, 3)
+    x = cv2.resize(aligned, (16, 16), interpolation=cv2.INTER_AREA)[..., ::-1]
+    expected = verifier.model(x[None].astype(np.float32))[0]  # contract: RGB, 0..255, mean 0, std 1
+    np.testing.assert_allclose(verifier.embed_aligned(aligned), expected, atol=1e-6)
+    np.testing.assert_allclose(verifier.embed(photos["a1"]), expected, atol=1e-6)
+
+
+def test_preprocessing_read_from_the_contract(exported, yunet, photos, tmp_path):
+    from sdk.contract import Preprocessing
+
+    pre = Preprocessing(channel_order="BGR", pixel_range=(0, 1), mean=(0.5,), std=(0.25,))
+    path = _with_contract(exported["onnx_fp32"], tmp_path / "bgr.onnx", preprocessing=pre)
+    with FaceVerifier.create(path, yunet) as v:
+        aligned = v.align(photos["a1"], v.detect(photos["a1"])[0])
+        x = cv2.resize(aligned, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
+        expected = v.model(((x / 255.0 - 0.5) / 0.25)[None])[0]
+        np.testing.assert_allclose(v.embed_aligned(aligned), expected, atol=1e-5)
+
+
+def test_batch_embedding_matches_single(verifier, photos):
+    batch = verifier.embed_batch([photos["a1"], photos["a2"], photos["b1"]])
+    assert batch.shape == (3, 8)
+    for row, key in zip(batch, ("a1", "a2", "b1")):
+        np.testing.assert_allclose(row, verifier.embed(photos[key]), atol=1e-5)
+    aligned = np.stack([verifier.align(photos[k], verifier.detect(photos[k])[0])
+                        for k in ("a1", "b1")])
+    np.testing.assert_allclose(verifier.embed_aligned(aligned), batch[[0, 2]], atol=1e-5)
+    assert verifier.embed_batch([]).shape == (0, 8)
+
+
+def test_distance_and_verify(verifier, photos):
+    e1, e2 = verifier.embed(photos["a1"]), verifier.embed(photos["b1"])
+    assert verifier.distance(e1, e2) == pytest.approx(float(np.sum((e1 - e2) ** 2)), rel=1e-5)
+    assert verifier.distance(e1, np.stack([e1, e2])).shape == (2,)
+    same = verifier.verify(photos["a1"], photos["a1"])
+    assert isinstance(same, VerifyResult)
+    assert same.is_match and same.distance < 1e-6 and same.threshold == pytest.approx(0.8)
+    other = verifier.verify(photos["a1"], photos["b1"])
+    assert other.distance == pytest.approx(verifier.distance(e1, e2), abs=1e-5)
+    assert other.is_match == (other.distance <= 0.8)
+
+
+def test_threshold_override(exported, yunet, photos):
+    with FaceVerifier.create(exported["onnx_fp32"], yunet, threshold=1e-9) as v:
+        assert v.threshold == 1e-9
+        result = v.verify(photos["a1"], photos["b1"])
+        assert not result.is_match and result.threshold == 1e-9
+
+
+def test_no_face(verifier, photos):
+    with pytest.raises(NoFaceError):
+        verifier.embed(BLANK)
+    with pytest.raises(NoFaceError, match="image_b"):
+        verifier.verify(photos["a1"], BLANK)
+    with pytest.raises(NoFaceError, match="image 1"):
+        verifier.embed_batch([photos["a1"], BLANK])
+
+
+def test_bad_inputs(verifier):
+    with pytest.raises(InputDtypeError):
+        verifier.embed(BLANK.astype(np.float32))
+    with pytest.raises(InputDtypeError):
+        verifier.embed([[1, 2, 3]])
+    with pytest.raises(InputShapeError):
+        verifier.embed(np.zeros((64, 64, 5), np.uint8))
+    with pytest.raises(InputShapeError):
+        verifier.embed_aligned(np.zeros((16, 16, 3), np.uint8))  # not the 112 template
+    with pytest.raises(InputDtypeError):
+        verifier.embed_aligned(np.zeros((112, 112, 3), np.float32))
+    with pytest.raises(InputShapeError):
+        verifier.distance(np.zeros(8), np.zeros(4))
+
+
+def test_wrong_kind_and_missing_threshold(exported, yunet, tmp_path):
+    stylizer = _with_contract(exported["onnx_fp32"], tmp_path / "s.onnx", kind="stylizer")
+    with pytest.raises(ModelKindError, match="face_encoder"):
+        FaceVerifier.create(stylizer, yunet)
+    bare = _with_contract(exported["onnx_fp32"], tmp_path / "t.onnx",
+                          output={"embedding_size": 8, "metric": "squared_l2"})
+    with pytest.raises(MetadataError, match="threshold"):
+        FaceVerifier.create(bare, yunet)
+    with FaceVerifier.create(bare, yunet, threshold=0.5) as v:  # an explicit τ is enough
+        assert v.threshold == 0.5
+
+
+@pytest.mark.parametrize("pre", [{"layout": "NCHW"}, {"channel_order": "GRAY"},
+                                 {"channel_order": "NONE"}, {"mean": (1.0, 2.0)}])
+def test_contract_that_does_not_fit_the_input(exported, yunet, tmp_path, pre):
+    from sdk.contract import Preprocessing
+
+    path = _with_contract(exported["onnx_fp32"], tmp_path / "m.onnx",
+                          preprocessing=Preprocessing(**pre))
+    with pytest.raises(MetadataError):
+        FaceVerifier.create(path, yunet)
+
+
+def test_missing_model(monkeypatch, tmp_path, yunet):
+    monkeypatch.delenv(verifier_module.FACE_MODEL_ENV, raising=False)
+    monkeypatch.setattr(verifier_module, "DEFAULT_FACE_MODEL", tmp_path / "absent.onnx")
+    with pytest.raises(ModelNotFoundError, match="export faces release"):
+        FaceVerifier.create(detector=yunet)
+    with pytest.raises(ModelNotFoundError, match="nope.onnx"):
+        FaceVerifier.create(tmp_path / "nope.onnx", yunet)
+    monkeypatch.setenv(verifier_module.FACE_MODEL_ENV, str(tmp_path / "env.onnx"))
+    with pytest.raises(ModelNotFoundError, match="EDGE_SDK_FACE_MODEL"):
+        FaceVerifier.create(detector=yunet)
+
+
+def test_default_model_from_env(monkeypatch, exported, yunet):
+    monkeypatch.setenv(verifier_module.FACE_MODEL_ENV, str(exported["onnx_fp32"]))
+    with FaceVerifier.create_from_options(
+            FaceVerifierOptions(detector=sdk.FaceDetectorOptions(model_path=yunet))) as v:
+        assert v.model.path == Path(exported["onnx_fp32"])
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": 0.0}, {"threshold": 4.5}, {"batch_size": 0},
+                                    {"threads": 0}, {"detector": "yunet.onnx"}])
+def test_options_validated(kwargs):
+    with pytest.raises((ValueError, TypeError)):
+        FaceVerifierOptions(**kwargs)
+
+
+def test_close_twice_and_use_after_close(exported, yunet, photos):
+    v = FaceVerifier.create(exported["onnx_fp32"], yunet)
+    v.close()
+    v.close()
+    assert "closed" in repr(v)
+    with pytest.raises(SdkError, match="closed"):
+        v.embed(photos["a1"])
+
+
+# --- Gallery --------------------------------------------------------------------
+
+
+def test_enroll_identify_verify(verifier, photos):
+    g = Gallery(verifier)
+    assert g.enroll("alice", [photos["a1"], photos["a2"]]) == 2
+    assert g.enroll("bob", photos["b1"]) == 1
+    assert g.enroll(" bob ", photos["b1"]) == 2  # names are stripped; photos add up
+    assert g.names == ["alice", "bob"] and len(g) == 2 and "alice" in g and "carol" not in g
+    assert g.counts() == {"alice": 2, "bob": 2}
+    r = g.identify(photos["a2"], top_k=5)
+    assert r.name == "alice" and r.is_known and r.distance < 1e-6
+    assert [c.name for c in r.candidates] == ["alice", "bob"]
+    assert r.candidates[0].distance <= r.candidates[1].distance
+    v = g.verify("bob", photos["b1"])
+    assert v.is_match and v.distance < 1e-6
+    g.remove("bob")
+    assert g.names == ["alice"]
+
+
+def test_identify_unknown_above_threshold(exported, yunet, photos):
+    with FaceVerifier.create(exported["onnx_fp32"], yunet, threshold=1e-9) as v:
+        g = Gallery(v)
+        g.enroll("alice", photos["a1"])
+        r = g.identify(photos["b1"])
+        assert r.name is None and not r.is_known and r.label == "unknown"
+        assert r.distance > 1e-9 and r.candidates[0].name == "alice"
+        assert not g.verify("alice", photos["b1"]).is_match
+
+
+def test_nearest_over_all_embeddings(verifier):
+    g = Gallery(verifier)
+    e = np.eye(8, dtype=np.float32)
+    g.enroll_embeddings("a", e[:2])       # two quite different photos of a
+    g.enroll_embeddings("b", e[2])
+    r = g.identify_embedding(e[1])
+    assert r.name == "a" and r.distance == 0.0  # the mean of e0, e1 would be 0.5 away
+    assert g.distances(e[2]) == {"a": 2.0, "b": 0.0}
+
+
+def test_enrollment_refuses_no_face_and_several_faces(verifier, photos):
+    g = Gallery(verifier)
+    with pytest.raises(NoFaceError, match="photo 1"):
+        g.enroll("alice", [photos["a1"], BLANK])
+    two = np.hstack([photos["a1"], photos["b1"]])  # two ORL faces side by side
+    with pytest.raises(MultipleFacesError, match="2 faces"):
+        g.enroll("alice", [photos["a2"], two])
+    assert len(g) == 0  # a failed enrollment adds nothing
+
+
+def test_enrollment_refuses_group_photo(verifier):
+    couple = cv2.imread(str(shared_path("data", "faces", "deepface-pairs", "couple.jpg")))
+    with pytest.raises(MultipleFacesError):
+        Gallery(verifier).enroll("pair", couple)
+
+
+def test_gallery_errors(verifier, photos):
+    g = Gallery(verifier)
+    with pytest.raises(GalleryError, match="empty"):
+        g.identify(photos["a1"])
+    for call in (lambda: g.verify("zed", photos["a1"]), lambda: g.remove("zed"),
+                 lambda: g.count("zed")):
+        with pytest.raises(UnknownPersonError, match="zed"):
+            call()
+    for name in ("", "   ", "a\nb", 7):
+        with pytest.raises(GalleryError):
+            g.enroll_embeddings(name, np.ones(8, np.float32))
+    with pytest.raises(GalleryError, match="no photos"):
+        g.enroll("alice", [])
+    with pytest.raises(InputShapeError):
+        g.enroll_embeddings("a", np.ones((2, 4), np.float32))
+    with pytest.raises(InputDtypeError):
+        g.enroll_embeddings("a", np.ones(8, np.int64))
+    with pytest.raises(GalleryError, match="NaN"):
+        g.enroll_embeddings("a", np.full(8, np.nan, np.float32))
+    g.enroll_embeddings("a", np.ones(8, np.float32))
+    with pytest.raises(ValueError, match="top_k"):
+        g.identify_embedding(np.ones(8, np.float32), top_k=0)
+    with pytest.raises(InputShapeError):
+        g.identify_embedding(np.ones(4, np.float32))
+    with pytest.raises(TypeError):
+        Gallery("not a verifier")
+
+
+def test_save_load_round_trip(verifier, photos, tmp_path):
+    g = Gallery(verifier)
+    g.enroll("alice", [photos["a1"], photos["a2"]])
+    g.enroll("bøb", photos["b1"])
+    path = g.save(tmp_path / "sub" / "g.npz")
+    with np.load(path, allow_pickle=False) as z:  # readable without pickle
+        assert set(z.files) == {"header", "embeddings", "labels"}  # no images
+        assert z["embeddings"].shape == (3, 8)
+        header = json.loads(str(z["header"][()]))
+    assert header["version"] == GALLERY_VERSION and header["model_id"] == verifier.model_id
+    loaded = Gallery.load(path, verifier)
+    assert loaded.names == ["alice", "bøb"] and loaded.counts() == {"alice": 2, "bøb": 1}
+    for name in loaded.names:
+        np.testing.assert_array_equal(loaded._embeddings_of(name), g._embeddings_of(name))
+    assert loaded.identify(photos["b1"]).name == "bøb"
+    assert [p.name for p in path.parent.iterdir()] == ["g.npz"]  # no temporary left over
+    Gallery(verifier).save(tmp_path / "empty.npz")
+    assert len(Gallery.load(tmp_path / "empty.npz", verifier)) == 0
+
+
+def test_save_is_atomic(verifier, photos, tmp_path, monkeypatch):
+    g = Gallery(verifier)
+    g.enroll("alice", photos["a1"])
+    path = g.save(tmp_path / "g.npz")
+    before = path.read_bytes()
+    g.enroll("bob", photos["b1"])
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        g.save(path)
+    assert path.read_bytes() == before  # the old gallery is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["g.npz"]  # and no partial file is left
+
+
+def test_load_refuses_another_model(verifier, exported, yunet, photos, tmp_path):
+    g = Gallery(verifier)
+    g.enroll("alice", photos["a1"])
+    path = g.save(tmp_path / "g.npz")
+    other = _with_contract(exported["onnx_fp32"], tmp_path / "other.onnx",
+                           source_hash="f" * 64, name="another-encoder")
+    with FaceVerifier.create(other, yunet) as v2:
+        with pytest.raises(GalleryModelMismatchError, match="another-encoder") as err:
+            Gallery.load(path, v2)
+        assert verifier.model_id in str(err.value) and "enroll" in str(err.value)
+    # the int8 export of the same weights: refused unless asked for
+    with FaceVerifier.create(exported["onnx_int8"], yunet) as v8:
+        with pytest.raises(GalleryModelMismatchError, match="accept_other_export"):
+            Gallery.load(path, v8)
+        assert Gallery.load(path, v8, accept_other_export=True).names == ["alice"]
+
+
+def _write_npz(path: Path, **arrays) -> Path:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def test_load_refuses_corrupt_files(verifier, photos, tmp_path):
+    g = Gallery(verifier)
+    g.enroll("alice", photos["a1"])
+    good = g.save(tmp_path / "good.npz")
+    data = good.read_bytes()
+    with np.load(good) as z:
+        header = json.loads(str(z["header"][()]))
+        emb, labels = z["embeddings"], z["labels"]
+
+    cases = {
+        "random.npz": os.urandom(300),
+        "truncated.npz": data[: len(data) // 2],
+        "empty.npz": b"",
+    }
+    for name, blob in cases.items():
+        (tmp_path / name).write_bytes(blob)
+    _write_npz(tmp_path / "pickled.npz", header=np.array(json.dumps(header)),
+               embeddings=np.array([{"evil": 1}], dtype=object), labels=labels)
+    _write_npz(tmp_path / "nolabels.npz", header=np.array(json.dumps(header)), embeddings=emb)
+    _write_npz(tmp_path / "badlabel.npz", header=np.array(json.dumps(header)), embeddings=emb,
+               labels=labels + 5)
+    _write_npz(tmp_path / "notjson.npz", header=np.array("{oops"), embeddings=emb, labels=labels)
+    _write_npz(tmp_path / "nan.npz", header=np.array(json.dumps(header)),
+               embeddings=emb * np.nan, labels=labels)
+    for name in ["random.npz", "truncated.npz", "empty.npz", "pickled.npz", "nolabels.npz",
+                 "badlabel.npz", "notjson.npz", "nan.npz"]:
+        with pytest.raises(GalleryError) as err:
+            Gallery.load(tmp_path / name, verifier)
+        assert not isinstance(err.value, GalleryModelMismatchError), name
+    future = _write_npz(tmp_path / "v99.npz", embeddings=emb, labels=labels,
+                        header=np.array(json.dumps({**header, "version": 99})))
+    with pytest.raises(GalleryError, match="version 99"):
+        Gallery.load(future, verifier)
+    with pytest.raises(GalleryError, match="not found"):
+        Gallery.load(tmp_path / "absent.npz", verifier)
+    assert zipfile.is_zipfile(good)  # the good file stays loadable
+    assert Gallery.load(good, verifier).names == ["alice"]
+
+
+# --- door-lock app ----------------------------------------------------------------
+
+
+@pytest.fixture()
+def door(tmp_path, photos):
+    """A folder the lock watches: alice again, bob, a blank wall, an unreadable file."""
+    folder = tmp_path / "door"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "1_alice.png"), photos["a1"])
+    cv2.imwrite(str(folder / "2_bob.png"), photos["b1"])
+    cv2.imwrite(str(folder / "3_wall.png"), BLANK)
+    (folder / "4_broken.jpg").write_bytes(b"not an image")
+    enroll = tmp_path / "alice.png"
+    cv2.imwrite(str(enroll), photos["a1"])
+    return folder, enroll
+
+
+def test_door_lock_end_to_end(exported, yunet, door, tmp_path, capsys):
+    door_lock = _app("door_lock")
+
+    folder, alice = door
+    common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
+              "--yunet", str(yunet), "--threshold", "1e-6"]
+    assert door_lock.main(["enroll", "alice", str(alice), *common]) == 0
+    hook_log = tmp_path / "hook.txt"
+    audit = tmp_path / "audit.jsonl"
+    status = door_lock.main(["run", "--source", str(folder), "--audit", str(audit),
+                             "--unlock-cmd", f'echo "$DOOR_NAME" >> "{hook_log}"', *common])
+    assert status == 0
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(r["frame"], r["decision"]) for r in records] == [
+        ("1_alice.png", "unlock"), ("2_bob.png", "deny"), ("3_wall.png", "no_face"),
+        ("4_broken.jpg", "error")]
+    assert records[0]["name"] == "alice" and records[0]["distance"] < 1e-6
+    assert records[1]["name"] is None and records[1]["distance"] > 1e-6
+    for r in records:
+        assert {"time", "source", "frame", "decision", "name", "distance",
+                "threshold"} <= set(r)
+        assert r["threshold"] == pytest.approx(1e-6)
+    assert hook_log.read_text().split() == ["alice"]
+    out = capsys.readouterr().out
+    assert "1_alice.png: UNLOCK alice" in out and "summary:" in out
+    assert door_lock.main(["list", *common]) == 0
+    assert door_lock.main(["remove", "alice", *common]) == 0
+
+
+def test_door_lock_app_errors(exported, yunet, door, tmp_path, photos, capsys):
+    door_lock = _app("door_lock")
+
+    folder, _ = door
+    common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
+              "--yunet", str(yunet)]
+    two = tmp_path / "two.png"
+    cv2.imwrite(str(two), np.hstack([photos["a1"], photos["b1"]]))
+    assert door_lock.main(["enroll", "x", str(two), *common]) == 2
+    assert "2 faces" in capsys.readouterr().err
+    assert not (tmp_path / "g.npz").exists()  # nothing saved
+    assert door_lock.main(["run", "--source", str(folder), *common]) == 2  # no gallery yet
+    assert "not found" in capsys.readouterr().err
+    assert door_lock.main(["enroll", "x", str(tmp_path / "missing.png"), *common]) == 2
+    cv2.imwrite(str(tmp_path / "a.png"), photos["a1"])
+    assert door_lock.main(["enroll", "x", str(tmp_path / "a.png"), *common]) == 0
+    assert door_lock.main(["run", "--source", str(tmp_path / "nowhere"), *common]) == 2
+    assert door_lock.main(["run", "--source", str(folder), "--max-failures", "0", *common]) == 2
+    assert door_lock.main(["run", "--source", str(folder), "--model",
+                           str(tmp_path / "nomodel.onnx")]) == 2
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_door_lock_cooldown_and_fail_closed(exported, yunet, photos, tmp_path):
+    import io
+
+    door_lock = _app("door_lock")
+    DoorLock, LockOptions = door_lock.DoorLock, door_lock.LockOptions
+
+    with FaceVerifier.create(exported["onnx_fp32"], yunet, threshold=1e-6) as v:
+        g = Gallery(v)
+        g.enroll("alice", photos["a1"])
+        clock, out = _Clock(), io.StringIO()
+        lock = DoorLock(g, LockOptions(max_failures=2, cooldown_s=10), out=out, clock=clock)
+        decide = lambda img: lock.process(img, "f", "test")["decision"]  # noqa: E731
+        assert decide(photos["b1"]) == "deny"
+        assert decide(photos["b1"]) == "deny"           # second refusal starts the cooldown
+        assert decide(photos["a1"]) == "cooldown"       # even alice waits: locked
+        clock.now += 10.5
+        assert decide(photos["a1"]) == "unlock"
+        assert decide(BLANK.astype(np.float32)) == "error"  # bad frame: locked, not a crash
+        failing = DoorLock(g, LockOptions(unlock_cmd="exit 3"), out=out, clock=clock)
+        record = failing.process(photos["a1"], "f", "test")
+        assert record["decision"] == "unlock_failed" and "3" in record["error"]
+        empty = DoorLock(Gallery(v), LockOptions(), out=out, clock=clock)
+        assert empty.process(photos["a1"], "f", "test")["decision"] == "error"
+
+
+def test_demo_faces(exported, yunet, monkeypatch, tmp_path, capsys):
+    demo_faces = _app("demo_faces")
+
+    shared_path("data", "faces", "deepface-pairs", "master.csv")
+    monkeypatch.setenv("EDGE_SDK_YUNET", str(yunet))
+    monkeypatch.delenv(verifier_module.FACE_MODEL_ENV, raising=False)
+    assert demo_faces.main(["--model", str(exported["onnx_fp32"]), "--people", "2",
+                            "--probes", "1", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "== summary" in out and "wrong unlocks" in out and " d=" in out
+    # until the released model exists, the demo stops with the typed error's message
+    monkeypatch.setattr(verifier_module, "DEFAULT_FACE_MODEL", tmp_path / "absent.onnx")
+    assert demo_faces.main([]) == 2
+    assert "export faces release" in capsys.readouterr().err

@@ -1,0 +1,419 @@
+"""Jetson tooling: the TensorRT pre-build check, the device bundle, engine naming and
+caching rules, the engine header and target checks; TensorRT builds where TensorRT exists.
+
+Graphs are built with ``onnx.helper`` (no TensorFlow).  Nothing here fakes TensorRT: the
+tests that need it skip with the reason on hosts without it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="the onnx package is needed to build test graphs")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import sdk  # noqa: E402
+from sdk import errors  # noqa: E402
+from sdk.contract import (ENGINE_MAGIC, METADATA_KEY, ModelInfo, Preprocessing,  # noqa: E402
+                          TensorSpec, pack_engine, unpack_engine)
+
+from conftest import shared_path  # noqa: E402
+
+
+def _tensorrt_present() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+NEEDS_TRT = pytest.mark.skipif(not _tensorrt_present(),
+                               reason="TensorRT is not installed (it cannot be on any machine "
+                                      "here; run on a Jetson with JetPack)")
+NO_TRT = pytest.mark.skipif(_tensorrt_present(),
+                            reason="TensorRT is installed: this covers hosts without it")
+
+
+def _info(kind="face_encoder", **extra) -> ModelInfo:
+    return ModelInfo(kind=kind, name="tiny", inputs=(TensorSpec("input", (None, 16, 16, 3),
+                                                                "float32"),),
+                     outputs=(TensorSpec("out", (None, 4), "float32"),),
+                     preprocessing=Preprocessing(channel_order="RGB", pixel_range=(0, 255)),
+                     output={"metric": "squared_l2"}, extra=extra)
+
+
+def _graph(nodes, inputs, outputs, inits=(), opset=15, info: ModelInfo | None = None):
+    g = helper.make_graph(nodes, "t", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    if info is not None:
+        m.metadata_props.add(key=METADATA_KEY, value=info.to_json())
+    return m
+
+
+def _conv_net(batch="N", opset=15, info=True):
+    """NHWC 16x16x3 -> Conv -> Relu -> GAP -> 4-d: what tf2onnx makes of a tiny encoder."""
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3, 3, 3))
+                                .astype(np.float32), "W")
+    nodes = [helper.make_node("Transpose", ["input"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["out"])]
+    return _graph(nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                        [batch, 16, 16, 3])],
+                  [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, 4])], [w],
+                  opset=opset, info=_info() if info else None)
+
+
+@pytest.fixture
+def good_onnx(tmp_path):
+    p = tmp_path / "good.onnx"
+    onnx.save(_conv_net(), str(p))
+    return p
+
+
+def _codes(report, severity=None):
+    return {i.code for i in report.issues if severity is None or i.severity == severity}
+
+
+# --- the check -------------------------------------------------------------------------
+
+
+def test_check_accepts_a_supported_graph(good_onnx, capsys):
+    from export.jetson.check import check_onnx
+    from export.jetson.cli import main
+
+    report = check_onnx(good_onnx)
+    assert report.ok and report.opset == 15
+    assert report.op_counts == {"Conv": 1, "Flatten": 1, "GlobalAveragePool": 1, "Relu": 1,
+                                "Transpose": 1}
+    assert main(["--check", str(good_onnx)]) == 0
+    assert "all importable" in capsys.readouterr().out
+
+
+def test_check_reports_dynamic_dims(tmp_path):
+    from export.jetson.check import check_onnx
+
+    x = helper.make_tensor_value_info("frame", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    report = check_onnx(_graph([helper.make_node("Relu", ["frame"], ["y"])], [x], [y]))
+    assert report.ok  # dynamic dims are fine, they need a profile
+    (inp,) = report.dynamic_inputs
+    assert inp.dynamic_axes == (0, 2, 3) and inp.shape == ("batch", 3, "height", "width")
+    assert "dynamic" in _codes(report, "info")
+    assert "optimisation profile" in report.format()
+
+
+def test_check_fails_on_unsupported_op_with_nonzero_status(tmp_path, capsys):
+    from export.jetson.check import check_onnx
+    from export.jetson.cli import main
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])
+    m = _graph([helper.make_node("Unique", ["x"], ["y"])], [x], [y], opset=15)
+    p = tmp_path / "unique.onnx"
+    onnx.save(m, str(p))
+    report = check_onnx(p)
+    assert not report.ok and "unsupported-op" in _codes(report, "error")
+    assert main(["--check", str(p)]) == 1
+    out = capsys.readouterr().out
+    assert "Unique is not supported" in out and "would fail" in out
+
+
+def test_check_opset_range():
+    from export.jetson.check import CheckOptions, check_onnx
+
+    assert "opset" in _codes(check_onnx(_conv_net(opset=7)), "error")
+    assert "opset" in _codes(check_onnx(_conv_net(opset=21)), "error")
+    assert check_onnx(_conv_net(opset=21), CheckOptions(max_opset=24)).ok
+
+
+def _resize(mode="linear", coord="half_pixel", **attrs):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16, 16])
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode=mode,
+                            coordinate_transformation_mode=coord, **attrs)
+    return _graph([node], [x], [y], [scales], opset=13)
+
+
+def test_check_resize_modes():
+    from export.jetson.check import check_onnx
+
+    assert check_onnx(_resize("linear")).ok
+    assert check_onnx(_resize("nearest", "asymmetric", nearest_mode="floor")).ok
+    assert "resize-mode" in _codes(check_onnx(_resize("cubic")), "error")
+    assert "resize-coord" in _codes(check_onnx(_resize("linear", "tf_crop_and_resize")), "error")
+
+
+def test_check_pad_reflect_and_instance_norm_caveats():
+    from export.jetson.check import check_onnx
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 10, 10])
+    pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    scale = numpy_helper.from_array(np.ones(3, np.float32), "scale")
+    bias = numpy_helper.from_array(np.zeros(3, np.float32), "bias")
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"),
+             helper.make_node("InstanceNormalization", ["p", "scale", "bias"], ["y"])]
+    report = check_onnx(_graph(nodes, [x], [y], [pads, scale, bias], opset=13))
+    assert report.ok
+    assert "pad-mode" in _codes(report, "warning")
+    assert "instancenorm-fp16" in _codes(report, "info")
+    # scale fed by a graph input instead of a weight: the parser needs initializers
+    s_in = helper.make_tensor_value_info("scale", TensorProto.FLOAT, [3])
+    report = check_onnx(_graph(nodes, [x, s_in], [y], [pads, bias], opset=13))
+    assert "instancenorm-weights" in _codes(report, "error")
+
+
+def test_check_qdq_rules():
+    """TensorRT takes symmetric int8 Q/DQ only: uint8 / non-zero zero points are errors."""
+    from export.jetson.check import check_onnx
+
+    def qdq(zp_dtype, zp_value):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])
+        inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+                 numpy_helper.from_array(np.array(zp_value, zp_dtype), "zp"),
+                 numpy_helper.from_array(np.ones((4, 3, 1, 1), np.int8), "Wq"),
+                 numpy_helper.from_array(np.full(4, 0.01, np.float32), "ws"),
+                 numpy_helper.from_array(np.zeros(4, np.int8), "wzp")]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"]),
+                 helper.make_node("DequantizeLinear", ["Wq", "ws", "wzp"], ["W"], axis=0),
+                 helper.make_node("Conv", ["xd", "W"], ["y"])]
+        return _graph(nodes, [x], [y], inits, opset=13)
+
+    good = check_onnx(qdq(np.int8, 0))
+    assert good.ok and good.quantized and "qdq-placement" not in _codes(good)
+    bad = check_onnx(qdq(np.uint8, 128))
+    assert {"qdq-uint8", "qdq-zero-point"} <= _codes(bad, "error")
+
+
+def test_check_onnxruntime_int8_export_is_rejected(exported):
+    """The project's ONNX Runtime int8 export (uint8 activations) is not for TensorRT;
+    the fp32 export is what the Jetson builds from."""
+    from export.jetson.check import check_onnx
+
+    assert check_onnx(exported["onnx_fp32"]).ok
+    assert "qdq-uint8" in _codes(check_onnx(exported["onnx_int8"]), "error")
+
+
+def test_check_unreadable_file(tmp_path):
+    from export.jetson.check import check_onnx
+
+    p = tmp_path / "junk.onnx"
+    p.write_bytes(b"not a protobuf at all \xff\xfe")
+    assert "file" in _codes(check_onnx(p), "error")
+
+
+# --- the bundle (what a host without TensorRT prepares) --------------------------------
+
+
+@NO_TRT
+def test_prepare_bundle_without_tensorrt(good_onnx, tmp_path, capsys):
+    from export.jetson.cli import main
+
+    photos = shared_path("data", "faces", "deepface-pairs")
+    shared_path("models", "yunet", "yunet_s_640_640.onnx")
+    out = tmp_path / "bundle"
+    rc = main([str(good_onnx), "--precision", "fp16", "int8", "--calib-images", str(photos),
+               "--calib-count", "24", "--workspace", "256", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "TensorRT is not installed" in text and "--manifest" in text
+    doc = json.loads((out / "manifest.json").read_text())
+    (m,) = doc["models"]
+    assert m["precisions"] == ["fp16", "int8"] and doc["workspace_mb"] == 256
+    assert m["profiles"] == [{"input": "input", "min": [1, 16, 16, 3], "opt": [1, 16, 16, 3],
+                              "max": [1, 16, 16, 3]}]
+    assert (out / m["onnx"]).read_bytes() == good_onnx.read_bytes()
+    calib = np.load(out / m["calibration"]["npy"], allow_pickle=False)
+    assert calib.shape == (m["calibration"]["count"], 16, 16, 3) and calib.dtype == np.float32
+    assert 16 <= len(calib) <= 24 and 0 <= calib.min() and calib.max() <= 255
+    assert doc["command"] == f"python -m export jetson --manifest {out / 'manifest.json'}"
+
+
+def test_bundle_refuses_a_failing_graph(tmp_path, capsys):
+    from export.jetson.cli import main
+
+    p = tmp_path / "bad.onnx"
+    onnx.save(_conv_net(opset=7), str(p))
+    assert main([str(p), "--out", str(tmp_path / "b"), "--prepare-only"]) == 1
+    assert "would reject" in capsys.readouterr().out
+    assert not (tmp_path / "b" / "manifest.json").exists()
+
+
+def test_bundle_needs_a_range_for_dynamic_image_sizes(tmp_path, capsys):
+    from export.jetson.cli import main
+
+    x = helper.make_tensor_value_info("frame", TensorProto.FLOAT, [1, "h", "w", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "h", "w", 3])
+    p = tmp_path / "stylizer.onnx"
+    onnx.save(_graph([helper.make_node("Relu", ["frame"], ["y"])], [x], [y],
+                     info=_info(kind="stylizer")), str(p))
+    assert main([str(p), "--out", str(tmp_path / "a"), "--prepare-only"]) == 1
+    assert "--frame-sizes" in capsys.readouterr().out
+    rc = main([str(p), "--out", str(tmp_path / "b"), "--prepare-only",
+               "--frame-sizes", "256x256", "480x640", "720x1280"])
+    assert rc == 0
+    (m,) = json.loads((tmp_path / "b" / "manifest.json").read_text())["models"]
+    assert m["profiles"] == [{"input": "frame", "min": [1, 256, 256, 3],
+                              "opt": [1, 480, 640, 3], "max": [1, 720, 1280, 3]}]
+
+
+def test_profiles_and_shape_flags():
+    from export.jetson.build import ShapeRange, parse_shape, resolve_profiles
+    from export.jetson.check import InputInfo
+
+    r = parse_shape("x:1x3x64x64:1x3x128x128:1x3x256x256")
+    assert (r.min, r.opt, r.max) == ((1, 3, 64, 64), (1, 3, 128, 128), (1, 3, 256, 256))
+    assert parse_shape("x:1x3x8x8").static
+    with pytest.raises(errors.EngineBuildError, match="min <= opt <= max"):
+        ShapeRange("x", (1, 3, 9, 9), (1, 3, 8, 8), (1, 3, 10, 10))
+    inp = InputInfo("x", "float32", ("N", 3, "H", "W"))
+    (p,) = resolve_profiles([inp], layout="NCHW", frame_sizes=((64, 64), (96, 128), (128, 256)),
+                            batch=(1, 2, 4))
+    assert (p.min, p.opt, p.max) == ((1, 3, 64, 64), (2, 3, 96, 128), (4, 3, 128, 256))
+    with pytest.raises(errors.EngineBuildError, match="unknown input"):
+        resolve_profiles([inp], shapes={"y": r})
+    with pytest.raises(errors.EngineBuildError, match="static"):
+        resolve_profiles([InputInfo("x", "float32", (1, 3, 32, 32))], shapes={"x": r})
+
+
+def test_engine_names_key_on_source_precision_settings_version_and_gpu():
+    from export.jetson.build import engine_filename, settings_hash
+
+    orin = {"gpu": "Orin", "compute_capability": "8.7"}
+    s = settings_hash([], 1024, None)
+    name = engine_filename("face", "fp16", "ab" * 32, s, "10.3.0", orin)
+    assert name.startswith("face.fp16.abababababab.") and name.endswith(".trt10.3.0.orin-sm87.engine")
+    others = {engine_filename("face", "int8", "ab" * 32, s, "10.3.0", orin),
+              engine_filename("face", "fp16", "cd" * 32, s, "10.3.0", orin),
+              engine_filename("face", "fp16", "ab" * 32, settings_hash([], 2048, None), "10.3.0",
+                              orin),
+              engine_filename("face", "fp16", "ab" * 32, s, "10.7.0", orin),
+              engine_filename("face", "fp16", "ab" * 32, s, "10.3.0",
+                              {"gpu": "Xavier", "compute_capability": "7.2"})}
+    assert name not in others and len(others) == 5
+
+
+def test_unavailable_precision_is_an_error_not_a_fallback():
+    from export.jetson.build import precision_supported, require_precision
+
+    nano = {"gpu": "NVIDIA Tegra X1", "compute_capability": "5.3"}
+    orin = {"gpu": "Orin", "compute_capability": "8.7"}
+    assert precision_supported("fp16", "5.3") and not precision_supported("int8", "5.3")
+    assert precision_supported("int8", "8.7") and not precision_supported("fp16", "5.2")
+    require_precision("int8", orin)
+    with pytest.raises(errors.PrecisionUnavailableError, match="INT8 is not available"):
+        require_precision("int8", nano)
+
+
+def test_calibration_cache_is_written_and_reused(tmp_path):
+    from export.jetson.calibrator import CalibrationData
+
+    samples = np.arange(3 * 4 * 4 * 3, dtype=np.float32).reshape(3, 4, 4, 3)
+    cache = tmp_path / "calib" / "m.cache"
+    data = CalibrationData(samples, cache)
+    assert data.sample_shape == (1, 4, 4, 3) and data.read_cache() is None
+    batches = list(data.batches())
+    assert len(batches) == 3 and all(b.shape == (1, 4, 4, 3) for b in batches)
+    np.testing.assert_array_equal(batches[2][0], samples[2])
+    assert data.next_batch() is None  # exhausted: the calibrator tells TensorRT to stop
+    data.write_cache(b"TRT-10.3.0-EntropyCalibration2\ninput: 3c010a14\n")
+    again = CalibrationData(samples, cache)
+    assert again.read_cache() == b"TRT-10.3.0-EntropyCalibration2\ninput: 3c010a14\n"
+
+
+def test_calibration_inputs_follow_the_contract(tmp_path):
+    import cv2
+
+    from export.jetson.calibrator import calibration_inputs, preprocess
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[..., 2] = 255  # pure red in BGR
+    x = preprocess(img, Preprocessing(channel_order="RGB", pixel_range=(-1, 1), layout="NCHW"))
+    assert x.shape == (1, 3, 40, 60)
+    np.testing.assert_allclose(x[0, :, 0, 0], [1, -1, -1])
+    for i in range(16):
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), img)
+    out = calibration_inputs(sorted(tmp_path.glob("*.png")), (1, 8, 8, 3),
+                             Preprocessing(channel_order="BGR", pixel_range=(0, 1)),
+                             kind="stylizer")
+    assert out.shape == (16, 8, 8, 3)
+    np.testing.assert_allclose(out[0, 0, 0], [0, 0, 1], atol=1e-6)
+
+
+# --- engine files: header, target, and loading without TensorRT ----------------------
+
+
+def test_check_engine_target():
+    from sdk.backends.tensorrt import check_engine_target
+
+    built = {"version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"}
+    info = _info(tensorrt=built)
+    check_engine_target(info, "10.3.0", {"gpu": "Orin", "compute_capability": "8.7"}, "f.engine")
+    with pytest.raises(errors.EngineMismatchError, match=r"TensorRT 10\.3\.0 .*10\.7\.0.*rebuild"):
+        check_engine_target(info, "10.7.0", {"gpu": "Orin", "compute_capability": "8.7"},
+                            "f.engine")
+    with pytest.raises(errors.EngineMismatchError, match=r"sm_8\.7.*Xavier sm_7\.2"):
+        check_engine_target(info, "10.3.0", {"gpu": "Xavier", "compute_capability": "7.2"},
+                            "f.engine")
+    with pytest.raises(errors.EngineMismatchError, match="export jetson"):
+        check_engine_target(info, "8.6.2", {"gpu": "Xavier", "compute_capability": "7.2"},
+                            "f.engine")
+
+
+def test_unpack_engine_rejects_foreign_and_truncated_files():
+    blob = pack_engine(_info(), b"\x00plan-bytes")
+    info, body = unpack_engine(blob)
+    assert info.kind == "face_encoder" and bytes(body) == b"\x00plan-bytes"
+    with pytest.raises(errors.MetadataError, match="no SDK header"):
+        unpack_engine(b"ftrt" + bytes(60))               # a bare TensorRT plan
+    with pytest.raises(errors.MetadataError):
+        unpack_engine(b"\x89PNG\r\n\x1a\n" + bytes(40))   # some other file
+    with pytest.raises(errors.ModelFormatError, match="truncated"):
+        unpack_engine(blob[:20])                          # cut inside the JSON header
+    with pytest.raises(errors.ModelFormatError, match="empty"):
+        unpack_engine(pack_engine(_info(), b""))          # header without an engine
+    bad_json = ENGINE_MAGIC + struct.pack("<I", 5) + b"{nope" + b"plan"
+    with pytest.raises(errors.MetadataError, match="not valid JSON"):
+        unpack_engine(bad_json)
+
+
+@NO_TRT
+def test_loading_an_engine_here_says_why(tmp_path):
+    p = tmp_path / "face.fp16.engine"
+    p.write_bytes(pack_engine(_info(tensorrt={"version": "10.3.0", "gpu": "Orin",
+                                              "compute_capability": "8.7"}), b"plan"))
+    with pytest.raises(errors.BackendUnavailableError, match="TensorRT is not installed"):
+        sdk.load_model(p)
+    bare = tmp_path / "bare.engine"
+    bare.write_bytes(b"ftrt" + bytes(100))
+    with pytest.raises(errors.MetadataError, match="no SDK header"):
+        sdk.load_model(bare)
+
+
+# --- with TensorRT (a Jetson): real builds ----------------------------------------------
+
+
+@NEEDS_TRT
+def test_build_fp16_engine_and_run_it(good_onnx, tmp_path):
+    """Builds a real engine, reuses it on the second call, and runs it through sdk."""
+    from export.jetson.build import JetsonOptions, build_from_manifest, prepare_bundle
+
+    manifest, _ = prepare_bundle([good_onnx], tmp_path / "b", JetsonOptions(workspace_mb=64))
+    (first,) = build_from_manifest(manifest, JetsonOptions(workspace_mb=64))
+    assert not first.cached and first.path.is_file()
+    (second,) = build_from_manifest(manifest, JetsonOptions(workspace_mb=64))
+    assert second.cached and second.path == first.path
+    x = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 3)).astype(np.float32)
+    with sdk.load_model(first.path) as trt_model, sdk.load_model(good_onnx) as ref:
+        assert trt_model.info.extra["tensorrt"]["version"]
+        np.testing.assert_allclose(trt_model(x), ref(x), rtol=2e-2, atol=2e-2)

@@ -1,0 +1,106 @@
+"""1D signals and 3D volumes through the same builder, export and runtime as images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.parametrize("shape,expected", [((14, 1), (10, 16)),
+                                            ((14, 14, 14, 1), (10, 10, 10, 16)),
+                                            ((14, 14, 1), (10, 10, 16))])
+def test_shape_rule_of_the_first_layer(tf, shape, expected):
+    import keras
+
+    from export.encoders import build_encoder, valid_conv_output_shape
+
+    assert valid_conv_output_shape(shape, 16, 5) == expected
+    model = build_encoder(shape, filters=(16,), kernel_size=5, embedding_size=8)
+    probe = keras.Model(model.inputs[0], model.get_layer("conv_valid").output)
+    assert tuple(probe.output.shape[1:]) == expected
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype(np.float32)
+    assert np.asarray(probe(x)).shape == (2, *expected)
+
+
+def test_bad_input_rank(tf):
+    from export.encoders import build_encoder
+
+    with pytest.raises(ValueError, match="input_shape"):
+        build_encoder((14,))
+    with pytest.raises(ValueError, match="does not fit"):
+        from export.encoders import valid_conv_output_shape
+        valid_conv_output_shape((3, 1), 16, 5)
+
+
+def _info(model, name):
+    from export.formats import source_hash
+    from sdk.contract import ModelInfo, Preprocessing
+
+    return ModelInfo(kind="encoder", name=name, inputs=(), outputs=(),
+                     preprocessing=Preprocessing(channel_order="NONE", pixel_range=(-20, 20),
+                                                 layout="NWC"),
+                     output={"embedding_size": 8, "metric": "squared_l2", "threshold": 1.0},
+                     source_hash=source_hash(model))
+
+
+@pytest.mark.parametrize("shape", [(20, 6), (6, 12, 12, 1)])
+def test_nd_encoder_exports_and_runs_in_the_sdk(tf, tmp_path, shape):
+    import sdk
+    from export import formats
+    from export.encoders import build_encoder
+
+    model = build_encoder(shape, filters=(8, 16), kernel_size=3, embedding_size=8)
+    info = _info(model, f"enc{len(shape) - 1}d")
+    x = np.random.default_rng(1).normal(size=(6, *shape)).astype(np.float32)
+    ref = np.asarray(model(x))
+    paths = [formats.to_tflite(model, tmp_path / "m.tflite", info),
+             formats.to_onnx(model, tmp_path / "m.onnx", info)]
+    for p in paths:
+        with sdk.Encoder.create(p) as enc:
+            assert enc.input_shape == shape and enc.info.kind == "encoder"
+            np.testing.assert_allclose(enc.embed(x), ref, atol=1e-5)
+            np.testing.assert_allclose(enc.embed(x[0]), ref[0], atol=1e-5)
+            r = enc.verify(x[0], x[0])
+            assert r.is_match and r.distance < 1e-6
+            with pytest.raises(sdk.errors.InputShapeError, match="expected one sample"):
+                enc.embed(np.zeros((3, 3), np.float32))
+
+
+def test_1d_encoder_is_fully_int8(tf, tmp_path):
+    from export import formats
+    from export.encoders import build_encoder
+
+    model = build_encoder((20, 6), filters=(8, 16), kernel_size=3, embedding_size=8)
+    rng = np.random.default_rng(2)
+    calib = [rng.normal(size=(1, 20, 6)).astype(np.float32) for _ in range(16)]
+    p = formats.to_tflite(model, tmp_path / "m8.tflite", _info(model, "e"), precision="int8",
+                          calibration=calib)
+    assert formats.float_ops(p.read_bytes()) == []
+
+
+def test_3d_int8_is_refused_not_silently_float(tf, tmp_path):
+    """TFLite keeps CONV_3D in float: a 'full int8' 3D model must be refused."""
+    from export import formats
+    from export.encoders import build_encoder
+
+    model = build_encoder((6, 12, 12, 1), filters=(8,), kernel_size=3, embedding_size=8)
+    rng = np.random.default_rng(3)
+    calib = [rng.normal(size=(1, 6, 12, 12, 1)).astype(np.float32) for _ in range(16)]
+    with pytest.raises(formats.ConversionError, match="CONV_3D"):
+        formats.to_tflite(model, tmp_path / "m3.tflite", _info(model, "e"), precision="int8",
+                          calibration=calib)
+
+
+def test_encoder_refuses_other_kinds(exported, tiny_encoder, tiny_info, tmp_path):
+    """A stylizer is refused with ModelKindError; a face encoder is accepted (pre-aligned
+    faces are arrays too); a threshold outside (0, 4] is refused."""
+    import sdk
+    from export import formats
+
+    with sdk.Encoder.create(exported["onnx_fp32"]) as enc:
+        assert enc.embedding_size == 8
+    with pytest.raises(ValueError, match="threshold"):
+        sdk.Encoder.create(exported["onnx_fp32"], threshold=5.0)
+    p = formats.to_onnx(tiny_encoder, tmp_path / "s.onnx", tiny_info.replace(kind="stylizer"))
+    with pytest.raises(sdk.errors.ModelKindError, match="'stylizer'"):
+        sdk.Encoder.create(p)
