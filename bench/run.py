@@ -4,7 +4,7 @@ pipeline, the peers; results as one dict (schema in ``bench.report``)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -95,11 +95,14 @@ def run_benchmark(options: BenchOptions, command: str = "",
 
     cases, skipped = discover(options.models_dir, options.models, options.peers_dir)
     face_photos = _photos(options.face_photos, max(options.pipeline_photos, 1))
-    try:
-        face = _first_face(face_photos, options.yunet) if face_photos else None
-    except SdkError as exc:  # no detector: encoders get noise input, recorded per case
-        face, _ = None, skipped.append({"path": "face photo input", "reason": str(exc)})
-    content = cv2.imread(str(options.content_photo)) if options.content_photo.is_file() else None
+    face = content = None
+    if not options.isolate:  # (isolated workers prepare their own inputs)
+        try:
+            face = _first_face(face_photos, options.yunet) if face_photos else None
+        except SdkError as exc:  # no detector: encoders get noise input, recorded per case
+            skipped.append({"path": "face photo input", "reason": str(exc)})
+        if options.content_photo.is_file():
+            content = cv2.imread(str(options.content_photo))
 
     results = {"schema": SCHEMA, "command": command, "machine": machine_info(),
                "settings": {"runs": options.runs, "warmup": options.warmup,
@@ -124,7 +127,8 @@ def run_benchmark(options: BenchOptions, command: str = "",
                 skipped.append({"path": str(path), "reason": f"{type(exc).__name__}: {exc}"})
                 break
             results["models"].append(r)
-            log(f"  {r['name']} [{r['backend']} {r['precision']} t{threads}]: median "
+            where = "gpu" if threads is None else f"t{threads}"
+            log(f"  {r['name']} [{r['backend']} {r['precision']} {where}]: median "
                 f"{r['latency_ms']['median']:.2f} ms, p90 {r['latency_ms']['p90']:.2f} ms")
             if r["kind"] == "face_encoder" and (path, threads) not in encoders:
                 encoders.append((path, threads))
@@ -134,6 +138,7 @@ def run_benchmark(options: BenchOptions, command: str = "",
         if not photos:
             skipped.append({"path": str(options.face_photos),
                             "reason": "face photos absent: no pipeline timing"})
+            encoders = []
         for path, threads in encoders:
             try:
                 from sdk import load_model
@@ -146,7 +151,8 @@ def run_benchmark(options: BenchOptions, command: str = "",
                                                                        f"{exc}"})
                 continue
             results["pipeline"].append(p)
-            log(f"  pipeline {p['encoder']} t{threads}: detect {p['detect_ms']['median']:.1f} "
+            where = "gpu" if threads is None else f"t{threads}"
+            log(f"  pipeline {p['encoder']} {where}: detect {p['detect_ms']['median']:.1f} "
                 f"+ align {p['align_ms']['median']:.2f} + embed {p['embed_ms']['median']:.2f} ms")
     results["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") \
         else None

@@ -233,10 +233,22 @@ def test_prepare_bundle_without_tensorrt(good_onnx, tmp_path, capsys):
     assert m["profiles"] == [{"input": "input", "min": [1, 16, 16, 3], "opt": [1, 16, 16, 3],
                               "max": [1, 16, 16, 3]}]
     assert (out / m["onnx"]).read_bytes() == good_onnx.read_bytes()
-    calib = np.load(out / m["calibration"]["npy"], allow_pickle=False)
-    assert calib.shape == (m["calibration"]["count"], 16, 16, 3) and calib.dtype == np.float32
-    assert 16 <= len(calib) <= 24 and 0 <= calib.min() and calib.max() <= 255
+    calib = np.load(out / m["calibration"]["npy"], allow_pickle=False)  # aligned faces
+    assert calib.shape == (m["calibration"]["count"], 16, 16, 3) and calib.dtype == np.uint8
+    assert 16 <= len(calib) <= 24 and calib.std() > 10  # real pixels, not a constant
     assert doc["command"] == f"python -m export jetson --manifest {out / 'manifest.json'}"
+
+
+@NO_TRT
+def test_device_build_without_tensorrt_says_why(good_onnx, tmp_path, capsys):
+    from export.jetson.cli import main
+
+    out = tmp_path / "bundle"
+    assert main([str(good_onnx), "--out", str(out)]) == 0  # fp16 only: no calibration data
+    capsys.readouterr()
+    assert main(["--manifest", str(out / "manifest.json")]) == 1
+    assert "TensorRT is not installed" in capsys.readouterr().out
+    assert not (out / "engines").exists()
 
 
 def test_bundle_refuses_a_failing_graph(tmp_path, capsys):
@@ -292,7 +304,8 @@ def test_engine_names_key_on_source_precision_settings_version_and_gpu():
     orin = {"gpu": "Orin", "compute_capability": "8.7"}
     s = settings_hash([], 1024, None)
     name = engine_filename("face", "fp16", "ab" * 32, s, "10.3.0", orin)
-    assert name.startswith("face.fp16.abababababab.") and name.endswith(".trt10.3.0.orin-sm87.engine")
+    assert name.startswith("face.fp16.abababababab.")
+    assert name.endswith(".trt10.3.0.orin-sm87.engine")
     others = {engine_filename("face", "int8", "ab" * 32, s, "10.3.0", orin),
               engine_filename("face", "fp16", "cd" * 32, s, "10.3.0", orin),
               engine_filename("face", "fp16", "ab" * 32, settings_hash([], 2048, None), "10.3.0",
@@ -331,23 +344,30 @@ def test_calibration_cache_is_written_and_reused(tmp_path):
     assert again.read_cache() == b"TRT-10.3.0-EntropyCalibration2\ninput: 3c010a14\n"
 
 
-def test_calibration_inputs_follow_the_contract(tmp_path):
+def test_calibration_images_and_contract_preprocessing(tmp_path):
     import cv2
 
-    from export.jetson.calibrator import calibration_inputs, preprocess
+    from export.jetson.calibrator import calibration_images, calibration_inputs, preprocess
 
     img = np.zeros((40, 60, 3), np.uint8)
     img[..., 2] = 255  # pure red in BGR
     x = preprocess(img, Preprocessing(channel_order="RGB", pixel_range=(-1, 1), layout="NCHW"))
-    assert x.shape == (1, 3, 40, 60)
+    assert x.shape == (1, 3, 40, 60) and x.dtype == np.float32
     np.testing.assert_allclose(x[0, :, 0, 0], [1, -1, -1])
+    grey = preprocess(img, Preprocessing(channel_order="GRAY", mean=(0,), std=(1,)))
+    np.testing.assert_allclose(grey[0, 0, 0], cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[0, 0],
+                               atol=0.5)
     for i in range(16):
         cv2.imwrite(str(tmp_path / f"{i:02d}.png"), img)
-    out = calibration_inputs(sorted(tmp_path.glob("*.png")), (1, 8, 8, 3),
-                             Preprocessing(channel_order="BGR", pixel_range=(0, 1)),
-                             kind="stylizer")
-    assert out.shape == (16, 8, 8, 3)
+    images = calibration_images(sorted(tmp_path.glob("*.png")), (8, 8), kind="stylizer")
+    assert images.shape == (16, 8, 8, 3) and images.dtype == np.uint8
+    out = calibration_inputs(images, (1, 8, 8, 3),
+                             Preprocessing(channel_order="BGR", pixel_range=(0, 1)))
     np.testing.assert_allclose(out[0, 0, 0], [0, 0, 1], atol=1e-6)
+    with pytest.raises(errors.EngineBuildError, match="shape"):
+        calibration_inputs(images, (1, 3, 8, 8), Preprocessing(layout="NHWC"))
+    with pytest.raises(errors.EngineBuildError, match="only 2 of 2"):
+        calibration_images(sorted(tmp_path.glob("*.png"))[:2], (8, 8), kind="stylizer")
 
 
 # --- engine files: header, target, and loading without TensorRT ----------------------

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-identity", type=int, default=8,
                     help="teacher on at most this many faces per training identity "
                          "(0: all; ~0.15 s per face on one CPU core)")
-    ap.add_argument("--merge-threshold", type=float, default=0.12)
+    ap.add_argument("--merge-threshold", type=float, default=0.04)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     import json

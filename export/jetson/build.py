@@ -35,12 +35,14 @@ from sdk.contract import METADATA_KEY, ModelInfo, TensorSpec, pack_engine
 from sdk.errors import EngineBuildError, PrecisionUnavailableError
 from sdk.paths import SHARED_DIR
 
-from .calibrator import (CalibrationData, array_sha256, calibration_inputs, list_images,
-                         make_entropy_calibrator)
+from .calibrator import (CalibrationData, array_sha256, calibration_images, calibration_inputs,
+                         list_images, make_entropy_calibrator, spatial_size)
 from .check import DEFAULT_MAX_OPSET, CheckOptions, CheckReport, InputInfo, check_onnx
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
+#: Upper bound on the calibration images stored in a bundle (uint8 bytes).
+MAX_CALIBRATION_BYTES = 256 << 20
 PRECISIONS = ("fp32", "fp16", "int8")
 
 #: Real photos to calibrate each model kind on, when --calib-images is not given.
@@ -429,12 +431,17 @@ def _calibration(path: Path, sha: str, info: ModelInfo | None, kind: str,
     if not Path(folder).is_dir():
         raise EngineBuildError(f"calibration photos {folder} are absent (third-party data "
                                "lives in ../shared; pass --calib-images DIR)")
-    images = list_images(folder, options.calib_count)
-    samples = calibration_inputs(images, profiles[0].opt, info.preprocessing, kind=kind,
-                                 yunet=options.yunet)
+    size = spatial_size(profiles[0].opt, info.preprocessing.layout)
+    # keep the bundle copyable: large stylizer frames get fewer (still >= 16) samples
+    count = max(16, min(options.calib_count, MAX_CALIBRATION_BYTES // (size[0] * size[1] * 3)))
+    images = list_images(folder, count)
+    samples = calibration_images(images, size, kind=kind, yunet=options.yunet)
+    calibration_inputs(samples[:1], profiles[0].opt, info.preprocessing)  # shape check now
     data_sha = array_sha256(samples)
     doc = {"npy": f"calib/{path.stem}.{sha[:12]}.{data_sha[:8]}.npy", "sha256": data_sha,
-           "count": int(len(samples)), "source": str(folder), "images_tried": len(images)}
+           "count": int(len(samples)), "images_tried": len(images), "source": str(folder),
+           "format": "uint8 BGR (N, H, W, 3) at the input size; the contract's "
+                     "pre-processing is applied on the device"}
     return doc, samples
 
 
@@ -489,10 +496,14 @@ def build_from_manifest(manifest: str | Path, options: JetsonOptions | None = No
     doc, models = load_manifest(manifest)
     root = manifest.parent
     trt, cuda = _import_runtime()
+    if int(trt.__version__.split(".")[0]) < 10:
+        raise EngineBuildError(f"TensorRT {trt.__version__}: this builder and the SDK's engine "
+                               "runner use the TensorRT 10 API (JetPack 6.1 or later); "
+                               "upgrade JetPack")
     if not hasattr(trt.BuilderFlag, "INT8") or not hasattr(trt.BuilderFlag, "FP16"):
         raise EngineBuildError(f"TensorRT {trt.__version__} has no FP16/INT8 builder flags "
                                "(TensorRT 11 removed weak typing); this builder targets "
-                               "TensorRT 10 (JetPack 6)")
+                               "TensorRT 10 (JetPack 6.1 or later)")
     gpu = gpu_identity(cuda, options.device)
     for m in models:  # refuse early, before minutes of building
         for p in m.precisions:
@@ -596,10 +607,7 @@ def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: s
             if not m.calibration:
                 raise EngineBuildError(f"{m.name}: INT8 needs calibration data; prepare the "
                                        "bundle with --precision int8")
-            samples = np.load(root / m.calibration["npy"], allow_pickle=False)
-            if array_sha256(samples) != m.calibration["sha256"]:
-                raise EngineBuildError(f"{m.calibration['npy']} changed since the bundle was "
-                                       "prepared")
+            samples = _calibration_samples(root, m, onnx_path)
             cache = (root / "calib" / f"{m.name}.{m.sha256[:12]}."
                      f"{m.calibration['sha256'][:8]}.trt{trt.__version__}.cache")
             if force and cache.is_file():
@@ -627,6 +635,15 @@ def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: s
         raise EngineBuildError(f"{onnx_path}: TensorRT could not build a {precision} engine "
                                "(see the TensorRT log above; a larger --workspace may help)")
     return bytes(serialized), inputs, outputs
+
+
+def _calibration_samples(root: Path, m: PreparedModel, onnx_path: Path) -> np.ndarray:
+    """The bundle's calibration images, verified and pre-processed per the contract."""
+    images = np.load(root / m.calibration["npy"], allow_pickle=False)
+    if array_sha256(images) != m.calibration["sha256"]:
+        raise EngineBuildError(f"{m.calibration['npy']} changed since the bundle was prepared")
+    info = read_contract(onnx_path)
+    return calibration_inputs(images, m.profiles[0].opt, info.preprocessing)
 
 
 def _engine_contract(onnx_path: Path, m: PreparedModel, precision: str,
@@ -664,7 +681,7 @@ def verify_engine(engine: Path, onnx_path: Path, root: Path, m: PreparedModel,
     if len(m.profiles) != 1:
         return {}  # multi-input graphs: no generic way to make meaningful inputs
     if m.calibration:
-        x = np.load(root / m.calibration["npy"], allow_pickle=False)[:4]
+        x = _calibration_samples(root, m, onnx_path)[:4]
     else:
         rng = np.random.default_rng(0)
         x = rng.uniform(0, 1, size=(2, *m.profiles[0].opt[1:])).astype(np.float32)

@@ -2,12 +2,13 @@
 
 Two halves, so the host without TensorRT can do the first:
 
-* :func:`calibration_inputs` turns real photos into the model's input tensors
-  exactly as the device pre-processes them (the contract's channel order,
-  pixel range, mean/std and layout; faces detected and aligned with the same
-  YuNet + 5-point alignment as the runtime).  The result is one float32 array
-  saved as ``.npy`` in the device bundle, so the Jetson needs no photos, no
-  detector and no OpenCV to calibrate.
+* :func:`calibration_images` turns real photos into images at the model's
+  input size exactly as the device sees them (faces detected and aligned with
+  the same YuNet + 5-point alignment as the runtime; scenes centre-cropped and
+  resized).  They are saved as one uint8 ``.npy`` in the device bundle, so the
+  Jetson needs no photo folder, no detector and no OpenCV to calibrate;
+  :func:`calibration_inputs` applies the contract's pre-processing there
+  (channel order, pixel range, mean/std, layout).
 * :func:`make_entropy_calibrator` wraps that array in TensorRT's
   ``IInt8EntropyCalibrator2``: pinned host staging, one device buffer
   (pycuda), and a calibration cache file that is written after the first
@@ -45,26 +46,31 @@ def list_images(folder: str | Path, count: int) -> list[Path]:
     return [files[i] for i in idx]
 
 
-def preprocess(image_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """A BGR uint8 image (already at the model's size) -> one float32 model input
-    with a batch axis, following the contract: ``(pixels - mean) / std`` with
-    pixels in ``pre.pixel_range``, channels in ``pre.channel_order``, ``pre.layout``."""
-    import cv2
-
+def preprocess_batch(images_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """BGR uint8 images ``(N, H, W, 3)`` -> float32 model inputs ``(N, ...)`` per the
+    contract: ``(pixels - mean) / std`` with pixels in ``pre.pixel_range``, channels in
+    ``pre.channel_order``, ``pre.layout``.  numpy only, so the device needs no OpenCV."""
+    x = np.asarray(images_bgr)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise EngineBuildError(f"calibration images must be uint8 (N, H, W, 3) BGR, got "
+                               f"{x.dtype}{list(x.shape)}")
+    x = x.astype(np.float32)
     if pre.channel_order == "RGB":
-        img = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-    elif pre.channel_order == "GRAY":
-        img = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)[..., None]
-    else:  # BGR, or NONE (not an image model; pixels pass through)
-        img = image_bgr
+        x = x[..., ::-1]
+    elif pre.channel_order == "GRAY":  # ITU-R 601 luma, as cv2.COLOR_BGR2GRAY
+        x = (x @ np.array([0.114, 0.587, 0.299], np.float32))[..., None]
     lo, hi = pre.pixel_range
-    x = img.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
-    mean = np.asarray(pre.mean, np.float32)[: x.shape[-1]]
-    std = np.asarray(pre.std, np.float32)[: x.shape[-1]]
-    x = (x - mean) / std
+    x = x * np.float32((hi - lo) / 255.0) + np.float32(lo)
+    c = x.shape[-1]
+    x = (x - np.asarray(pre.mean, np.float32)[:c]) / np.asarray(pre.std, np.float32)[:c]
     if pre.layout == "NCHW":
-        x = x.transpose(2, 0, 1)
-    return np.ascontiguousarray(x[None])
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def preprocess(image_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """One BGR uint8 image -> one model input with a batch axis (see preprocess_batch)."""
+    return preprocess_batch(np.asarray(image_bgr)[None], pre)
 
 
 def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -92,20 +98,22 @@ def spatial_size(shape: Sequence[int], layout: str) -> tuple[int, int]:
     return (int(shape[1]), int(shape[2])) if layout == "NHWC" else (int(shape[2]), int(shape[3]))
 
 
-def calibration_inputs(images: Sequence[Path], shape: Sequence[int], pre: Preprocessing, *,
-                       kind: str, yunet: str | Path | None = None) -> np.ndarray:
-    """Model inputs of ``shape`` (batch 1, static) from real photos.
+def calibration_images(images: Sequence[Path], size: tuple[int, int], *, kind: str,
+                       yunet: str | Path | None = None) -> np.ndarray:
+    """Real photos at the model's input size, as the device would see them.
 
-    Face encoders get faces detected and aligned as on the device (photos with
-    no face are skipped); other image models get the photo centre-cropped and
-    resized.  Returns ``(N, *shape[1:])`` float32.
+    Face encoders get the largest face detected and aligned exactly as on the
+    device (photos without a face are skipped); other image models get the
+    photo centre-cropped to the aspect ratio and resized.  Returns BGR uint8
+    ``(N, H, W, 3)``: 4x smaller than float inputs, and the device applies the
+    contract's pre-processing itself (:func:`preprocess_batch`).
 
     Raises:
         EngineBuildError: fewer than :data:`MIN_SAMPLES` usable images.
     """
     import cv2
 
-    height, width = spatial_size(shape, pre.layout)
+    height, width = size
     samples = []
     detector = None
     if kind == "face_encoder":
@@ -126,7 +134,7 @@ def calibration_inputs(images: Sequence[Path], shape: Sequence[int], pre: Prepro
                 img = align_face(img, faces[0].landmarks, size=height)
             else:
                 img = _fit(img, height, width)
-            samples.append(preprocess(img, pre)[0])
+            samples.append(img)
     finally:
         if detector is not None:
             detector.close()
@@ -134,11 +142,17 @@ def calibration_inputs(images: Sequence[Path], shape: Sequence[int], pre: Prepro
         raise EngineBuildError(f"only {len(samples)} of {len(images)} calibration images were "
                                f"usable (need at least {MIN_SAMPLES}); give more images "
                                "with --calib-images")
-    out = np.stack(samples).astype(np.float32)
+    return np.stack(samples).astype(np.uint8)
+
+
+def calibration_inputs(images: np.ndarray, shape: Sequence[int], pre: Preprocessing) -> np.ndarray:
+    """Calibration images -> float32 model inputs ``(N, *shape[1:])``, checked against
+    the engine's calibration shape."""
+    out = preprocess_batch(images, pre)
     expected = tuple(int(d) for d in shape[1:])
     if out.shape[1:] != expected:
         raise EngineBuildError(f"calibration samples have shape {out.shape[1:]}, the input "
-                               f"needs {expected}")
+                               f"needs {expected} (layout {pre.layout})")
     return out
 
 

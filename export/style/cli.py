@@ -3,6 +3,7 @@
     python -m export style optimize --content C.jpg --style S.jpg --out G.png
     python -m export style train --style ../shared/data/style/styles/udnie.jpg
     python -m export style export --run runs/style/udnie --out models/style
+    python -m export style evaluate --models models/style --out runs/style/evaluate
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ def _set_threads(n: int | None) -> None:
         return
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(n)
-    tf.config.threading.set_inter_op_parallelism_threads(n)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError:  # TF already ran in this process (main() called from Python)
+        print(f"warning: TensorFlow is already initialised; --threads {n} has no effect",
+              file=sys.stderr)
 
 
 def _costs(args: argparse.Namespace):
@@ -124,9 +129,66 @@ def _export(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     from .release import export_run
 
-    report = export_run(args.run, args.out, calibration_dir=args.calibration_dir,
-                        formats=args.formats.split(","))
-    print(json.dumps(report, indent=1))
+    runs = [Path(r) for r in args.run] if args.run else sorted(Path(args.out).glob("*_student"))
+    if not runs:
+        print(f"nothing to export: no --run given and no <style>_student/ in {args.out}",
+              file=sys.stderr)
+        return 2
+    for run in runs:
+        report = export_run(run, args.out, calibration_dir=args.calibration_dir,
+                            formats=args.formats.split(","))
+        print(json.dumps(report, indent=1))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    from sdk.style import stylizer_paths
+
+    from .evaluate import evaluate
+
+    precisions = args.precisions.split(",")
+    models: dict = {}
+    for precision in precisions:
+        for style, path in stylizer_paths(args.models, precision, args.format).items():
+            if not args.styles or style in args.styles.split(","):
+                models.setdefault(style, {})[precision] = path
+    if not models:
+        print(f"no stylizers in {args.models}", file=sys.stderr)
+        return 2
+    evaluate(models, args.styles_dir, args.content_dir, args.out, max_side=args.max_side,
+             iterations=args.iterations, threads=args.threads)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import bench
+    from .train import read_rgb, write_rgb
+
+    models = {}
+    for name in ("fp32.tflite", "fp16.tflite", "int8.tflite", "fp32.onnx", "int8.onnx"):
+        path = Path(args.models) / f"{args.style}_{name}"
+        if path.is_file():
+            models[f"ours {args.style} {name.replace('.', ' ')}"] = path
+    if not models:
+        print(f"no {args.style}_* models in {args.models}", file=sys.stderr)
+        return 2
+    threads = tuple(int(t) for t in args.threads.split(","))
+    result = bench(models, read_rgb(args.content), read_rgb(Path(STYLES) / f"{args.style}.jpg"),
+                   size=args.size, threads=threads, runs=args.runs, johnson=not args.no_johnson)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = result.pop("images")
+    for label, im in images.items():
+        write_rgb(out / (label.split(" (")[0].replace(" ", "_") + ".png"), im)
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    print("| model | threads | ms | runtime | KiB |\n|---|---|---|---|---|")
+    for r in result["latency"]:
+        print(f"| {r['model']} | {r['threads']} | {r['ms']} | {r['runtime']} | "
+              f"{r['bytes'] / 1024:.0f} |")
+    print("\n| output | J_style | J_content |\n|---|---|---|")
+    for k, v in result["strength"].items():
+        print(f"| {k} | {v['J_style']:.4g} | {v['J_content']:.4g} |")
     return 0
 
 
@@ -179,14 +241,42 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("export", help="convert a trained student to TFLite/ONNX and check it")
-    p.add_argument("--run", required=True, help="training run directory")
+    p.add_argument("--run", action="append", default=None,
+                   help="training run directory (repeatable; default: every <style>_student/ "
+                        "kept in --out by earlier exports)")
     p.add_argument("--out", default=str(REPO_ROOT / "models" / "style"))
-    p.add_argument("--formats", default="tflite_fp32,tflite_fp16,tflite_int8,onnx_fp32",
-                   help="comma list of tflite_fp32, tflite_fp16, tflite_int8, onnx_fp32, onnx_int8")
+    p.add_argument("--formats", default="tflite,onnx_fp32",
+                   help="comma list: tflite (fp32+fp16+int8), onnx (fp32+int8 QDQ), or "
+                        "tflite_fp32, tflite_fp16, tflite_int8, onnx_fp32, onnx_int8")
     p.add_argument("--calibration-dir", default=str(CONTENT_TRAIN),
                    help="real photos for int8 calibration")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("evaluate", help="student vs optimiser: costs, times, picture grid")
+    p.add_argument("--models", default=str(REPO_ROOT / "models" / "style"))
+    p.add_argument("--styles", default=None, help="comma list (default: all released)")
+    p.add_argument("--precisions", default="fp32,int8")
+    p.add_argument("--format", default=".tflite", choices=(".tflite", ".onnx"))
+    p.add_argument("--styles-dir", default=str(STYLES))
+    p.add_argument("--content-dir", default=str(SHARED_DIR / "data" / "style" / "content-samples"))
+    p.add_argument("--out", default=str(RUNS / "evaluate"))
+    p.add_argument("--max-side", type=int, default=256)
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("bench", help="latency and style strength vs Magenta and Johnson")
+    p.add_argument("--models", default=str(REPO_ROOT / "models" / "style"))
+    p.add_argument("--style", default="udnie")
+    p.add_argument("--content", default=str(SHARED_DIR / "data" / "style" / "content-samples" /
+                                            "chicago.jpg"))
+    p.add_argument("--size", type=int, default=384)
+    p.add_argument("--threads", default=f"1,{os.cpu_count() or 1}")
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--no-johnson", action="store_true")
+    p.add_argument("--out", default=str(RUNS / "bench"))
+    p.set_defaults(func=_bench)
 
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

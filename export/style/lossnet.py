@@ -24,12 +24,24 @@ SQUEEZENET_WEIGHTS = (SHARED_DIR / "models" / "squeezenet1.1" /
 _BGR_MEAN = (103.939, 116.779, 123.68)
 
 
+def layer_name(name: str) -> str:
+    """The Keras layer name for a SqueezeNet layer given as in the weights file
+    (``fire4/concat`` -> ``fire4_concat``); other names are returned unchanged."""
+    return name.replace("/", "_")
+
+
 @dataclass(frozen=True)
 class LayerChoice:
     """Which layers a loss network exposes: one content layer and weighted style layers."""
 
     content: str
     style: tuple[tuple[str, float], ...]
+
+    def __post_init__(self) -> None:
+        # accept the weights file's "fire4/concat" spelling as well as Keras' "fire4_concat"
+        object.__setattr__(self, "content", layer_name(self.content))
+        object.__setattr__(self, "style",
+                           tuple((layer_name(n), float(w)) for n, w in self.style))
 
     @property
     def style_weights(self) -> dict[str, float]:
@@ -173,12 +185,6 @@ def vgg19(weights: str | os.PathLike | None = None):
     model = keras.Model(inp, base(x), name="vgg19_lossnet")
     model.trainable = False
     return model
-
-
-def layer_name(name: str) -> str:
-    """The Keras layer name for a SqueezeNet layer given as in the weights file
-    (``fire4/concat`` -> ``fire4_concat``); other names are returned unchanged."""
-    return name.replace("/", "_")
 
 
 def feature_extractor(network: str = "squeezenet", layer_names: Sequence[str] | None = None,

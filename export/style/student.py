@@ -34,6 +34,7 @@ class StudentConfig:
 
     base: int = 16
     blocks: int = 4
+    separable: bool = True
 
     def __post_init__(self) -> None:
         if self.base < 2 or self.blocks < 0:
@@ -80,8 +81,11 @@ def build_student(config: StudentConfig = StudentConfig(), name: str = "style_st
         return layers.ReLU(name=f"{tag}_relu")(x)
 
     def sep_bn(x, filters, tag, relu=True):
-        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{tag}_dw")(x)
-        x = layers.Conv2D(filters, 1, use_bias=False, name=f"{tag}_pw")(x)
+        if config.separable:
+            x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{tag}_dw")(x)
+            x = layers.Conv2D(filters, 1, use_bias=False, name=f"{tag}_pw")(x)
+        else:
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{tag}_conv")(x)
         x = layers.BatchNormalization(momentum=0.9, name=f"{tag}_bn")(x)
         return layers.ReLU(name=f"{tag}_relu")(x) if relu else x
 

@@ -190,8 +190,15 @@ def make_teacher_targets(options: TrainOptions, style: np.ndarray, extractor,
 
 
 def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
-          extractor=None) -> Path:
-    """Train (or resume) a student; returns the path of the final weights file."""
+          extractor=None, eager: bool = False) -> Path:
+    """Train (or resume) a student; returns the path of the final weights file.
+
+    Args:
+        resume: continue from the run's latest checkpoint (to ``options.steps``).
+        extractor: a loss-network feature extractor (default: the real one).
+        eager: run the step without ``tf.function``: tracing the step costs
+            ~10 s, worth it for a real run, not for a few steps on tiny images.
+    """
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -231,7 +238,6 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
         print(f"resumed from {manager.latest_checkpoint} at step {int(step.numpy())}")
     choice = weights.layer_choice
 
-    @tf.function(reduce_retracing=True)
     def train_step(batch, tc, tt):
         with tf.GradientTape() as tape:
             out = student(batch, training=True)
@@ -246,6 +252,8 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
         opt.apply_gradients(zip(grads, student.trainable_variables))
         return loss, tf.reduce_mean(parts["J_content"]), tf.reduce_mean(parts["J_style"]), distill
 
+    if not eager:
+        train_step = tf.function(train_step, reduce_retracing=True)
     samples = [fit_side(read_rgb(p), 256, SIZE_MULTIPLE) for p in list_images(options.samples_dir)]
     rng = np.random.default_rng(options.seed + int(step.numpy()))
     log = run.joinpath("log.jsonl").open("a")
@@ -281,8 +289,8 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
     return final
 
 
-def load_run(run_dir: str | Path):
-    """(TrainOptions, Keras student with the run's final or latest weights)."""
+def load_run(run_dir: str | Path, with_steps: bool = False):
+    """(TrainOptions, Keras student with the run's final or latest weights[, steps trained])."""
     import tensorflow as tf
 
     run = Path(run_dir)
@@ -296,11 +304,16 @@ def load_run(run_dir: str | Path):
     options = TrainOptions(**cfg, costs=CostWeights(**costs), student=student_cfg)
     student = build_student(student_cfg, name=f"style_{options.style_name}")
     final = run / "student.weights.h5"
-    if final.is_file():
+    latest = tf.train.latest_checkpoint(str(run / "ckpt"))
+    step = tf.Variable(0, dtype=tf.int64)
+    if latest is not None:
+        # the checkpoint also tells how many steps the weights saw
+        tf.train.Checkpoint(student=student, step=step).restore(latest).expect_partial()
+    elif not final.is_file():
+        raise FileNotFoundError(f"{run} has neither student.weights.h5 nor a checkpoint")
+    if final.is_file() and (latest is None or int(step.numpy()) >= options.steps):
         student.load_weights(str(final))
-    else:
-        latest = tf.train.latest_checkpoint(str(run / "ckpt"))
-        if latest is None:
-            raise FileNotFoundError(f"{run} has neither student.weights.h5 nor a checkpoint")
-        tf.train.Checkpoint(student=student).restore(latest).expect_partial()
-    return options, student
+    steps = int(step.numpy())
+    if latest is None and run.joinpath("steps.json").is_file():  # a released copy (no ckpt)
+        steps = int(json.loads(run.joinpath("steps.json").read_text())["steps"])
+    return (options, student, steps) if with_steps else (options, student)

@@ -6,8 +6,9 @@ encoder needs to see its input as it was trained (input size, channel order,
 pixel range, mean/std, layout) and the calibrated threshold τ are read from
 the model's own contract (``model.info``), never from constants here.
 
-Distances are :func:`sdk.distance.squared_l2` between embeddings, the same
-d() used in training and threshold calibration; two faces match when
+Embeddings are unit vectors (re-normalised after the model, as in threshold
+calibration) and distances are :func:`sdk.distance.squared_l2` between them,
+the same d() used in training and calibration; two faces match when
 ``d <= τ``.
 
 >>> with FaceVerifier.create() as fv:                      # released model
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 
 from ..contract import ModelInfo, TensorSpec
-from ..distance import squared_l2
+from ..distance import l2_normalize, squared_l2
 from ..errors import (InputDtypeError, InputShapeError, MetadataError, ModelFormatError,
                       ModelKindError, ModelNotFoundError, NoFaceError, SdkError)
 from ..model import Model, load_model
@@ -349,7 +350,10 @@ class FaceVerifier:
         emb = np.concatenate(out) if out else np.zeros((0, self.embedding_size), np.float32)
         if not np.all(np.isfinite(emb)):
             raise ModelFormatError(f"{model.path}: the encoder produced non-finite embeddings")
-        return emb
+        # The encoders normalise inside, but an int8 output tensor only approximates unit
+        # length; τ is calibrated on re-normalised embeddings (export/faces/evaluate.py),
+        # so d() here must see them too.  For float models this changes nothing.
+        return l2_normalize(emb)
 
     def embed_aligned(self, faces: np.ndarray) -> np.ndarray:
         """Embeddings of faces already aligned to the 112x112 template.

@@ -1,0 +1,396 @@
+"""Evaluate a face encoder (Keras checkpoint, exported .tflite/.onnx, or the peer).
+
+``python -m export faces evaluate --pairs FILE --images DIR [--model PATH] [--json OUT]``
+
+* ``--pairs`` an LFW ``pairs.txt``: 10-fold protocol (τ chosen on 9 folds,
+  accuracy on the 10th, mean ± std), AUC, EER, TAR@FAR;
+* ``--pairs`` a ``.csv`` like ``deepface-pairs/master.csv`` (``file_x,file_y,Decision``):
+  accuracy at the model's τ (calibrated elsewhere), AUC, EER, TAR@FAR and, marked
+  as optimistic, the accuracy at the best τ for that set;
+* ``--identify DIR`` (``att-orl``, ``yale``): one-shot identification, one
+  enrolled photo per person, rank-1 on the rest, and open-set rejection of
+  people never enrolled at τ.
+
+Every image goes through the runtime's detector and aligner; when no face is
+found the whole image is resized to 112x112 and counted as a fallback.  τ is
+taken from ``--threshold``, else the model's metadata, else the threshold
+fitted on all pairs of the first LFW-format ``--pairs`` of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sdk.distance import l2_normalize, squared_l2
+from sdk.paths import SHARED_DIR
+
+from . import data as fdata
+from .metrics import accuracy_at, roc_curve, roc_metrics, ten_fold
+
+PEER = SHARED_DIR / "models" / "peers" / "mobilefacenet" / "mobilefacenet.tflite"
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation inputs are unusable (no pairs, unknown format...)."""
+
+
+class Encoder:
+    """Aligned BGR uint8 faces -> L2-normalised embeddings, for any model format.
+
+    ``.keras`` runs in Keras; ``.tflite``/``.onnx`` run through ``sdk.load_model``
+    (as on the device).  Models with the SDK contract take their channel order
+    and pixel range from it; third-party models (the peer) are fed RGB 0..255.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = 2) -> None:
+        self.path = Path(path)
+        self.threads = threads
+        if not self.path.is_file():
+            raise EvaluationError(f"{self.path}: model file not found")
+        self.threshold: float | None = None
+        self.channel_order = "RGB"
+        self._pre = None  # sdk.contract.Preprocessing of models that carry one
+        self._keras = None
+        self._model = None
+        if self.path.suffix == ".keras":
+            import keras
+
+            from . import model as _m  # noqa: F401  (registers L2Normalize)
+
+            self._keras = keras.models.load_model(self.path, compile=False)
+            self.name = f"{self.path.parent.name}/{self.path.name} (Keras fp32)"
+        else:
+            import sdk
+
+            self._model = sdk.load_model(self.path, threads=threads)
+            self.name = self.path.name
+            if self._model.has_info:
+                info = self._model.info
+                self.threshold = info.threshold
+                pre = info.preprocessing
+                self.channel_order = pre.channel_order
+                self._pre = pre
+                self.name = f"{self.path.name} ({info.precision}, {self._model.backend})"
+
+    def _input(self, faces_bgr: np.ndarray) -> np.ndarray:
+        x = faces_bgr[..., ::-1] if self.channel_order == "RGB" else faces_bgr
+        x = x.astype(np.float32)
+        pre = self._pre
+        if pre is not None:
+            lo, hi = pre.pixel_range
+            x = lo + x * (hi - lo) / 255.0
+            x = (x - np.array(pre.mean, np.float32)) / np.array(pre.std, np.float32)
+        return x
+
+    def __call__(self, faces_bgr: np.ndarray) -> np.ndarray:
+        """(N,112,112,3) BGR uint8 -> (N,D) unit embeddings."""
+        x = self._input(np.asarray(faces_bgr))
+        if self._keras is not None:
+            out = [np.asarray(self._keras(x[s:s + 64], training=False))
+                   for s in range(0, len(x), 64)]
+            return l2_normalize(np.concatenate(out))
+        return l2_normalize(np.concatenate([np.asarray(self._model(x[i:i + 1])).reshape(1, -1)
+                                            for i in range(len(x))]))
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+
+
+class FaceCropper:
+    """Image file -> aligned 112x112 BGR face, cached per path (runtime detector)."""
+
+    def __init__(self) -> None:
+        from sdk.faces.detector import FaceDetector
+
+        self.det = FaceDetector.create()
+        self.cache: dict[str, np.ndarray] = {}
+        self.fallbacks: list[str] = []
+
+    def __call__(self, path: Path) -> np.ndarray:
+        from sdk.faces.detector import align_face
+
+        key = str(path)
+        if key not in self.cache:
+            img = fdata.read_bgr(path)
+            if img is None:
+                raise EvaluationError(f"{path}: cannot read image")
+            if img.ndim == 2:
+                img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            faces = self.det.detect(img) if min(img.shape[:2]) >= 16 else []
+            if faces:
+                self.cache[key] = align_face(img, faces[0].landmarks)
+            else:
+                self.fallbacks.append(key)
+                self.cache[key] = cv2.resize(img, (112, 112), interpolation=cv2.INTER_AREA)
+        return self.cache[key]
+
+
+def _embed_paths(paths: list[Path], crop: FaceCropper, enc: Encoder) -> dict[str, np.ndarray]:
+    uniq = sorted(set(str(p) for p in paths))
+    faces = np.stack([crop(Path(p)) for p in uniq])
+    emb = enc(faces)
+    return dict(zip(uniq, emb))
+
+
+def load_csv_pairs(path: Path, images: Path) -> list[tuple[Path, Path, bool]]:
+    """Pairs of a deepface-style CSV (``file_x,file_y,Decision`` with Yes/No)."""
+    pairs = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                a, b, dec = row["file_x"], row["file_y"], row["Decision"].strip().lower()
+            except KeyError as exc:
+                raise EvaluationError(f"{path}: expected columns file_x,file_y,Decision") from exc
+            pairs.append((images / Path(a).name, images / Path(b).name, dec in ("yes", "1", "true")))
+    if not pairs:
+        raise EvaluationError(f"{path}: no pairs")
+    return pairs
+
+
+def evaluate_pairs(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropper,
+                   tau: float | None) -> dict:
+    """Verification metrics of one pair list (LFW pairs.txt or CSV)."""
+    t0 = time.time()
+    if pairs_file.suffix.lower() == ".csv":
+        items = load_csv_pairs(pairs_file, images)
+        folds = None
+    else:
+        parsed, n_folds = fdata.parse_lfw_pairs(pairs_file)
+        per = len(parsed) // n_folds
+        items = [(fdata.resolve_lfw_image(images, a, i), fdata.resolve_lfw_image(images, b, j), s)
+                 for a, i, b, j, s in parsed]
+        folds = np.arange(len(items)) // per
+    n_fb = len(crop.fallbacks)
+    emb = _embed_paths([p for a, b, _ in items for p in (a, b)], crop, enc)
+    d = squared_l2(np.stack([emb[str(a)] for a, _, _ in items]),
+                   np.stack([emb[str(b)] for _, b, _ in items]))
+    same = np.array([s for _, _, s in items])
+    res = {"pairs_file": str(pairs_file), "images": str(images), **roc_metrics(d, same),
+           "no_face_fallbacks": len(crop.fallbacks) - n_fb}
+    if folds is not None:
+        res["ten_fold"] = ten_fold(d, same, folds)
+    if tau is not None:
+        res["threshold"] = tau
+        res["accuracy_at_threshold"] = accuracy_at(d, same, tau)
+        res["far_at_threshold"] = float(np.mean(d[~same] <= tau))
+        res["frr_at_threshold"] = float(np.mean(d[same] > tau))
+    res["seconds"] = time.time() - t0
+    res["_dist"], res["_same"] = d, same
+    return res
+
+
+def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: float | None,
+                            unknown_fraction: float = 0.25, seed: int = 0) -> dict:
+    """One-shot identification on ``root/<person>/<images>``.
+
+    The first ``1 - unknown_fraction`` of the people (random, ``seed``) are enrolled
+    with one photo each (their first file); their other photos are probes (rank-1
+    accuracy, closed set).  The remaining people are never enrolled: with τ, a
+    probe is rejected when its nearest enrolled distance is > τ (open set).
+    """
+    people = sorted(p for p in root.iterdir() if p.is_dir())
+    if len(people) < 4:
+        raise EvaluationError(f"{root}: need at least 4 person folders")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(people))
+    n_unknown = max(1, int(round(unknown_fraction * len(people))))
+    unknown = {int(i) for i in order[:n_unknown]}
+    files = {i: fdata.list_images(p) for i, p in enumerate(people)}
+    n_fb = len(crop.fallbacks)
+    emb = _embed_paths([f for fs in files.values() for f in fs], crop, enc)
+    known = [i for i in range(len(people)) if i not in unknown]
+    gallery = np.stack([emb[str(files[i][0])] for i in known])
+    gal_labels = np.array(known)
+    hits, dk, du = [], [], []
+    for i in range(len(people)):
+        for f in (files[i] if i in unknown else files[i][1:]):
+            d = squared_l2(emb[str(f)], gallery)
+            j = int(np.argmin(d))
+            if i in unknown:
+                du.append(float(d[j]))
+            else:
+                hits.append(gal_labels[j] == i)
+                dk.append((float(d[j]), bool(gal_labels[j] == i)))
+    res = {"root": str(root), "people": len(people), "enrolled": len(known),
+           "probes_known": len(hits), "probes_unknown": len(du),
+           "rank1_closed_set": float(np.mean(hits)),
+           "no_face_fallbacks": len(crop.fallbacks) - n_fb}
+    if tau is not None:
+        dk_arr = np.array(dk)
+        res["threshold"] = tau
+        res["open_set_unknown_rejected"] = float(np.mean(np.array(du) > tau))
+        res["open_set_known_correct_and_accepted"] = float(
+            np.mean((dk_arr[:, 0] <= tau) & (dk_arr[:, 1] > 0)))
+    return res
+
+
+def plot_roc(curves: list[tuple[str, np.ndarray, np.ndarray]], path: Path, title: str) -> None:
+    """ROC curves (TAR vs FAR, log FAR axis) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for label, d, s in curves:
+        far, tar, _ = roc_curve(d, s)
+        ax.plot(np.maximum(far, 1e-4), tar, label=label)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-3, 1)
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def embed_latency(enc: Encoder, face: np.ndarray, runs: int = 100) -> dict:
+    """Median and p90 milliseconds of one embedding (one aligned face, batch 1)."""
+    x = face[None]
+    for _ in range(5):
+        enc(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        enc(x)
+        times.append(1e3 * (time.perf_counter() - t0))
+    return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)),
+            "runs": runs, "threads": enc.threads}
+
+
+def run(models: list[str], pairs: list[tuple[Path, Path]], identify: list[Path],
+        threshold: float | None, roc: Path | None, threads: int = 2, timing: int = 0) -> dict:
+    """Evaluate every model on every pair list and identification set."""
+    crop = FaceCropper()
+    report = {"models": {}}
+    curves: dict[str, list] = {}
+    for mpath in models:
+        enc = Encoder(mpath, threads=threads)
+        tau = threshold if threshold is not None else enc.threshold
+        tau_source = ("--threshold" if threshold is not None else
+                      "model metadata" if enc.threshold is not None else None)
+        out = {"name": enc.name, "pairs": [], "identification": []}
+        for pf, images in pairs:
+            r = evaluate_pairs(pf, images, enc, crop, tau)
+            if tau is None and "ten_fold" in r:
+                tau = r["ten_fold"]["threshold_all"]
+                tau_source = f"fitted on all pairs of {pf.name}"
+                r["threshold"] = tau
+                r["accuracy_at_threshold"] = accuracy_at(r["_dist"], r["_same"], tau)
+            curves.setdefault(pf.name, []).append((enc.name, r.pop("_dist"), r.pop("_same")))
+            out["pairs"].append(r)
+        for root in identify:
+            out["identification"].append(evaluate_identification(root, enc, crop, tau))
+        if timing and enc._model is not None and crop.cache:
+            out["embed_ms"] = embed_latency(enc, next(iter(crop.cache.values())), timing)
+        out["threshold"], out["threshold_source"] = tau, tau_source
+        report["models"][str(mpath)] = out
+        enc.close()
+    report["fallback_images"] = sorted(set(crop.fallbacks))
+    if roc is not None:
+        for k, (name, cs) in enumerate(curves.items()):
+            p = roc if len(curves) == 1 else roc.with_name(f"{roc.stem}_{Path(name).stem}{roc.suffix}")
+            plot_roc(cs, p, f"ROC on {name}")
+            report.setdefault("roc_png", []).append(str(p))
+    return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """Human-readable lines of a report."""
+    lines = []
+    for _, m in report["models"].items():
+        lines.append(f"## {m['name']}  (τ={m['threshold']}, {m['threshold_source']})")
+        for r in m["pairs"]:
+            head = f"  {Path(r['pairs_file']).name}: "
+            if "ten_fold" in r:
+                t = r["ten_fold"]
+                head += f"10-fold acc {100 * t['accuracy_mean']:.2f}±{100 * t['accuracy_std']:.2f}%, "
+            if "accuracy_at_threshold" in r:
+                head += f"acc@τ {100 * r['accuracy_at_threshold']:.2f}%, "
+            head += (f"AUC {r['auc']:.4f}, EER {100 * r['eer']:.2f}%, "
+                     f"TAR@FAR1e-3 {100 * r['tar_at_far_1e-3']:.1f}%, "
+                     f"best-τ acc {100 * r['best_accuracy']:.2f}% ({r['pairs']} pairs, "
+                     f"{r['no_face_fallbacks']} no-face)")
+            lines.append(head)
+        for r in m["identification"]:
+            s = (f"  {Path(r['root']).name}: rank-1 {100 * r['rank1_closed_set']:.2f}% "
+                 f"({r['enrolled']} enrolled, {r['probes_known']} probes)")
+            if "open_set_unknown_rejected" in r:
+                s += (f"; open set at τ: unknown rejected "
+                      f"{100 * r['open_set_unknown_rejected']:.1f}%, known correct+accepted "
+                      f"{100 * r['open_set_known_correct_and_accepted']:.1f}%")
+            lines.append(s + f" ({r['no_face_fallbacks']} no-face)")
+        if "embed_ms" in m:
+            t = m["embed_ms"]
+            lines.append(f"  embed time: median {t['median']:.2f} ms, p90 {t['p90']:.2f} ms "
+                         f"({t['threads']} thread(s), batch 1)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m export faces evaluate``."""
+    from .cli import FACES, RUNS
+
+    ap = argparse.ArgumentParser(prog="python -m export faces evaluate",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append",
+                    help="model file (.keras, .tflite, .onnx) or 'peer'; repeat for several "
+                         "(default: models/faces/face_encoder_int8.tflite)")
+    ap.add_argument("--pairs", action="append", default=[], type=Path,
+                    help="pairs.txt (LFW format) or master.csv; repeat, each with --images")
+    ap.add_argument("--images", action="append", default=[], type=Path,
+                    help="image root of the matching --pairs (default: the file's folder "
+                         "for .csv, ../shared/data/faces otherwise)")
+    ap.add_argument("--identify", action="append", default=[], type=Path,
+                    help="identification set root (<person>/<image>), e.g. att-orl, yale")
+    ap.add_argument("--standard", action="store_true",
+                    help=f"all standard sets: {RUNS / 'pairs.txt'}, deepface master.csv, "
+                         "att-orl, yale")
+    ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--roc", type=Path, default=None, help="ROC PNG path")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time", type=int, default=0, metavar="N",
+                    help="also time N single-face embeddings (exported models only)")
+    args = ap.parse_args(argv)
+    from sdk.paths import REPO_ROOT
+
+    models = [str(PEER) if m == "peer" else m for m in
+              (args.model or [str(REPO_ROOT / "models" / "faces" / "face_encoder_int8.tflite")])]
+    pairs = list(args.pairs)
+    images = list(args.images)
+    identify = list(args.identify)
+    if args.standard:
+        pairs += [RUNS / "pairs.txt", FACES / "deepface-pairs" / "master.csv"]
+        identify += [FACES / "att-orl", FACES / "yale"]
+    if not pairs and not identify:
+        raise SystemExit("nothing to evaluate: give --pairs, --identify or --standard")
+    resolved = []
+    for k, pf in enumerate(pairs):
+        if k < len(images):
+            img = images[k]
+        else:
+            img = pf.parent if pf.suffix.lower() == ".csv" else FACES
+        if not pf.is_file():
+            raise SystemExit(f"{pf}: pairs file not found")
+        resolved.append((pf, img))
+    report = run(models, resolved, identify, args.threshold, args.roc, args.threads, args.time)
+    for line in summary_lines(report):
+        print(line)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1, default=float))
+        print(f"report -> {args.json}")
+    return 0

@@ -1,0 +1,174 @@
+"""Export the trained encoder to TFLite (fp32, fp16, full int8) and ONNX (fp32,
+int8 QDQ), check each file, gate the quantised ones on accuracy, release.
+
+``python -m export faces release --model runs/faces/run1/model.keras``
+
+1. τ is calibrated with the float Keras model on the held-out ``pairs.txt``
+   (the threshold maximising accuracy over all its pairs, the 10-fold protocol's
+   shipped threshold) and written into every file's contract.
+2. int8 models are calibrated on real aligned training faces (never held-out ones).
+3. Each file is run through ``sdk.load_model`` on the held-out pairs (images
+   re-detected and re-aligned from disk, as on the device); a quantised file
+   whose 10-fold accuracy is more than ``--max-drop`` points below the float
+   model's is refused (not released, command fails unless ``--keep-going``).
+4. The int8 TFLite and the ONNX files that pass are copied to ``models/faces/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from sdk.contract import ModelInfo, Preprocessing, TensorSpec
+
+from . import data as fdata
+
+
+class QuantisationRefusedError(RuntimeError):
+    """A quantised model lost more accuracy than allowed."""
+
+
+def face_encoder_info(name: str, threshold: float, source_hash: str, extra: dict) -> ModelInfo:
+    """The contract of a face encoder (I/O specs are filled in by export.formats)."""
+    return ModelInfo(
+        kind="face_encoder", name=name,
+        inputs=(TensorSpec("input", (1, 112, 112, 3), "float32"),),
+        outputs=(TensorSpec("embedding", (1, 128), "float32"),),
+        preprocessing=Preprocessing(channel_order="RGB", pixel_range=(0, 255),
+                                    mean=(0, 0, 0), std=(1, 1, 1), layout="NHWC"),
+        output={"embedding_size": 128, "metric": "squared_l2", "threshold": float(threshold)},
+        source_hash=source_hash, extra=extra)
+
+
+def set_threshold(path: Path, tau: float) -> None:
+    """Rewrite the τ in the contract embedded in an exported file."""
+    import sdk
+    from export import formats as fmt
+
+    with sdk.load_model(path) as m:
+        info = m.info
+    info = info.replace(output={**dict(info.output), "threshold": float(tau)},
+                        extra={**dict(info.extra), "threshold_calibration":
+                               "best accuracy over all held-out pairs, with this file"})
+    if path.suffix == ".tflite":
+        path.write_bytes(fmt.embed_tflite_metadata(path.read_bytes(), info))
+    else:
+        fmt.set_onnx_metadata(path, info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m export faces release``."""
+    import keras
+
+    from export import formats as fmt
+    from sdk.paths import REPO_ROOT
+
+    from . import model as _m  # noqa: F401
+    from .cli import FACES, RUNS
+    from .evaluate import Encoder, FaceCropper, evaluate_pairs
+
+    ap = argparse.ArgumentParser(prog="python -m export faces release")
+    ap.add_argument("--model", default=str(RUNS / "run1" / "model.keras"))
+    ap.add_argument("--name", default="edge-faces-mfn050")
+    ap.add_argument("--out", default=str(RUNS / "export"))
+    ap.add_argument("--release-dir", default=str(REPO_ROOT / "models" / "faces"))
+    ap.add_argument("--cache", default=str(RUNS / "aligned.npz"))
+    ap.add_argument("--split", default=str(RUNS / "split.json"))
+    ap.add_argument("--pairs", default=str(RUNS / "pairs.txt"))
+    ap.add_argument("--images", default=str(FACES))
+    ap.add_argument("--calibration", type=int, default=300, help="aligned faces for int8")
+    ap.add_argument("--max-drop", type=float, default=0.5, help="accuracy points")
+    ap.add_argument("--keep-going", action="store_true",
+                    help="release the files that pass even if a quantised one is refused")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    out, rel = Path(args.out), Path(args.release_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = keras.models.load_model(args.model, compile=False)
+    crop = FaceCropper()
+    pairs, images = Path(args.pairs), Path(args.images)
+
+    enc = Encoder(args.model)
+    ref = evaluate_pairs(pairs, images, enc, crop, None)
+    tau = ref["ten_fold"]["threshold_all"]
+    ref_acc = ref["ten_fold"]["accuracy_mean"]
+    print(f"Keras fp32: 10-fold {100 * ref_acc:.2f}%, AUC {ref['auc']:.4f}; τ = {tau:.4f}")
+
+    cache = fdata.load_cache(args.cache)
+    names = list(cache["names"])
+    hold = [names.index(h) for h in json.loads(Path(args.split).read_text())["holdout"]]
+    train_rows = np.flatnonzero(~np.isin(cache["labels"], hold))
+    rng = np.random.default_rng(args.seed)
+    pick = rng.choice(train_rows, size=min(args.calibration, len(train_rows)), replace=False)
+    calib = [fdata.bgr_to_model_input(cache["images"][k:k + 1]) for k in pick]
+    check_inputs = fdata.bgr_to_model_input(cache["images"][rng.choice(train_rows, 32)])
+
+    info = face_encoder_info(args.name, tau, fmt.source_hash(model), {
+        "architecture": "MobileFaceNet-like, width 0.5",
+        "params": int(model.count_params()),
+        "training": "triplet (batch-hard) + distillation from dlib ResNet; see MODEL_CARD.md",
+        "threshold_calibration": f"best accuracy over all {ref['pairs']} held-out pairs "
+                                 f"({pairs.name}, Keras fp32)",
+        "aligner": "YuNet 5 points -> ArcFace 112x112 template (sdk.faces.detector)"})
+
+    def reference(x):
+        return np.asarray(model(x, training=False))
+
+    files = {"fp32.tflite": ("tflite", "fp32"), "fp16.tflite": ("tflite", "fp16"),
+             "int8.tflite": ("tflite", "int8"), "fp32.onnx": ("onnx", "fp32"),
+             "int8.onnx": ("onnx", "int8")}
+    report = {"keras_fp32": {"ten_fold": ref_acc, "auc": ref["auc"], "threshold": tau},
+              "files": {}}
+    refused = []
+    for suffix, (kind, precision) in files.items():
+        stem, ext = suffix.split(".")
+        path = out / f"face_encoder_{stem}.{ext}"
+        if kind == "tflite":
+            fmt.to_tflite(model, path, info, precision=precision, calibration=calib)
+        elif precision == "fp32":
+            fmt.to_onnx(model, path, info)
+        else:
+            fmt.quantize_onnx_int8(out / "face_encoder_fp32.onnx", path, calib)
+        e = Encoder(path)
+        agree = fmt.agreement(reference(check_inputs), e(check_inputs[..., ::-1].astype(np.uint8)))
+        r = evaluate_pairs(pairs, images, e, crop, None)
+        e.close()
+        own_tau = r["ten_fold"]["threshold_all"]  # this file's own τ (int8 shifts distances)
+        set_threshold(path, own_tau)
+        acc = r["ten_fold"]["accuracy_mean"]
+        drop = 100 * (ref_acc - acc)
+        ok = precision == "fp32" or drop <= args.max_drop
+        report["files"][path.name] = {
+            "bytes": path.stat().st_size, "ten_fold": acc, "ten_fold_std": r["ten_fold"]["accuracy_std"],
+            "auc": r["auc"], "eer": r["eer"], "tar_at_far_1e-3": r["tar_at_far_1e-3"],
+            "threshold": own_tau, "drop_points": drop,
+            "min_cosine_vs_keras": agree.min_cosine, "accepted": ok}
+        print(f"{path.name}: {path.stat().st_size / 1e6:.2f} MB, 10-fold {100 * acc:.2f}% "
+              f"(drop {drop:+.2f} pts), AUC {r['auc']:.4f}, min cos vs Keras "
+              f"{agree.min_cosine:.4f} -> {'ok' if ok else 'REFUSED'}")
+        if not ok:
+            refused.append(path.name)
+    released = []
+    wanted = ["face_encoder_int8.tflite", "face_encoder_int8.onnx"]
+    if "face_encoder_int8.onnx" in refused:  # still ship an ONNX file: the float one
+        wanted.append("face_encoder_fp32.onnx")
+    for name in wanted:
+        if name in refused:
+            continue
+        rel.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / name, rel / name)
+        released.append(str(rel / name))
+    report["released"], report["refused"] = released, refused
+    print(f"released: {released}; refused: {refused}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    if refused and not args.keep_going:
+        raise QuantisationRefusedError(
+            f"{refused}: accuracy drops more than {args.max_drop} points below float")
+    return 0

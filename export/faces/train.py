@@ -1,0 +1,379 @@
+"""Train the face encoder: triplet loss (online mining over P×K batches) plus
+distillation to dlib's ResNet embeddings, with checkpoints, resume and a curve.
+
+``python -m export faces train --out runs/faces/run1 --minutes 40``
+
+Every epoch (and when the time budget runs out, or on Ctrl-C) the weights, the
+optimizer state and ``state.json`` (epoch, step, elapsed seconds, RNG seed,
+history) are written to ``--out``; ``--resume`` continues from there.  After
+each epoch the held-out identities' pairs (``pairs.txt``, on the cached
+aligned crops) are scored for monitoring only: the released model is the last
+one, not the best on these pairs, so the pairs stay a fair test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data as fdata
+
+
+def merged_labels(labels: np.ndarray, duplicates: np.ndarray) -> np.ndarray:
+    """Labels with the identity pairs in ``duplicates`` (rows ``a, b, d``) merged,
+    so a person found under two names is never a negative of itself."""
+    parent = {int(i): int(i) for i in np.unique(labels)}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a, b, _ in np.asarray(duplicates).reshape(-1, 3):
+        ra, rb = find(int(a)), find(int(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([find(int(v)) for v in labels], dtype=np.int32)
+
+
+def centre_teacher(emb: np.ndarray, ok: np.ndarray, labels: np.ndarray,
+                   hold: np.ndarray) -> np.ndarray:
+    """Teacher embeddings minus their mean over training faces, re-normalised.
+
+    dlib's unit descriptors sit in a narrow cone (their mean has norm ~0.9;
+    different people are only ~0.33 apart in squared L2), which would squeeze
+    the student into that cone against the triplet margin.  Centring spreads
+    them over the sphere (different people ~2.0 apart, the same person ~0.7)."""
+    from sdk.distance import l2_normalize
+
+    use = ok & ~np.isin(labels, hold)
+    out = np.zeros_like(emb)
+    out[ok] = l2_normalize(emb[ok] - emb[use].mean(0))
+    return out
+
+
+class PKSampler:
+    """P identities × K photos per batch; with a teacher, up to K/2 of each
+    identity's photos are ones the teacher has embedded."""
+
+    def __init__(self, labels: np.ndarray, rows: np.ndarray, p: int, k: int,
+                 teacher_ok: np.ndarray | None, seed: int) -> None:
+        self.p, self.k = p, k
+        self.rng = np.random.default_rng(seed)
+        self.by_id: dict[int, np.ndarray] = {}
+        self.teach_by_id: dict[int, np.ndarray] = {}
+        for i in np.unique(labels[rows]):
+            r = rows[labels[rows] == i]
+            if len(r) >= 2:
+                self.by_id[int(i)] = r
+                if teacher_ok is not None:
+                    self.teach_by_id[int(i)] = r[teacher_ok[r]]
+        self.ids = np.array(sorted(self.by_id))
+        if len(self.ids) < p:
+            raise fdata.FacesDataError(f"need at least {p} identities with 2+ photos, "
+                                       f"have {len(self.ids)}")
+
+    def batch(self) -> np.ndarray:
+        """Row indices of one P×K batch, grouped by identity."""
+        out = []
+        for i in self.rng.choice(self.ids, size=self.p, replace=False):
+            r, t = self.by_id[int(i)], self.teach_by_id.get(int(i), np.array([], np.int64))
+            nt = min(len(t), self.k // 2)
+            chosen = list(self.rng.choice(t, size=nt, replace=False)) if nt else []
+            rest = np.setdiff1d(r, chosen)
+            if len(rest) == 0:  # small identity: every photo already chosen, repeat some
+                rest = r
+            need = self.k - nt
+            chosen += list(self.rng.choice(rest, size=need, replace=len(rest) < need))
+            out.extend(chosen)
+        return np.array(out, dtype=np.int64)
+
+
+def embed_images(model, images_bgr: np.ndarray, batch: int = 128) -> np.ndarray:
+    """Embeddings of aligned BGR uint8 faces with a Keras encoder."""
+    outs = [np.asarray(model(fdata.bgr_to_model_input(images_bgr[s:s + batch]), training=False))
+            for s in range(0, len(images_bgr), batch)]
+    return np.concatenate(outs)
+
+
+def holdout_pairs_on_cache(cache: dict, pairs_file: Path, root: Path
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row_a, row_b, same, fold) of ``pairs_file`` mapped onto cached crops."""
+    pairs, folds = fdata.parse_lfw_pairs(pairs_file)
+    index = {p: k for k, p in enumerate(cache["paths"])}
+    ra, rb, same, fold = [], [], [], []
+    per_fold = len(pairs) // folds
+    for n, (n1, i1, n2, i2, s) in enumerate(pairs):
+        a = fdata.resolve_lfw_image(root, n1, i1).relative_to(root).as_posix()
+        b = fdata.resolve_lfw_image(root, n2, i2).relative_to(root).as_posix()
+        ra.append(index[a])
+        rb.append(index[b])
+        same.append(s)
+        fold.append(n // per_fold)
+    return np.array(ra), np.array(rb), np.array(same), np.array(fold)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Training curve PNG: losses per epoch and held-out pair accuracy / AUC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "triplet", "distill", "cls"):
+        if any(key in h for h in history):
+            ax[0].plot(ep, [h.get(key, np.nan) for h in history], marker="o", label=key)
+    ax[0].set_xlabel("epoch")
+    ax[0].set_title("training loss")
+    ax[0].legend()
+    for key in ("val_accuracy", "val_auc"):
+        ax[1].plot(ep, [h.get(key, np.nan) for h in history], marker="o", label=key)
+    ax[1].set_xlabel("epoch")
+    ax[1].set_title("held-out pairs (10-fold accuracy, AUC)")
+    ax[1].legend()
+    ax[1].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _save(out: Path, model, optimizer, state: dict, classifier=None) -> None:
+    if classifier is not None:
+        np.save(out / "classifier.tmp.npy", np.asarray(classifier))
+        os.replace(out / "classifier.tmp.npy", out / "classifier.npy")
+    model.save(out / "model.keras.tmp.keras")
+    os.replace(out / "model.keras.tmp.keras", out / "model.keras")
+    opt_vars = {f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
+    np.savez(out / "optimizer.tmp.npz", **opt_vars)
+    os.replace(out / "optimizer.tmp.npz", out / "optimizer.npz")
+    (out / "state.tmp.json").write_text(json.dumps(state, indent=1))
+    os.replace(out / "state.tmp.json", out / "state.json")
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run (or resume) training as configured by ``args``; returns the final state."""
+    import keras
+    import tensorflow as tf
+
+    from . import losses
+    from .metrics import roc_metrics, ten_fold
+    from .model import build_encoder, count_macs
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = fdata.load_cache(args.cache)
+    names = list(cache["names"])
+    hold_names = json.loads(Path(args.split).read_text())["holdout"]
+    hold = np.array([names.index(h) for h in hold_names])
+    labels = cache["labels"]
+    teacher_emb = teacher_ok = None
+    dups = np.zeros((0, 3))
+    if args.teacher and Path(args.teacher).is_file() and args.distill > 0:
+        with np.load(args.teacher) as z:
+            teacher_emb, teacher_ok = z["emb"], z["ok"]
+        if args.centre_teacher:
+            teacher_emb = centre_teacher(teacher_emb, teacher_ok, labels, hold)
+            if args.merge_duplicates:
+                dups = z["duplicates"]
+        print(f"teacher: {int(teacher_ok.sum())} faces; merging {len(dups)} flagged "
+              "cross-set duplicates")
+    elif args.distill > 0:
+        print(f"no teacher file at {args.teacher}: training with the triplet loss only")
+    train_labels = merged_labels(labels, dups)
+    train_rows = np.flatnonzero(~np.isin(labels, hold))
+    if np.isin(train_labels[train_rows], train_labels[np.isin(labels, hold)]).any():
+        raise fdata.FacesDataError("a held-out identity is merged with a training one")
+    steps_per_epoch = max(1, len(train_rows) // (args.p * args.k))
+    class_ids = np.unique(train_labels[train_rows])
+    class_of = np.full(train_labels.max() + 1, -1, np.int32)
+    class_of[class_ids] = np.arange(len(class_ids))
+
+    state_file = out / "state.json"
+    if args.resume and state_file.is_file():
+        state = json.loads(state_file.read_text())
+        model = keras.models.load_model(out / "model.keras")
+        print(f"resumed {out} at epoch {state['epoch']}, {state['elapsed'] / 60:.1f} min")
+    else:
+        if args.resume:
+            print(f"--resume: nothing in {out}, starting fresh")
+        keras.utils.set_random_seed(args.seed)
+        model = build_encoder(args.width, args.expand, blocks=tuple(args.blocks), final=args.final)
+        state = {"epoch": 0, "step": 0, "elapsed": 0.0, "history": [], "config": vars(args),
+                 "params": int(model.count_params()), "macs": count_macs(model)}
+        print(f"encoder: {state['params']} parameters, {state['macs'] / 1e6:.1f} M MACs")
+    optimizer = keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay)
+    classifier = None
+    if args.cls > 0:
+        init = np.random.default_rng(args.seed).normal(
+            0, 0.05, size=(128, len(class_ids))).astype(np.float32)
+        if args.resume and (out / "classifier.npy").is_file():
+            init = np.load(out / "classifier.npy")
+        classifier = tf.Variable(init, name="classifier")
+    train_vars = list(model.trainable_variables) + ([classifier] if classifier is not None else [])
+    optimizer.build(train_vars)
+    if args.resume and (out / "optimizer.npz").is_file():
+        with np.load(out / "optimizer.npz") as z:
+            if len(z.files) == len(optimizer.variables):
+                for i, v in enumerate(optimizer.variables):
+                    v.assign(z[f"v{i}"])
+            else:
+                print("optimizer state does not match the new variables: fresh optimizer")
+    budget = args.minutes * 60 if args.minutes else float("inf")
+    sampler = PKSampler(train_labels, train_rows, args.p, args.k, teacher_ok,
+                        seed=args.seed + state["step"])
+    aug_rng = np.random.default_rng(args.seed + 7 * state["step"] + 1)
+    va, vb, vsame, vfold = holdout_pairs_on_cache(cache, Path(args.pairs), Path(args.root))
+    use_teacher = teacher_emb is not None
+
+    @tf.function(reduce_retracing=True)
+    def step(x, y, t, tmask, lr, cls_y):
+        optimizer.learning_rate.assign(lr)
+        with tf.GradientTape() as tape:
+            emb = model(x, training=True)
+            trip, st = losses.triplet_loss(emb, y, args.margin, args.mining)
+            dist = losses.distillation_loss(emb, t, tmask)
+            loss = trip + args.distill * dist
+            cls = tf.constant(0.0)
+            if classifier is not None:
+                cls = losses.cosface_loss(emb, cls_y, classifier, args.cls_scale, args.cls_margin)
+                loss = loss + args.cls * cls
+        grads = tape.gradient(loss, train_vars)
+        optimizer.apply_gradients(zip(grads, train_vars))
+        return loss, trip, dist, st["active"], st["d_pos"], st["d_neg"], cls
+
+    def lr_at(elapsed: float, epoch: int) -> float:
+        frac = elapsed / budget if budget != float("inf") else epoch / max(args.epochs, 1)
+        warm = min(1.0, (state["step"] + 1) / 100)
+        return float(args.lr * warm * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0))) + 1e-5)
+
+    t_start = time.time() - state["elapsed"]
+    stop = False
+    import signal
+
+    def _term(signum, frame):  # background jobs ignore SIGINT: make SIGTERM save too
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, _term)
+    try:
+        while state["epoch"] < args.epochs and not stop:
+            sums = np.zeros(7)
+            n = 0
+            for _ in range(steps_per_epoch):
+                rows = sampler.batch()
+                x = fdata.bgr_to_model_input(fdata.augment_batch(cache["images"][rows], aug_rng,
+                                                                 args.augment))
+                y = train_labels[rows]
+                if use_teacher:
+                    t, tm = teacher_emb[rows], teacher_ok[rows]
+                else:
+                    t, tm = np.zeros((len(rows), 128), np.float32), np.zeros(len(rows), bool)
+                elapsed = time.time() - t_start
+                r = step(tf.constant(x), tf.constant(y), tf.constant(t), tf.constant(tm),
+                         tf.constant(lr_at(elapsed, state["epoch"]), tf.float32),
+                         tf.constant(class_of[y]))
+                sums += np.array([float(v) for v in r])
+                n += 1
+                state["step"] += 1
+                if state["step"] % args.log_every == 0:
+                    m = sums / n
+                    print(f"epoch {state['epoch'] + 1} step {n}/{steps_per_epoch} "
+                          f"loss {m[0]:.4f} triplet {m[1]:.4f} distill {m[2]:.4f} "
+                          f"cls {m[6]:.3f} active {m[3]:.2f} d+ {m[4]:.3f} d- {m[5]:.3f} "
+                          f"{(time.time() - t_start) / 60:.1f} min", flush=True)
+                if time.time() - t_start > budget:
+                    stop = True
+                    break
+            state["elapsed"] = time.time() - t_start
+            m = sums / max(n, 1)
+            emb = embed_images(model, cache["images"][np.unique(np.r_[va, vb])])
+            lookup = {r: k for k, r in enumerate(np.unique(np.r_[va, vb]))}
+            ea = emb[[lookup[r] for r in va]]
+            eb = emb[[lookup[r] for r in vb]]
+            from sdk.distance import squared_l2
+
+            d = squared_l2(ea, eb)
+            tf_ = ten_fold(d, vsame, vfold)
+            rm = roc_metrics(d, vsame)
+            state["epoch"] += 0 if stop and n < steps_per_epoch else 1
+            rec = {"epoch": state["epoch"] if not stop else state["epoch"] + n / steps_per_epoch,
+                   "loss": m[0], "triplet": m[1], "distill": m[2], "active": m[3], "cls": m[6],
+                   "val_accuracy": tf_["accuracy_mean"], "val_auc": rm["auc"],
+                   "minutes": state["elapsed"] / 60, "steps": n}
+            state["history"].append(rec)
+            print(f"== epoch {rec['epoch']:.2f}: loss {m[0]:.4f} held-out pairs 10-fold "
+                  f"acc {tf_['accuracy_mean']:.4f}±{tf_['accuracy_std']:.4f} "
+                  f"AUC {rm['auc']:.4f} ({state['elapsed'] / 60:.1f} min)", flush=True)
+            _save(out, model, optimizer, state, classifier)
+            plot_curves(state["history"], out / "curve.png")
+    except KeyboardInterrupt:
+        state["elapsed"] = time.time() - t_start
+        _save(out, model, optimizer, state, classifier)
+        print("interrupted: checkpoint saved; continue with --resume", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    return state
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python -m export faces train``."""
+    from .cli import FACES, RUNS
+
+    ap = argparse.ArgumentParser(prog="python -m export faces train",
+                                 description="train the face encoder (triplet + distillation)")
+    ap.add_argument("--out", default=str(RUNS / "run"))
+    ap.add_argument("--cache", default=str(RUNS / "aligned.npz"))
+    ap.add_argument("--teacher", default=str(RUNS / "teacher.npz"),
+                    help="teacher embeddings (export faces teacher); missing: no distillation")
+    ap.add_argument("--split", default=str(RUNS / "split.json"))
+    ap.add_argument("--pairs", default=str(RUNS / "pairs.txt"))
+    ap.add_argument("--root", default=str(FACES))
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--expand", type=int, default=2)
+    ap.add_argument("--blocks", type=int, nargs=3, default=[2, 3, 1])
+    ap.add_argument("--final", type=int, default=256)
+    ap.add_argument("--p", type=int, default=16, help="identities per batch")
+    ap.add_argument("--k", type=int, default=4, help="photos per identity per batch")
+    ap.add_argument("--margin", type=float, default=0.3)
+    ap.add_argument("--mining", choices=("batch_hard", "semi_hard"), default="batch_hard")
+    ap.add_argument("--distill", type=float, default=1.0, help="weight of the distillation term")
+    ap.add_argument("--no-centre-teacher", dest="centre_teacher", action="store_false",
+                    help="distil to dlib's raw descriptors instead of centred ones")
+    ap.add_argument("--merge-duplicates", action="store_true",
+                    help="merge the identity pairs the teacher flagged as one person "
+                         "(off: with 3 teacher faces per identity the flags were not reliable)")
+    ap.add_argument("--cls", type=float, default=0.0,
+                    help="weight of the auxiliary CosFace identity-classification loss")
+    ap.add_argument("--cls-scale", type=float, default=30.0)
+    ap.add_argument("--cls-margin", type=float, default=0.2)
+    ap.add_argument("--augment", type=float, default=1.0, help="augmentation strength")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--log-every", type=int, default=20)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m export faces train``."""
+    args = build_parser().parse_args(argv)
+    if args.epochs < 1:
+        raise SystemExit("--epochs must be >= 1")
+    state = train(args)
+    h = state["history"][-1] if state["history"] else {}
+    print(f"done: epoch {state['epoch']}, {state['elapsed'] / 60:.1f} min, "
+          f"last held-out accuracy {h.get('val_accuracy', float('nan')):.4f}; "
+          f"model in {Path(args.out) / 'model.keras'}")
+    return 0

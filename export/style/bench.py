@@ -1,0 +1,112 @@
+"""Latency and style strength at one frame size, side by side in one run: our
+released student (TFLite fp32/fp16/int8, ONNX fp32) against Magenta's
+arbitrary-style TFLite pair and the Johnson fast-style network (udnie), at one
+thread and at all threads.
+
+Latency is the median wall time of ``model.run`` on a preprocessed frame
+(pre/post-processing excluded, the same for every model).  Style strength is
+J_style and J_content (SqueezeNet, the training costs) of each method's output
+for the same content image, with the same style image.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .peers import JOHNSON_UDNIE, MAGENTA
+
+
+def _median_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+def _johnson_tflite(path: Path) -> Path:
+    """Convert the Johnson network (Keras rebuild of the TF.js weights) to TFLite fp32,
+    with a fixed 384x384 input like Magenta's, for a like-for-like interpreter run."""
+    import tensorflow as tf
+
+    from .peers import johnson_from_tfjs
+
+    model = johnson_from_tfjs(input_shape=(384, 384, 3))
+    model(np.zeros((1, 384, 384, 3), np.float32))
+    # the Keras route (SavedModel export) freezes the instance-norm weights correctly;
+    # from_concrete_functions on this model gave a weightless, NaN-producing file
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, size: int = 384,
+          threads: tuple[int, ...] = (1, os.cpu_count() or 1), runs: int = 10, warmup: int = 3,
+          johnson: bool = True, extractor=None) -> dict:
+    """Measure; ``models`` maps a label to one of our stylizer files, ``content``
+    and ``style`` are RGB uint8 (the content is resized to ``size`` x ``size``)."""
+    import cv2
+
+    import sdk
+
+    from .optimize import CostModel, CostWeights, style_image_for
+    from .lossnet import feature_extractor
+
+    c = cv2.resize(content, (size, size), interpolation=cv2.INTER_AREA)
+    x255 = c.astype(np.float32)[None]
+    latency: list[dict] = []
+    outputs: dict[str, np.ndarray] = {}
+
+    def measure(label: str, path: Path, feeds, to_rgb255):
+        for t in threads:
+            with sdk.load_model(path, threads=t) as m:
+                ms = _median_ms(lambda: m.run(feeds), runs, warmup)
+                latency.append({"model": label, "threads": t, "ms": round(ms, 1),
+                                "runtime": m.runtime, "bytes": Path(path).stat().st_size})
+                if label not in outputs:
+                    outputs[label] = to_rgb255(m.run(feeds)[0][0])
+
+    for label, path in models.items():
+        measure(label, path, [x255], lambda y: y)
+
+    if (MAGENTA / "style_predict_quantized_256.tflite").is_file():
+        s256 = cv2.resize(style, (256, 256), interpolation=cv2.INTER_AREA).astype(np.float32)[None]
+        with sdk.load_model(MAGENTA / "style_predict_quantized_256.tflite", threads=1) as pred:
+            predict_ms = _median_ms(lambda: pred.run([s256 / 255.0]), runs, warmup)
+            bottleneck = pred.run([s256 / 255.0])[0]
+        latency.append({"model": "magenta predict (once per style, 256)", "threads": 1,
+                        "ms": round(predict_ms, 1), "runtime": "", "bytes":
+                        (MAGENTA / "style_predict_quantized_256.tflite").stat().st_size})
+        for name in ("style_transfer_f16_384.tflite", "style_transfer_quantized_384.tflite"):
+            if size != 384:
+                break  # the transfer networks have a fixed 384x384 input
+            measure(f"magenta {name.split('_')[2]}", MAGENTA / name, [x255 / 255.0, bottleneck],
+                    lambda y: y * 255.0)
+
+    if johnson and (JOHNSON_UDNIE / "manifest.json").is_file() and size == 384:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = _johnson_tflite(Path(tmp) / "johnson_udnie_fp32.tflite")
+            measure("johnson udnie fp32 (TF.js weights)", path, [x255], lambda y: y)
+
+    weights = CostWeights()
+    cost = CostModel(extractor or feature_extractor(weights.network, weights.layer_choice.names),
+                     weights)
+    cost.set_targets(x255, style_image_for(style, size, size).astype(np.float32)[None])
+    strength = {}
+    for label, y in outputs.items():
+        y = np.clip(y, 0, 255).astype(np.float32)[None]
+        parts = cost.costs(y)
+        strength[label] = {"J_style": float(np.asarray(parts["J_style"])[0]),
+                           "J_content": float(np.asarray(parts["J_content"])[0])}
+    images = {k: np.clip(np.rint(v), 0, 255).astype(np.uint8) for k, v in outputs.items()}
+    return {"size": size, "threads": list(threads), "runs": runs, "latency": latency,
+            "strength": strength, "images": images}

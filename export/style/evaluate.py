@@ -1,0 +1,130 @@
+"""Student vs optimiser on the content samples: J_content and J_style of each
+(same loss network, weights and layers), time of each, and a picture grid
+(content x style x method).
+
+The student is measured as it ships: the released model files run through
+``sdk.Stylizer``; the optimiser is the teacher of :mod:`export.style.optimize`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .optimize import CostModel, OptimizeOptions, fit_side, optimize, style_image_for
+from .student import SIZE_MULTIPLE
+from .train import list_images, read_rgb, write_rgb
+
+
+def student_costs(cost_model: CostModel, content: np.ndarray, style: np.ndarray,
+                  generated: np.ndarray) -> dict[str, float]:
+    """J_content and J_style (unweighted) of ``generated`` for this content/style pair."""
+    c = content.astype(np.float32)[None]
+    s = style_image_for(style, content.shape[0], content.shape[1]).astype(np.float32)[None]
+    cost_model.set_targets(c, s)
+    parts = cost_model.costs(generated.astype(np.float32)[None])
+    return {k: float(np.asarray(parts[k])[0]) for k in ("J_content", "J_style")}
+
+
+def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content_dir: str | Path,
+             out_dir: str | Path, *, max_side: int = 256, iterations: int = 200,
+             threads: int = 1, repeats: int = 5, extractor=None) -> dict:
+    """Run the comparison.
+
+    Args:
+        models: ``{style: {"fp32": path, "int8": path, ...}}`` released stylizers.
+        styles_dir: the style images (``<style>.jpg``).
+        content_dir: content images (the samples).
+        out_dir: where images, ``results.json`` and ``grid.png`` go.
+        max_side: content images are fitted to this (multiple of 4) for both methods.
+        iterations: optimiser iterations (Adam, from the content image).
+    """
+    from sdk import Stylizer, StylizerOptions
+
+    from .lossnet import feature_extractor
+    from .optimize import CostWeights
+
+    import sdk
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, results = [], []
+    costs_of = {}
+    for style_name, files in models.items():
+        # the optimiser gets the same alpha, beta, gamma the student was trained with
+        with sdk.load_model(next(iter(files.values()))) as m:
+            extra = m.info.extra
+        costs_of[style_name] = CostWeights(alpha=float(extra.get("alpha", 1.0)),
+                                           beta=float(extra.get("beta", CostWeights.beta)),
+                                           gamma=float(extra.get("gamma", CostWeights.gamma)))
+    default = CostWeights()
+    if extractor is None:
+        extractor = feature_extractor(default.network, default.layer_choice.names)
+    for cpath in list_images(content_dir):
+        content = fit_side(read_rgb(cpath), max_side, SIZE_MULTIPLE)
+        row = [content]
+        for style_name, files in models.items():
+            style = read_rgb(Path(styles_dir) / f"{style_name}.jpg")
+            weights = costs_of[style_name]
+            cost_model = CostModel(extractor, weights)
+            opt = optimize(content, style, OptimizeOptions(iterations=iterations,
+                                                           max_side=max_side, costs=weights),
+                           extractor=extractor, progress=False)
+            write_rgb(out / f"{cpath.stem}_{style_name}_optimizer.png", opt.image)
+            entry = {"content": cpath.stem, "style": style_name,
+                     "alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
+                     "size": [int(content.shape[1]), int(content.shape[0])],
+                     "optimizer": {**student_costs(cost_model, content, style, opt.image),
+                                   "seconds": round(opt.seconds, 2),
+                                   "iterations": iterations}}
+            row.append(opt.image)
+            for precision, path in files.items():
+                with Stylizer.create_from_options(StylizerOptions(model_path=path,
+                                                                  threads=threads)) as st:
+                    bgr = np.ascontiguousarray(content[:, :, ::-1])
+                    st(bgr)  # warm-up (allocation, first-run costs)
+                    times = []
+                    for _ in range(repeats):
+                        t0 = time.perf_counter()
+                        y = st(bgr)
+                        times.append(time.perf_counter() - t0)
+                rgb = np.ascontiguousarray(y[:, :, ::-1])
+                write_rgb(out / f"{cpath.stem}_{style_name}_student_{precision}.png", rgb)
+                entry[f"student_{precision}"] = {
+                    **student_costs(cost_model, content, style, rgb),
+                    "seconds": round(float(np.median(times)), 4), "model": str(path)}
+                row.append(rgb)
+            for k, v in entry.items():
+                if k.startswith("student_"):
+                    v["J_style_vs_optimizer"] = round(v["J_style"] / entry["optimizer"]["J_style"], 3)
+                    v["J_content_vs_optimizer"] = round(
+                        v["J_content"] / entry["optimizer"]["J_content"], 3)
+                    v["speedup"] = round(entry["optimizer"]["seconds"] / v["seconds"], 1)
+            results.append(entry)
+            print(json.dumps(entry), flush=True)
+        rows.append(row)
+    grid = _grid(rows, 192)
+    write_rgb(out / "grid.png", grid)
+    summary = {"max_side": max_side, "iterations": iterations, "threads": threads,
+               "columns": ["content"] + [f"{s}:{m}" for s, f in models.items()
+                                         for m in ["optimizer", *(f"student_{p}" for p in f)]],
+               "results": results}
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _grid(rows: Sequence[Sequence[np.ndarray]], height: int) -> np.ndarray:
+    import cv2
+
+    lines = []
+    for row in rows:
+        cells = [cv2.resize(im, (max(1, round(im.shape[1] * height / im.shape[0])), height),
+                            interpolation=cv2.INTER_AREA) for im in row]
+        lines.append(np.concatenate(cells, axis=1))
+    width = max(line.shape[1] for line in lines)
+    return np.concatenate([np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)),
+                                  constant_values=255) for line in lines])

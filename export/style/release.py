@@ -1,0 +1,160 @@
+"""Export a trained student: TFLite fp32/fp16/int8 and ONNX (fp32, optionally
+int8 QDQ), each carrying the stylizer contract, each checked against the Keras
+student on real photos and refused (deleted, ``ConversionError``) when it drifts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .student import SIZE_MULTIPLE
+
+#: Minimum PSNR (dB, peak 255) of each format against the Keras student.  Float
+#: exports must be near-identical.  int8 redraws some texture (the measured values
+#: are in docs/RESULTS_style.md); ONNX Runtime's QDQ model (uint8 activations,
+#: calibrated by min/max) agrees less well than TFLite's int8 (23 dB on a
+#: half-trained udnie student), so its floor is lower.  A broken conversion
+#: (wrong layout, unfolded BN, saturated output) lands far below both floors.
+MIN_PSNR = {"tflite_fp32": 45.0, "onnx_fp32": 45.0, "tflite_fp16": 35.0,
+            "tflite_int8": 25.0, "onnx_int8": 21.0}
+
+FORMATS = tuple(MIN_PSNR)
+
+
+def stylizer_info(student, options, steps: int):
+    """The contract of a stylizer exported from ``student`` trained with ``options``."""
+    from sdk.contract import ModelInfo, Preprocessing
+
+    from ..formats import source_hash
+
+    costs = options.costs
+    return ModelInfo(
+        kind="stylizer", name=f"style-{options.style_name}", inputs=(), outputs=(),
+        preprocessing=Preprocessing(channel_order="RGB", pixel_range=(0, 255)),
+        output={"style": options.style_name, "output_range": [0, 255],
+                "size_multiple": SIZE_MULTIPLE},
+        source_hash=source_hash(student),
+        extra={"student": dataclasses.asdict(options.student), "train_steps": steps,
+               "train_crop": options.crop, "loss_network": costs.network,
+               "alpha": costs.alpha, "beta": costs.beta, "gamma": costs.gamma,
+               "distill_images": options.distill_images,
+               "training_data": "BSDS500 photos (research use); style image: "
+                                f"{Path(options.style).name}"})
+
+
+def real_crops(folder: str | Path, n: int, size: int, seed: int,
+               skip: int = 0) -> np.ndarray:
+    """``n`` centre crops (RGB float32, ``size`` x ``size``) of photos in ``folder``,
+    taken from a seeded shuffle after skipping ``skip`` photos."""
+    from .train import center_crop, list_images, read_rgb
+
+    files = list_images(folder)
+    order = np.random.default_rng(seed).permutation(len(files))[skip:skip + n]
+    if len(order) < n:
+        raise ValueError(f"{folder} has {len(files)} photos, {skip + n} needed")
+    return np.stack([center_crop(read_rgb(files[i]), size) for i in order]).astype(np.float32)
+
+
+def export_student(student, info, out_dir: str | Path, stem: str, *,
+                   calibration: np.ndarray, check: np.ndarray,
+                   formats: Sequence[str] = FORMATS, min_psnr: dict | None = None) -> dict:
+    """Write and check each format; returns ``{format: {path, bytes, agreement...}}``.
+
+    Raises:
+        ConversionError: a file drifts from the Keras student (the file is deleted).
+    """
+    from .. import formats as fmt
+
+    unknown = [f for f in formats if f not in MIN_PSNR]
+    if unknown:
+        raise ValueError(f"unknown format(s) {unknown}; choose from {list(MIN_PSNR)}")
+    thresholds = {**MIN_PSNR, **(min_psnr or {})}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    calib = [c[None] for c in calibration]
+    student(check[:1], training=False)  # Keras exporters need one forward call first
+
+    def reference(x):
+        return np.concatenate([np.asarray(student(xi[None], training=False)) for xi in x])
+
+    report = {}
+    for name in formats:
+        kind, precision = name.split("_")
+        path = out / f"{stem}_{precision}.{'tflite' if kind == 'tflite' else 'onnx'}"
+        if name == "onnx_int8":
+            src = out / f"{stem}_fp32.onnx"
+            if not src.is_file():
+                fmt.to_onnx(student, src, info)
+            fmt.quantize_onnx_int8(src, path, calib)
+        elif kind == "onnx":
+            fmt.to_onnx(student, path, info)
+        else:
+            fmt.to_tflite(student, path, info, precision=precision, calibration=calib)
+        thr = thresholds[name]
+        try:
+            agree = fmt.check_against(reference, path, check, peak=255.0,
+                                      check=lambda a, thr=thr: a.psnr_db >= thr,
+                                      requirement=f"PSNR >= {thr} dB against the Keras student")
+        except fmt.ConversionError:
+            path.unlink(missing_ok=True)  # refuse: never leave a drifting model behind
+            raise
+        report[name] = {"path": str(path), "bytes": path.stat().st_size,
+                        "psnr_db": round(agree.psnr_db, 2), "max_abs": round(agree.max_abs, 2),
+                        "mean_abs": round(agree.mean_abs, 3), "min_psnr_db": thr}
+    return report
+
+
+def keep_keras_copy(student, options, steps: int, run_dir: str | Path,
+                    out_dir: str | Path) -> Path:
+    """Keep the trained Keras weights beside the exports (``<out>/<style>_student/``: config,
+    weights, steps), so ``export`` can re-create every format without the training run."""
+    dst = Path(out_dir) / f"{options.style_name}_student"
+    if dst.resolve() == Path(run_dir).resolve():
+        return dst
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "config.json").write_text(options.to_json())
+    (dst / "steps.json").write_text(json.dumps({"steps": steps}))
+    student.save_weights(str(dst / "student.weights.h5"))
+    return dst
+
+
+def expand_formats(names) -> list[str]:
+    """``tflite`` -> its three precisions, ``onnx`` -> fp32 + int8; exact names pass through."""
+    groups = {"tflite": ["tflite_fp32", "tflite_fp16", "tflite_int8"],
+              "onnx": ["onnx_fp32", "onnx_int8"]}
+    out: list[str] = []
+    for name in names:
+        for f in groups.get(name, [name]):
+            if f not in MIN_PSNR:
+                raise ValueError(f"unknown format {f!r}; choose tflite, onnx or one of "
+                                 f"{list(MIN_PSNR)}")
+            if f not in out:
+                out.append(f)
+    return out
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, calibration_dir: str | Path,
+               formats: Sequence[str] = ("tflite_fp32", "tflite_fp16", "tflite_int8",
+                                         "onnx_fp32")) -> dict:
+    """Export the student of a training run (or of a ``<style>_student/`` copy made by an
+    earlier export) into ``out_dir`` as ``<style>_<precision>.*``."""
+    from .train import load_run
+
+    options, student, steps = load_run(run_dir, with_steps=True)
+    keep_keras_copy(student, options, steps, run_dir, out_dir)
+    # calibration and checking use different photos (seeded shuffle, disjoint slices)
+    calibration = real_crops(calibration_dir, 32, 256, seed=123)
+    check = real_crops(calibration_dir, 8, 256, seed=123, skip=32)
+    info = stylizer_info(student, options, steps)
+    report = export_student(student, info, out_dir, options.style_name,
+                            calibration=calibration, check=check,
+                            formats=expand_formats(formats))
+    summary = {"style": options.style_name, "run": str(run_dir), "train_steps": steps,
+               "source_hash": info.source_hash, "formats": report}
+    Path(out_dir, f"{options.style_name}_export.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,226 @@
+"""Tests of the face-encoder training code (export/faces): distance twin, mining,
+losses, metrics, pairs generation, sampler, model building.  Tiny tensors only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from export.faces import data as fdata  # noqa: E402
+from export.faces import losses, metrics  # noqa: E402
+from export.faces.train import PKSampler, merged_labels  # noqa: E402
+from sdk.distance import l2_normalize, squared_l2  # noqa: E402
+
+SHARED_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+
+
+def test_tf_squared_l2_matches_numpy():
+    rng = np.random.default_rng(0)
+    a = l2_normalize(rng.normal(size=(5, 128)))
+    b = l2_normalize(rng.normal(size=(7, 128)))
+    want = squared_l2(a[:, None], b[None])
+    got = losses.squared_l2(tf.constant(a)[:, None], tf.constant(b)[None]).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(losses.pairwise_distances(tf.constant(a)).numpy(),
+                               squared_l2(a[:, None], a[None]), atol=1e-6)
+
+
+# four 1-D "embeddings" (as 2-D vectors) with hand-computable distances
+EMB = np.array([[0.0, 0], [1.0, 0], [0.5, 0], [3.0, 0], [2.0, 0], [10.0, 0]], np.float32)
+LAB = np.array([0, 0, 1, 1, 2, 2])
+
+
+def test_batch_hard_picks_farthest_positive_and_closest_negative():
+    d = losses.pairwise_distances(tf.constant(EMB))
+    p, n, valid = losses.batch_hard_indices(d, tf.constant(LAB))
+    # anchor 0 (x=0): only positive is 1; closest negative is x=0.5 (index 2)
+    # anchor 2 (x=0.5): positive 3; closest negative: x=0 or x=1 -> both 0.25, argmin takes 0
+    # anchor 4 (x=2): positive 5 (x=10); closest negative x=3 (index 3, d=1) vs x=1 (d=1) -> 1
+    assert p.numpy().tolist() == [1, 0, 3, 2, 5, 4]
+    assert n.numpy().tolist()[:3] == [2, 2, 0]
+    assert n.numpy()[3] == 4  # x=3: closest negative x=2
+    assert n.numpy()[4] == 1  # d=1 to x=1 (index 1) and x=3 (index 3, same label 1? no)
+    assert valid.numpy().all()
+
+
+def test_batch_hard_loss_value():
+    d = squared_l2(EMB[:, None], EMB[None])
+    margin = 0.3
+    want = []
+    for a in range(len(EMB)):
+        pos = [d[a, j] for j in range(len(EMB)) if LAB[j] == LAB[a] and j != a]
+        neg = [d[a, j] for j in range(len(EMB)) if LAB[j] != LAB[a]]
+        want.append(max(max(pos) - min(neg) + margin, 0))
+    loss, stats = losses.triplet_loss(tf.constant(EMB), tf.constant(LAB), margin, "batch_hard")
+    assert loss.numpy() == pytest.approx(np.mean(want), rel=1e-5)
+    assert 0 < stats["active"].numpy() <= 1
+
+
+def test_semi_hard_picks_closest_farther_negative_or_farthest():
+    d = losses.pairwise_distances(tf.constant(EMB))
+    chosen, mask = losses.semi_hard_negatives(d, tf.constant(LAB))
+    chosen, mask = chosen.numpy(), mask.numpy()
+    dn = squared_l2(EMB[:, None], EMB[None])
+    for a in range(len(EMB)):
+        for p in range(len(EMB)):
+            assert mask[a, p] == (LAB[a] == LAB[p] and a != p)
+            if not mask[a, p]:
+                continue
+            negs = [j for j in range(len(EMB)) if LAB[j] != LAB[a]]
+            farther = [j for j in negs if dn[a, j] > dn[a, p]]
+            if farther:
+                assert dn[a, chosen[a, p]] == pytest.approx(min(dn[a, j] for j in farther))
+            else:
+                assert dn[a, chosen[a, p]] == pytest.approx(max(dn[a, j] for j in negs))
+    # anchor 0 (x=0), positive 1 (d=1): negatives farther than 1 -> x=2 (d=4) is closest
+    assert chosen[0, 1] == 4
+    # anchor 4 (x=2), positive 5 (d=64): no negative farther -> farthest one, x=0 (d=4)
+    assert chosen[4, 5] == 0
+
+
+def test_semi_hard_loss_is_not_batch_hard_loss():
+    a, _ = losses.triplet_loss(tf.constant(EMB), tf.constant(LAB), 0.3, "semi_hard")
+    b, _ = losses.triplet_loss(tf.constant(EMB), tf.constant(LAB), 0.3, "batch_hard")
+    assert a.numpy() != pytest.approx(b.numpy())
+    with pytest.raises(ValueError):
+        losses.triplet_loss(tf.constant(EMB), tf.constant(LAB), 0.3, "hardest")
+
+
+def test_distillation_loss_masked():
+    rng = np.random.default_rng(1)
+    s = l2_normalize(rng.normal(size=(4, 8)))
+    t = s.copy()
+    t[2] = -t[2]
+    mask = np.array([True, True, False, True])
+    assert losses.distillation_loss(tf.constant(s), tf.constant(t), mask).numpy() == 0
+    full = losses.distillation_loss(tf.constant(s), tf.constant(t), np.ones(4, bool)).numpy()
+    assert full == pytest.approx(4.0 / 4)  # d(x, -x) = 4 on one row out of four
+
+
+def test_metrics_threshold_and_folds():
+    rng = np.random.default_rng(0)
+    same = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    d = np.r_[rng.uniform(0, 1, 100), rng.uniform(1.2, 2, 100)]
+    m = metrics.roc_metrics(d, same)
+    assert m["auc"] == pytest.approx(1.0) and m["eer"] == 0 and m["best_accuracy"] == 1
+    assert 1.0 < m["best_threshold"] < 1.2
+    folds = np.tile(np.arange(10), 20)
+    tf_ = metrics.ten_fold(d, same, folds)
+    assert tf_["accuracy_mean"] == 1.0 and len(tf_["fold_accuracies"]) == 10
+    noise = metrics.roc_metrics(rng.uniform(size=200), same)
+    assert 0.3 < noise["auc"] < 0.7
+    with pytest.raises(ValueError):
+        metrics.roc_curve(d[:10], same[:10])
+
+
+def test_normalise_name_merges_across_sets():
+    assert fdata.normalise_name("001_50_Cent", "cfp-500") == fdata.normalise_name("50_cent", "pins-14")
+    assert fdata.normalise_name("Alex_Lawther", "pins-14") == "alexlawther"
+    assert fdata.normalise_name("07201", "celeba-299") == "celeba-299:07201"
+    assert fdata.normalise_name("9336923", "faces94-18") != fdata.normalise_name("9336923", "x")
+
+
+def _fake_tree(tmp_path: Path, people: int = 20, per: int = 5) -> dict:
+    paths, labels, names, sources = [], [], [], []
+    for i in range(people):
+        folder = tmp_path / "set-a" / f"person{i:02d}"
+        folder.mkdir(parents=True)
+        for j in range(per):
+            (folder / f"img{j}.jpg").write_bytes(b"x")
+            paths.append(f"set-a/person{i:02d}/img{j}.jpg")
+            labels.append(i)
+            sources.append("set-a")
+        names.append(f"person{i:02d}")
+    return {"paths": np.array(paths), "labels": np.array(labels), "names": np.array(names),
+            "sources": np.array(sources)}
+
+
+def test_pairs_file_identity_disjoint_folds(tmp_path):
+    d = _fake_tree(tmp_path)
+    train, hold = fdata.split_identities(d["labels"], 0.5, seed=0, sources=d["sources"])
+    assert len(np.intersect1d(train, hold)) == 0 and len(hold) == 10
+    out = tmp_path / "pairs.txt"
+    fdata.write_pairs(out, d, hold, root=tmp_path, folds=5, pairs_per_fold=4, seed=0)
+    pairs, folds = fdata.parse_lfw_pairs(out)
+    assert folds == 5 and len(pairs) == 40
+    fold_people = []
+    for f in range(5):
+        chunk = pairs[f * 8:(f + 1) * 8]
+        assert [p[4] for p in chunk] == [True] * 4 + [False] * 4
+        fold_people.append({p[0] for p in chunk} | {p[2] for p in chunk})
+        for a, i, b, j, same in chunk:
+            pa = fdata.resolve_lfw_image(tmp_path, a, i)
+            assert pa.is_file() and (a == b) == same
+    for f in range(5):
+        for g in range(f + 1, 5):
+            assert not fold_people[f] & fold_people[g]
+    held = {f"set-a/{d['names'][i]}" for i in hold}
+    assert set().union(*fold_people) <= held
+    with pytest.raises(fdata.FacesDataError):
+        fdata.resolve_lfw_image(tmp_path, "set-a/person00", 99)
+
+
+def test_pk_sampler_and_merged_labels():
+    labels = np.repeat(np.arange(10), 5)
+    ok = np.zeros(len(labels), bool)
+    ok[::5] = True
+    s = PKSampler(labels, np.arange(len(labels)), p=4, k=4, teacher_ok=ok, seed=0)
+    rows = s.batch()
+    assert len(rows) == 16
+    groups = labels[rows].reshape(4, 4)
+    assert (groups == groups[:, :1]).all() and len(set(groups[:, 0])) == 4
+    assert ok[rows].sum() == 4  # one teacher face per identity (all it has)
+    # an identity with 2 photos, both with a teacher embedding, still fills K=4
+    small = np.array([0, 0, 1, 1, 1, 1])
+    s2 = PKSampler(small, np.arange(6), p=2, k=4, teacher_ok=np.array([1, 1, 0, 0, 0, 0], bool),
+                   seed=0)
+    assert sorted(small[s2.batch()].tolist()) == [0] * 4 + [1] * 4
+    m = merged_labels(labels, np.array([[3, 7, 0.01]]))
+    assert (m[labels == 7] == 3).all() and len(np.unique(m)) == 9
+
+
+def test_augment_batch_shapes_and_change():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, size=(6, 112, 112, 3), dtype=np.uint8)
+    out = fdata.augment_batch(imgs, rng)
+    assert out.shape == imgs.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, imgs)
+    x = fdata.bgr_to_model_input(imgs[:1])
+    assert x.dtype == np.float32 and x[0, 0, 0, 0] == imgs[0, 0, 0, 2]
+
+
+def test_encoder_contract_and_l2norm():
+    from export.faces.model import build_encoder, build_pair_head, count_macs, pair_features
+
+    default = build_encoder()
+    assert default.count_params() <= 1_000_000
+    m = build_encoder(width=0.25, blocks=(1, 1, 1), final=64)
+    x = np.random.default_rng(0).uniform(0, 255, size=(2, 112, 112, 3)).astype(np.float32)
+    y = m(x, training=False).numpy()
+    assert y.shape == (2, 128)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, rtol=1e-5)
+    assert count_macs(m) < count_macs(default)
+    assert not any(type(layer).__name__ == "UnitNormalization" for layer in m.layers)
+    fi = tf.constant([[0.5, -0.5, 0.0]])
+    fj = tf.constant([[-0.5, -0.25, 0.0]])
+    chi = pair_features(fi, fj, "chi2").numpy()
+    assert (chi >= 0).all() and chi[0, 2] == 0
+    assert chi[0, 0] == pytest.approx(1.0 / (1.0 + 1e-3))
+    head = build_pair_head("abs", 3)
+    assert head([fi, fj]).shape == (1, 1)
+
+
+@pytest.mark.skipif(not (SHARED_FACES / "att-orl" / "s1").is_dir(),
+                    reason="../shared/data/faces/att-orl not present")
+def test_runtime_alignment_on_a_real_face():
+    from sdk.faces.detector import FaceDetector, align_face
+
+    img = fdata.read_bgr(SHARED_FACES / "att-orl" / "s1" / "1.png")
+    faces = FaceDetector.create().detect(img)
+    assert faces, "YuNet should find the face in att-orl s1/1.png (with pad retry)"
+    crop = align_face(img, faces[0].landmarks)
+    assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8

@@ -1,0 +1,460 @@
+"""Style transfer: the cost formulas by hand, the loss networks, the optimiser,
+student training/resume, export round trips and sdk.Stylizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from sdk.errors import (InputDtypeError, InputError, InputShapeError, ModelKindError,
+                        ModelNotFoundError, SdkError)
+
+# --- the costs, checked against hand computations ------------------------------------
+
+# one image, 2x2 positions, 2 channels: channel 0 = [[1, 2], [3, 4]], channel 1 = [[0, 1], [1, 0]]
+A = np.stack([np.array([[1., 2.], [3., 4.]]), np.array([[0., 1.], [1., 0.]])], axis=-1)[None]
+# G00 = 1+4+9+16 = 30, G01 = 0+2+3+0 = 5, G11 = 0+1+1+0 = 2
+GRAM_A = np.array([[30., 5.], [5., 2.]])
+
+
+def test_gram_matches_hand_computation(tf):
+    from export.style.losses import gram
+
+    np.testing.assert_allclose(gram(A).numpy()[0], GRAM_A)
+
+
+def test_content_cost_is_half_squared_distance(tf):
+    from export.style.losses import content_cost
+
+    b = A.copy()
+    b[0, 0, 0, 0] += 2.0   # difference 2
+    b[0, 1, 1, 1] -= 3.0   # difference 3
+    # 1/2 * (2^2 + 3^2) = 6.5
+    np.testing.assert_allclose(content_cost(A, b).numpy(), [6.5])
+
+
+def test_layer_style_cost_matches_definition(tf):
+    from export.style.losses import layer_style_cost
+
+    g_style = np.array([[31., 5.], [5., 4.]])
+    # sum (G_S - G_G)^2 = 1^2 + 0 + 0 + 2^2 = 5; normaliser (2 * 2*2*2)^2 = 256
+    np.testing.assert_allclose(layer_style_cost(g_style, A).numpy(), [5 / 256])
+    # the normaliser uses the generated activations' n_H, n_W, n_C: a 1x4 layout gives the
+    # same Gram and the same 1/(2*1*4*2)^2 = 1/256
+    np.testing.assert_allclose(layer_style_cost(g_style, A.reshape(1, 1, 4, 2)).numpy(),
+                               [5 / 256])
+    # n_C = 2 but 3x3 positions: normaliser (2*3*3*2)^2 = 1296
+    a9 = np.zeros((1, 3, 3, 2))
+    a9[0, 0, 0] = [1.0, 1.0]   # Gram [[1, 1], [1, 1]]
+    np.testing.assert_allclose(layer_style_cost(np.zeros((2, 2)), a9).numpy(), [4 / 1296])
+
+
+def test_style_cost_weights_layers_and_total_cost(tf):
+    from export.style.losses import layer_style_cost, style_cost, total_cost
+
+    acts = {"l1": A, "l2": 2 * A}
+    grams = {"l1": np.zeros((2, 2)), "l2": GRAM_A}
+    j1 = float(np.sum(GRAM_A ** 2)) / 256          # G(G) = GRAM_A vs 0
+    j2 = float(np.sum((4 * GRAM_A - GRAM_A) ** 2)) / 256   # G(2A) = 4 G(A)
+    np.testing.assert_allclose(layer_style_cost(grams["l2"], acts["l2"]).numpy(), [j2])
+    js = style_cost(grams, acts, {"l1": 0.25, "l2": 0.75}).numpy()
+    np.testing.assert_allclose(js, [0.25 * j1 + 0.75 * j2], rtol=1e-6)
+    j = total_cost(tf.constant(6.5), tf.constant(js), alpha=10.0, beta=40.0)
+    np.testing.assert_allclose(np.asarray(j), 10 * 6.5 + 40 * js, rtol=1e-6)
+
+
+def test_total_variation_by_hand(tf):
+    from export.style.losses import total_variation
+
+    x = np.array([[0., 1.], [3., 7.]])[None, :, :, None]
+    # vertical: (3-0)^2 + (7-1)^2 = 45; horizontal: (1-0)^2 + (7-3)^2 = 17
+    np.testing.assert_allclose(total_variation(x).numpy(), [62.0])
+
+
+def test_costs_are_per_image_in_a_batch(tf):
+    from export.style.losses import content_cost, layer_style_cost
+
+    batch = np.concatenate([A, 2 * A])
+    np.testing.assert_allclose(content_cost(batch, np.zeros_like(batch)).numpy(),
+                               [0.5 * np.sum(A ** 2), 0.5 * np.sum(4 * A ** 2)])
+    assert layer_style_cost(GRAM_A, batch).numpy()[0] == pytest.approx(0.0)
+
+
+# --- loss networks -------------------------------------------------------------------
+
+
+def test_squeezenet_loads_local_weights_by_layer_name(tf):
+    import h5py
+
+    from export.style import lossnet
+
+    path = shared_path("models", "squeezenet1.1",
+                       "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    net = lossnet.squeezenet(path)
+    tensors: list = []
+    with h5py.File(path, "r") as f:
+        f["fire9/expand3x3"].visititems(
+            lambda _, o: tensors.append(np.asarray(o)) if isinstance(o, h5py.Dataset) else None)
+    kernel = [t for t in tensors if t.ndim == 4][0]
+    np.testing.assert_array_equal(net.get_layer("fire9_expand3x3").get_weights()[0], kernel)
+    feats = lossnet.feature_extractor("squeezenet", ["relu_conv1", "fire4/concat"])(
+        np.full((1, 64, 64, 3), 128.0, np.float32))
+    assert feats["relu_conv1"].shape == (1, 31, 31, 64)
+    assert feats["fire4_concat"].shape[-1] == 256
+
+
+def test_squeezenet_rejects_missing_file_and_unknown_layer(tf, tmp_path):
+    from export.style import lossnet
+
+    with pytest.raises(FileNotFoundError):
+        lossnet.squeezenet(tmp_path / "absent.h5")
+    with pytest.raises(ValueError, match="no layer"):
+        lossnet.feature_extractor("squeezenet", ["fire42/concat"], weights=None)
+
+
+def test_vgg19_accepts_a_local_weights_file(tf, tmp_path):
+    """VGG19 never needs the network when given a file: save random weights, load them back."""
+    import keras
+
+    from export.style import lossnet
+
+    keras.utils.set_random_seed(3)
+    src = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
+    path = tmp_path / "vgg19_notop.weights.h5"
+    src.save_weights(str(path))
+    net = lossnet.vgg19(path)
+    got = net.layers[-1].get_layer("block5_conv4").get_weights()[0]
+    np.testing.assert_array_equal(got, src.get_layer("block5_conv4").get_weights()[0])
+    with pytest.raises(FileNotFoundError):
+        lossnet.vgg19(tmp_path / "missing.h5")
+
+
+# --- the optimiser ------------------------------------------------------------------------
+
+
+def _few_layers():
+    from export.style.lossnet import LayerChoice
+    from export.style.optimize import CostWeights
+
+    # early layers only: a small graph traces and runs fast in tests
+    return CostWeights(layers=LayerChoice(content="fire2/concat",
+                                          style=(("relu_conv1", 0.5), ("fire2_concat", 0.5))))
+
+
+@pytest.fixture(scope="module")
+def random_extractor(tf):
+    """SqueezeNet (random weights) up to fire2: enough to check that optimisation lowers J."""
+    import keras
+
+    from export.style.lossnet import feature_extractor
+
+    keras.utils.set_random_seed(0)
+    return feature_extractor("squeezenet", _few_layers().layer_choice.names, weights=None)
+
+
+def _smooth_image(seed: int, size: int = 48) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (6, 6, 3)).astype(np.float32)
+    return np.clip(cv2.resize(small, (size, size)) + rng.normal(0, 6, (size, size, 3)),
+                   0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("method", ["adam", "lbfgs"])
+def test_optimizer_lowers_the_total_cost(random_extractor, method):
+    from export.style.optimize import OptimizeOptions, optimize
+
+    content, style = _smooth_image(1), _smooth_image(2)
+    result = optimize(content, style, OptimizeOptions(iterations=6, method=method, init="noise",
+                                                      max_side=48, costs=_few_layers()),
+                      extractor=random_extractor, progress=False)
+    assert result.image.shape == (48, 48, 3) and result.image.dtype == np.uint8
+    j = result.history["J"]
+    assert len(j) >= 2 and j[-1] < j[0]
+
+
+def test_optimizer_rejects_bad_images_and_options(random_extractor):
+    from export.style.optimize import OptimizeOptions, optimize
+
+    with pytest.raises(ValueError, match="RGB uint8"):
+        optimize(np.zeros((8, 8, 3), np.float32), _smooth_image(2),
+                 extractor=random_extractor, progress=False)
+    with pytest.raises(ValueError, match="method"):
+        OptimizeOptions(method="sgd")
+
+
+def test_optimize_cli_writes_image_and_loss_curve(tmp_path):
+    from export.style.cli import main
+    from export.style.train import write_rgb
+
+    shared_path("models", "squeezenet1.1")
+    write_rgb(tmp_path / "c.png", _smooth_image(1, 40))
+    write_rgb(tmp_path / "s.png", _smooth_image(2, 40))
+    rc = main(["optimize", "--content", str(tmp_path / "c.png"), "--style",
+               str(tmp_path / "s.png"), "--out", str(tmp_path / "g.png"), "--iterations", "3",
+               "--max-side", "40", "--content-layer", "fire2/concat",
+               "--style-layers", "relu_conv1=0.5,fire2/concat=0.5"])
+    assert rc == 0
+    assert (tmp_path / "g.png").stat().st_size > 0 and (tmp_path / "g_loss.png").stat().st_size > 0
+
+
+# --- student training ---------------------------------------------------------------------
+
+
+def test_train_writes_checkpoints_samples_and_resumes(random_extractor, tmp_path):
+    import json
+
+    from export.style.student import StudentConfig
+    from export.style.train import TrainOptions, load_run, train, write_rgb
+
+    content = tmp_path / "content"
+    for i in range(3):
+        write_rgb(content / f"p{i}.jpg", _smooth_image(10 + i, 56))
+    write_rgb(tmp_path / "wave.png", _smooth_image(20, 56))
+    opts = TrainOptions(style=str(tmp_path / "wave.png"), run_dir=str(tmp_path / "run"),
+                        content_dir=str(content), samples_dir=str(content), steps=2,
+                        batch_size=2, crop=32, distill_images=1, teacher_iterations=2,
+                        sample_every=2, checkpoint_every=1, costs=_few_layers(),
+                        student=StudentConfig(base=4, blocks=1))
+    train(opts, progress=False, extractor=random_extractor, eager=True)
+    run = tmp_path / "run"
+    assert (run / "samples" / "step_000002.png").is_file()
+    assert list((run / "teacher").glob("*_teacher.png"))
+    with pytest.raises(FileExistsError):
+        train(opts, progress=False, extractor=random_extractor, eager=True)
+    longer = TrainOptions(**{**opts.__dict__, "steps": 3})
+    train(longer, resume=True, progress=False, extractor=random_extractor, eager=True)
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]   # resumed at 2, not restarted
+    loaded_opts, student, n = load_run(run, with_steps=True)
+    assert n == 3 and loaded_opts.style_name == "wave"
+    x = np.random.default_rng(0).uniform(0, 255, (1, 36, 44, 3)).astype(np.float32)
+    y = np.asarray(student(x, training=False))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 255
+
+
+# --- export and the runtime -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tf):
+    import keras
+
+    from export.style.student import StudentConfig, build_student
+
+    keras.utils.set_random_seed(5)
+    model = build_student(StudentConfig(base=4, blocks=1), name="tiny_style")
+    rng = np.random.default_rng(5)
+    for layer in model.layers:   # non-trivial BN statistics, so conversion must fold them
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.uniform(-0.2, 0.2, n).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.3, 0.8, n).astype("float32"))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+    out_conv = model.get_layer("out_conv")
+    k, b = out_conv.get_weights()
+    out_conv.set_weights([k * 4.0, b])   # spread the output over the 0..255 range
+    model(np.zeros((1, 32, 32, 3), np.float32))
+    return model
+
+
+@pytest.fixture(scope="module")
+def style_models(tiny_student, tmp_path_factory):
+    """The tiny student exported to TFLite fp32/int8 and ONNX, checked against Keras."""
+    from export.style.release import export_student
+    from export.style.student import SIZE_MULTIPLE
+    from export.formats import source_hash
+    from sdk.contract import ModelInfo, Preprocessing
+
+    info = ModelInfo(kind="stylizer", name="style-tiny", inputs=(), outputs=(),
+                     preprocessing=Preprocessing(channel_order="RGB", pixel_range=(0, 255)),
+                     output={"style": "tiny", "output_range": [0, 255],
+                             "size_multiple": SIZE_MULTIPLE},
+                     source_hash=source_hash(tiny_student))
+    d = tmp_path_factory.mktemp("style_models")
+    images = np.stack([_smooth_image(30 + i, 32) for i in range(24)]).astype(np.float32)
+    report = export_student(tiny_student, info, d, "tiny", calibration=images[:20],
+                            check=images[20:],
+                            formats=("tflite_fp32", "tflite_int8", "onnx_fp32"),
+                            min_psnr={"tflite_int8": 20.0})
+    paths = {k: v["path"] for k, v in report.items()}
+    from export import formats
+    paths["wrong_kind"] = formats.to_onnx(tiny_student, d / "generic.onnx",
+                                          info.replace(kind="generic"))
+    return paths, report
+
+
+def test_export_checks_every_format_against_keras(style_models):
+    _, report = style_models
+    assert report["tflite_fp32"]["psnr_db"] >= 45 and report["onnx_fp32"]["psnr_db"] >= 45
+    assert report["tflite_int8"]["psnr_db"] >= 20
+
+
+def test_export_refuses_a_drifting_model(tiny_student, tmp_path):
+    from export.formats import ConversionError
+    from export.style.release import export_student
+    from sdk.contract import ModelInfo
+
+    info = ModelInfo(kind="stylizer", name="t", inputs=(), outputs=(),
+                     output={"style": "t", "output_range": [0, 255], "size_multiple": 4})
+    images = np.stack([_smooth_image(30 + i, 32) for i in range(20)]).astype(np.float32)
+    with pytest.raises(ConversionError, match="PSNR"):
+        export_student(tiny_student, info, tmp_path, "t", calibration=images[:16],
+                       check=images[16:], formats=("tflite_int8",),
+                       min_psnr={"tflite_int8": 200.0})   # unreachable: must refuse
+    assert not (tmp_path / "t_int8.tflite").exists()
+
+
+@pytest.mark.parametrize("fmt", ["tflite_fp32", "tflite_int8", "onnx_fp32"])
+def test_stylizer_keeps_frame_size_and_matches_keras(style_models, tiny_student, fmt):
+    from sdk import Stylizer, StylizerOptions
+
+    paths, _ = style_models
+    rng = np.random.default_rng(7)
+    frame = np.clip(rng.normal(120, 40, (36, 52, 3)), 0, 255).astype(np.uint8)  # BGR
+    # border=0: the reference below runs Keras on the bare frame
+    with Stylizer(options=StylizerOptions(model_path=paths[fmt], border=0)) as stylizer:
+        assert stylizer.style == "tiny"
+        out = stylizer(frame)
+        assert out.shape == frame.shape and out.dtype == np.uint8
+        odd = stylizer(frame[:35, :49])   # not a multiple of 4: padded, then cropped back
+        assert odd.shape == (35, 49, 3)
+    # reference: Keras on RGB float, back to BGR
+    ref = np.asarray(tiny_student(frame[None, :, :, ::-1].astype(np.float32), training=False))
+    ref = np.clip(np.rint(ref[0, :, :, ::-1]), 0, 255)
+    err = np.abs(out.astype(np.float64) - ref)
+    assert err.mean() < (6.0 if fmt.endswith("int8") else 0.51)
+
+
+def test_stylizer_batch_equals_single_calls(style_models):
+    from sdk import Stylizer, StylizerOptions
+
+    paths, _ = style_models
+    frames = [_smooth_image(40 + i, 32)[:, :, ::-1].copy() for i in range(3)]
+    with Stylizer.create_from_options(StylizerOptions(model_path=paths["onnx_fp32"])) as st:
+        batch = st.stylize_batch(frames)
+        singles = [st(f) for f in frames]
+        mixed = st.stylize_batch([frames[0], frames[1][:24, :20]])
+    for b, s in zip(batch, singles):
+        np.testing.assert_allclose(b.astype(int), s.astype(int), atol=1)
+    assert mixed[1].shape == (24, 20, 3)
+
+
+def test_stylizer_max_side_returns_full_size(style_models):
+    from sdk import Stylizer, StylizerOptions
+
+    paths, _ = style_models
+    frame = _smooth_image(3, 64)
+    with Stylizer.create_from_options(StylizerOptions(model_path=paths["tflite_fp32"],
+                                                      max_side=32)) as st:
+        assert st(frame).shape == (64, 64, 3)
+        assert st(frame[:9, :11]).shape == (9, 11, 3)   # border clipped to what reflection allows
+
+
+def test_stylizer_typed_errors_for_bad_input(style_models):
+    from sdk import Stylizer
+
+    paths, _ = style_models
+    with Stylizer(paths["tflite_fp32"]) as st:
+        with pytest.raises(InputDtypeError):
+            st(np.zeros((32, 32, 3), np.float32))
+        with pytest.raises(InputShapeError):
+            st(np.zeros((2, 32, 32, 3), np.uint8))
+        with pytest.raises(InputShapeError):
+            st(np.zeros((4, 32, 3), np.uint8))
+        with pytest.raises(InputError):
+            st([[1, 2, 3]])
+        with pytest.raises(InputError):
+            st.stylize_batch("frames")
+        assert st(np.zeros((32, 32), np.uint8)).shape == (32, 32, 3)  # grey is accepted
+
+
+def test_stylizer_rejects_wrong_kind_and_missing_model(style_models, tmp_path):
+    from sdk import Stylizer, StylizerOptions
+
+    paths, _ = style_models
+    with pytest.raises(ModelKindError, match="generic"):
+        Stylizer.create_from_options(StylizerOptions(model_path=paths["wrong_kind"]))
+    with pytest.raises(ModelNotFoundError):
+        Stylizer.create_from_model_path(tmp_path / "absent.tflite")
+    with pytest.raises(ValueError):
+        StylizerOptions(model_path="x", running_mode="live")
+    with pytest.raises(ValueError):
+        StylizerOptions(model_path="x", smoothing=1.0)
+
+
+def test_stylizer_close_twice_and_use_after_close(style_models):
+    from sdk import Stylizer
+
+    paths, _ = style_models
+    st = Stylizer(paths["tflite_fp32"])   # opens lazily
+    st(_smooth_image(1, 32))
+    st.close()
+    st.close()
+    with pytest.raises(SdkError, match="closed"):
+        st(_smooth_image(1, 32))
+
+
+def test_video_mode_reduces_flicker_and_resets_on_scene_cut(style_models):
+    from sdk import Stylizer, StylizerOptions
+
+    paths, _ = style_models
+    rng = np.random.default_rng(11)
+    still = _smooth_image(50, 48).astype(np.float64)
+    frames = [np.clip(still + rng.normal(0, 12, still.shape), 0, 255).astype(np.uint8)
+              for _ in range(8)]
+
+    def flicker(outputs):
+        return np.mean([np.abs(a.astype(float) - b.astype(float)).mean()
+                        for a, b in zip(outputs, outputs[1:])])
+
+    with Stylizer(paths["onnx_fp32"]) as image_mode:
+        independent = [image_mode(f) for f in frames]
+    opts = StylizerOptions(model_path=paths["onnx_fp32"], running_mode="video", smoothing=0.7)
+    with Stylizer.create_from_options(opts) as video:
+        smoothed = [video(f) for f in frames]
+        assert flicker(smoothed) < 0.6 * flicker(independent)
+        other = _smooth_image(99, 48)   # a cut: output must be that frame's own stylisation
+        with Stylizer(paths["onnx_fp32"]) as image_mode:
+            expected = image_mode(other)
+        np.testing.assert_array_equal(video(other), expected)
+        video.reset()
+        np.testing.assert_array_equal(video(frames[0]), independent[0])
+
+
+# --- peers and export options ------------------------------------------------------------
+
+
+def test_tfjs_reader_rejects_a_size_mismatch(tmp_path):
+    import json
+
+    from export.style.peers import read_tfjs_raw
+
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"Variable": {"filename": "Variable", "shape": [2, 3]}}))
+    np.arange(5, dtype="<f4").tofile(tmp_path / "Variable")
+    with pytest.raises(ValueError, match="manifest says"):
+        read_tfjs_raw(tmp_path)
+    np.arange(6, dtype="<f4").tofile(tmp_path / "Variable")
+    np.testing.assert_array_equal(read_tfjs_raw(tmp_path)[0], np.arange(6).reshape(2, 3))
+
+
+def test_johnson_peer_rebuilds_from_tfjs_weights(tf):
+    from export.style.peers import johnson_from_tfjs
+
+    folder = shared_path("models", "peers", "johnson-fast-style", "udnie")
+    model = johnson_from_tfjs(folder)
+    y = np.asarray(model(np.full((1, 32, 48, 3), 128.0, np.float32)))
+    assert y.shape == (1, 32, 48, 3)
+    assert -23 <= y.min() and y.max() <= 278   # tanh * 150 + 127.5
+
+
+def test_export_format_groups():
+    from export.style.release import expand_formats
+
+    assert expand_formats(["tflite"]) == ["tflite_fp32", "tflite_fp16", "tflite_int8"]
+    assert expand_formats(["onnx", "onnx_fp32"]) == ["onnx_fp32", "onnx_int8"]
+    with pytest.raises(ValueError, match="unknown format"):
+        expand_formats(["tensorrt"])
