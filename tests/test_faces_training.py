@@ -224,3 +224,32 @@ def test_runtime_alignment_on_a_real_face():
     assert faces, "YuNet should find the face in att-orl s1/1.png (with pad retry)"
     crop = align_face(img, faces[0].landmarks)
     assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
+
+
+def test_evaluate_pipeline_on_tiny_model(tmp_path):
+    """pairs.txt + CSV through the evaluator with a tiny saved Keras encoder (random
+    images: no face is found, so every image takes the counted resize fallback)."""
+    import cv2
+
+    from export.faces import evaluate
+    from export.faces.model import build_encoder
+
+    rng = np.random.default_rng(0)
+    for person in ("set/a", "set/b"):
+        (tmp_path / person).mkdir(parents=True)
+        for j in range(2):
+            cv2.imwrite(str(tmp_path / person / f"{j}.png"),
+                        rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    (tmp_path / "pairs.txt").write_text("2 1\nset/a 1 2\nset/a 1 set/b 1\n"
+                                        "set/b 1 2\nset/a 2 set/b 2\n")
+    (tmp_path / "m.csv").write_text("file_x,file_y,Decision\n0.png,1.png,Yes\n0.png,0.png,No\n")
+    path = tmp_path / "enc.keras"
+    build_encoder(width=0.25, blocks=(1, 1, 1), final=64).save(path)
+    report = evaluate.run([str(path)], [(tmp_path / "pairs.txt", tmp_path)], [], None, None)
+    m = next(iter(report["models"].values()))
+    r = m["pairs"][0]
+    assert r["pairs"] == 4 and r["same"] == 2 and r["no_face_fallbacks"] == 4
+    assert len(r["ten_fold"]["fold_accuracies"]) == 2
+    assert m["threshold_source"].startswith("fitted on all pairs")
+    csv_pairs = evaluate.load_csv_pairs(tmp_path / "m.csv", tmp_path / "set" / "a")
+    assert [p[2] for p in csv_pairs] == [True, False]

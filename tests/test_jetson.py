@@ -279,6 +279,29 @@ def test_bundle_needs_a_range_for_dynamic_image_sizes(tmp_path, capsys):
                               "opt": [1, 480, 640, 3], "max": [1, 720, 1280, 3]}]
 
 
+def test_models_folder_builds_from_fp32_graphs(tmp_path):
+    """ONNX Runtime int8 exports are skipped (TensorRT calibrates from fp32), and the
+    message says when the fp32 graph is missing from the folder; YuNet is skipped too."""
+    from export.jetson.build import find_onnx_models
+
+    faces, style = tmp_path / "faces", tmp_path / "style"
+    for d in (faces, style, tmp_path / "yunet"):
+        d.mkdir()
+    int8 = _conv_net()
+    int8.metadata_props[0].value = _info().replace(precision="int8").to_json()
+    onnx.save(int8, str(style / "sty_int8.onnx"))  # same model as sty_fp32.onnx
+    int8.metadata_props[0].value = _info().replace(name="enc", precision="int8").to_json()
+    onnx.save(int8, str(faces / "enc_int8.onnx"))  # no fp32 graph of this one
+    onnx.save(_conv_net(), str(style / "sty_fp32.onnx"))
+    onnx.save(_conv_net(info=False), str(tmp_path / "yunet" / "det.onnx"))
+    chosen, skipped = find_onnx_models(tmp_path)
+    assert chosen == [style / "sty_fp32.onnx"]
+    text = "\n".join(skipped)
+    assert "enc_int8.onnx: int8 export" in text and "no fp32 ONNX of this model" in text
+    assert "sty_int8.onnx: int8 export" in text and "built instead" in text
+    assert "YuNet" in text
+
+
 def test_profiles_and_shape_flags():
     from export.jetson.build import ShapeRange, parse_shape, resolve_profiles
     from export.jetson.check import InputInfo

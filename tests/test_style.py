@@ -300,11 +300,14 @@ def test_export_refuses_a_drifting_model(tiny_student, tmp_path):
     info = ModelInfo(kind="stylizer", name="t", inputs=(), outputs=(),
                      output={"style": "t", "output_range": [0, 255], "size_multiple": 4})
     images = np.stack([_smooth_image(30 + i, 32) for i in range(20)]).astype(np.float32)
-    with pytest.raises(ConversionError, match="PSNR"):
+    with pytest.raises(ConversionError, match="PSNR") as caught:
         export_student(tiny_student, info, tmp_path, "t", calibration=images[:16],
-                       check=images[16:], formats=("tflite_int8",),
+                       check=images[16:], formats=("tflite_int8", "tflite_fp32"),
                        min_psnr={"tflite_int8": 200.0})   # unreachable: must refuse
     assert not (tmp_path / "t_int8.tflite").exists()
+    # the other format is still made, and the report says what was refused
+    assert caught.value.report["tflite_fp32"]["psnr_db"] >= 45
+    assert "refused" in caught.value.report["tflite_int8"]
 
 
 @pytest.mark.parametrize("fmt", ["tflite_fp32", "tflite_int8", "onnx_fp32"])

@@ -1,4 +1,4 @@
-"""``python -m export faces <subcommand>``: prepare, teacher, train, heads, evaluate, release."""
+"""``python -m export faces <subcommand>``: prepare, teacher, train, heads, evaluate, release, report."""
 
 from __future__ import annotations
 
@@ -52,13 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_prepare)
 
     for name, module in (("teacher", "teacher"), ("train", "train"), ("heads", "heads"),
-                         ("evaluate", "evaluate"), ("release", "release")):
+                         ("evaluate", "evaluate"), ("release", "release"),
+                         ("report", "report")):
         sp = sub.add_parser(name, help=f"see `python -m export faces {name} -h`", add_help=False)
         sp.set_defaults(module=module)
 
     if argv is None:
         argv = sys.argv[1:]
-    if argv and argv[0] in ("teacher", "train", "heads", "evaluate", "release"):
+    if argv and argv[0] in ("teacher", "train", "heads", "evaluate", "release", "report"):
         import importlib
 
         module = importlib.import_module(f"export.faces.{argv[0]}")

@@ -326,17 +326,29 @@ def find_onnx_models(models_dir: str | Path) -> tuple[list[Path], list[str]]:
     root = Path(models_dir)
     if not root.is_dir():
         raise EngineBuildError(f"models folder {root} does not exist")
-    chosen, skipped = [], []
+    chosen, skipped, quantized = [], [], []
     for p in sorted(root.rglob("*.onnx")):
         if "yunet" in p.parts:
             skipped.append(f"{p}: the YuNet detector runs through OpenCV, not TensorRT")
             continue
         info = read_contract(p)
         if info is not None and info.precision != "fp32":
-            skipped.append(f"{p}: {info.precision} export; engines are built from the fp32 "
-                           "graph (TensorRT calibrates INT8 itself)")
+            quantized.append((p, info))
             continue
         chosen.append(p)
+    fp32_ids = set()
+    for p in chosen:
+        info = read_contract(p)
+        if info is not None:
+            fp32_ids.add(info.model_id)
+    for p, info in quantized:
+        if info.model_id in fp32_ids:
+            why = "the fp32 graph of the same model is built instead"
+        else:
+            why = ("and no fp32 ONNX of this model is in the folder: release it there or pass "
+                   "it with --onnx (e.g. runs/faces/export/face_encoder_fp32.onnx)")
+        skipped.append(f"{p}: {info.precision} export; TensorRT builds every precision from "
+                       f"the fp32 graph (it calibrates INT8 itself), {why}")
     return chosen, skipped
 
 

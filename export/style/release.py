@@ -100,12 +100,19 @@ def export_student(student, info, out_dir: str | Path, stem: str, *,
             agree = fmt.check_against(reference, path, check, peak=255.0,
                                       check=lambda a, thr=thr: a.psnr_db >= thr,
                                       requirement=f"PSNR >= {thr} dB against the Keras student")
-        except fmt.ConversionError:
+        except fmt.ConversionError as exc:
             path.unlink(missing_ok=True)  # refuse: never leave a drifting model behind
-            raise
+            report[name] = {"refused": str(exc), "min_psnr_db": thr}
+            continue  # the other formats are still made and checked
         report[name] = {"path": str(path), "bytes": path.stat().st_size,
                         "psnr_db": round(agree.psnr_db, 2), "max_abs": round(agree.max_abs, 2),
                         "mean_abs": round(agree.mean_abs, 3), "min_psnr_db": thr}
+    refused = [k for k, v in report.items() if "refused" in v]
+    if refused:
+        error = fmt.ConversionError("refused (deleted): " + "; ".join(
+            report[k]["refused"] for k in refused))
+        error.report = report  # what was made and what was refused, for the caller's record
+        raise error
     return report
 
 
@@ -151,10 +158,20 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, calibration_dir: str
     calibration = real_crops(calibration_dir, 32, 256, seed=123)
     check = real_crops(calibration_dir, 8, 256, seed=123, skip=32)
     info = stylizer_info(student, options, steps)
-    report = export_student(student, info, out_dir, options.style_name,
-                            calibration=calibration, check=check,
-                            formats=expand_formats(formats))
+    from ..formats import ConversionError
+
+    error = None
+    try:
+        report = export_student(student, info, out_dir, options.style_name,
+                                calibration=calibration, check=check,
+                                formats=expand_formats(formats))
+    except ConversionError as exc:
+        if not hasattr(exc, "report"):
+            raise
+        report, error = exc.report, exc
     summary = {"style": options.style_name, "run": str(run_dir), "train_steps": steps,
                "source_hash": info.source_hash, "formats": report}
     Path(out_dir, f"{options.style_name}_export.json").write_text(json.dumps(summary, indent=1))
+    if error is not None:
+        raise error  # the record is written; the command still fails
     return summary

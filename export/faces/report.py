@@ -1,0 +1,120 @@
+"""Write the measured face numbers as Markdown tables from the JSON reports.
+
+``python -m export faces report --eval runs/faces/eval_all.json
+--release runs/faces/release.json --heads runs/faces/heads.json
+--state runs/faces/run1/state.json --out docs/RESULTS_faces.md``
+
+Only numbers found in those files are written; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _pct(v: float | None, std: float | None = None) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def _ms(t: dict | None) -> str:
+    return "–" if not t else f"{t['median']:.2f} / {t['p90']:.2f}"
+
+
+def eval_table(ev: dict) -> list[str]:
+    """One row per model: every pair set and identification set."""
+    lines = ["| model | τ (source) | held-out pairs 10-fold acc % | AUC | EER % | TAR@FAR=1e-3 % "
+             "| deepface acc@τ % | deepface AUC | deepface best-τ acc % (optimistic) "
+             "| att-orl rank-1 % | att-orl unknown rejected @τ % | yale rank-1 % "
+             "| yale unknown rejected @τ % | embed ms median / p90 (1 thread) |",
+             "|" + "---|" * 14]
+    for _, m in ev["models"].items():
+        pairs = {Path(r["pairs_file"]).name: r for r in m["pairs"]}
+        ident = {Path(r["root"]).name: r for r in m["identification"]}
+        p = pairs.get("pairs.txt", {})
+        d = pairs.get("master.csv", {})
+        a, y = ident.get("att-orl", {}), ident.get("yale", {})
+        tf_ = p.get("ten_fold", {})
+        t = m.get("embed_ms")
+        lines.append(
+            f"| {m['name']} | {m['threshold']:.3f} ({m['threshold_source']}) "
+            f"| {_pct(tf_.get('accuracy_mean'), tf_.get('accuracy_std'))} "
+            f"| {p.get('auc', float('nan')):.4f} | {_pct(p.get('eer'))} "
+            f"| {_pct(p.get('tar_at_far_1e-3'))} | {_pct(d.get('accuracy_at_threshold'))} "
+            f"| {d.get('auc', float('nan')):.4f} | {_pct(d.get('best_accuracy'))} "
+            f"| {_pct(a.get('rank1_closed_set'))} | {_pct(a.get('open_set_unknown_rejected'))} "
+            f"| {_pct(y.get('rank1_closed_set'))} | {_pct(y.get('open_set_unknown_rejected'))} "
+            f"| {_ms(t)} |")
+    return lines
+
+
+def release_table(rel: dict) -> list[str]:
+    """Exported files: size, held-out accuracy, drop vs Keras, agreement, verdict."""
+    k = rel["keras_fp32"]
+    lines = [f"Keras fp32 reference: 10-fold {_pct(k['ten_fold'])} %, AUC {k['auc']:.4f}.", "",
+             "| file | size KB | 10-fold acc % | drop vs Keras (points) | AUC | τ in file "
+             "| min cosine vs Keras | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for name, f in rel["files"].items():
+        lines.append(f"| {name} | {f['bytes'] / 1024:.0f} | {_pct(f['ten_fold'], f.get('ten_fold_std'))} "
+                     f"| {f['drop_points']:+.2f} | {f['auc']:.4f} | {f['threshold']:.3f} "
+                     f"| {f['min_cosine_vs_keras']:.4f} | "
+                     f"{'accepted' if f['accepted'] else 'REFUSED (> max drop)'} |")
+    lines += ["", f"Released: {', '.join(Path(p).name for p in rel['released']) or 'none'}; "
+                  f"refused: {', '.join(rel['refused']) or 'none'}."]
+    return lines
+
+
+def heads_table(h: dict) -> list[str]:
+    """Distance vs the two learned pair heads on the held-out pairs."""
+    lines = ["| decision | 10-fold acc % | AUC | EER % | TAR@FAR=1e-3 % |",
+             "|---|---|---|---|---|"]
+    for k, v in h.items():
+        lines.append(f"| {k} | {_pct(v['ten_fold'])} | {v['auc']:.4f} | {_pct(v['eer'])} "
+                     f"| {_pct(v['tar_at_far_1e-3'])} |")
+    return lines
+
+
+def history_table(state: dict) -> list[str]:
+    """Per-epoch training record (held-out pairs monitored, not used for selection)."""
+    lines = ["| epoch | minutes | loss | triplet | distill | cls | held-out 10-fold acc % | AUC |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in state["history"]:
+        lines.append(f"| {r['epoch']:.2f} | {r['minutes']:.1f} | {r['loss']:.3f} "
+                     f"| {r['triplet']:.3f} | {r['distill']:.3f} | {r.get('cls', 0):.3f} "
+                     f"| {_pct(r['val_accuracy'])} | {r['val_auc']:.4f} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m export faces report``."""
+    ap = argparse.ArgumentParser(prog="python -m export faces report")
+    ap.add_argument("--eval", type=Path, required=True)
+    ap.add_argument("--release", type=Path, default=None)
+    ap.add_argument("--heads", type=Path, default=None)
+    ap.add_argument("--state", type=Path, default=None)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--header", type=Path, default=None, help="Markdown to put first")
+    ap.add_argument("--footer", type=Path, default=None, help="Markdown to put last")
+    args = ap.parse_args(argv)
+    parts = [args.header.read_text().rstrip() if args.header else "# Face encoder results", ""]
+    parts += ["## Accuracy and speed next to the peer", ""] + eval_table(json.loads(
+        args.eval.read_text()))
+    if args.release:
+        parts += ["", "## Exported files (held-out pairs, through sdk.load_model)", ""]
+        parts += release_table(json.loads(args.release.read_text()))
+    if args.heads:
+        parts += ["", "## Pair verification heads vs the distance (held-out pairs)", ""]
+        parts += heads_table(json.loads(args.heads.read_text()))
+    if args.state:
+        st = json.loads(args.state.read_text())
+        parts += ["", f"## Training record ({st['params']} parameters, "
+                      f"{st['macs'] / 1e6:.1f} M MACs)", ""] + history_table(st)
+    if args.footer:
+        parts += ["", args.footer.read_text().rstrip()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(parts) + "\n")
+    print(f"wrote {args.out}")
+    return 0
