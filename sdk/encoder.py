@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .contract import ModelInfo
-from .distance import VerifyResult, squared_l2
+from .distance import VerifyResult, l2_normalize, squared_l2
 from .errors import InputDtypeError, InputShapeError, MetadataError, ModelKindError
 from .model import Model, load_model
 
@@ -80,6 +80,11 @@ class Encoder:
         return self._live().info
 
     @property
+    def model(self) -> Model:
+        """The loaded model (owned by the encoder)."""
+        return self._live()
+
+    @property
     def model_id(self) -> str:
         """Identity of the trained weights (galleries are tied to it)."""
         return self.info.model_id
@@ -120,7 +125,9 @@ class Encoder:
             raise InputShapeError(f"expected one sample of shape ({dims}) or a batch of them, "
                                   f"got {x.shape}")
         model = self._live()
-        out = model(batch.astype(np.float32))
+        # re-normalise: an int8 model's dequantised output is only close to unit length, and
+        # τ was calibrated on unit vectors (the same rule as FaceVerifier)
+        out = l2_normalize(model(batch.astype(np.float32)))
         return out[0] if single else out
 
     def distance(self, e1: np.ndarray, e2: np.ndarray) -> float | np.ndarray:

@@ -104,3 +104,32 @@ def test_encoder_refuses_other_kinds(exported, tiny_encoder, tiny_info, tmp_path
     p = formats.to_onnx(tiny_encoder, tmp_path / "s.onnx", tiny_info.replace(kind="stylizer"))
     with pytest.raises(sdk.errors.ModelKindError, match="'stylizer'"):
         sdk.Encoder.create(p)
+
+
+def test_gallery_works_with_a_1d_encoder(tf, tmp_path):
+    """One-shot enrollment, identification with unknown rejection, save/load and
+    model-mismatch refusal for signals, through the same sdk.Gallery as faces."""
+    import sdk
+    from export import formats
+    from export.encoders import build_encoder
+
+    model = build_encoder((20, 6), filters=(8, 16), kernel_size=3, embedding_size=8)
+    path = formats.to_onnx(model, tmp_path / "sig.onnx", _info(model, "sig"))
+    rng = np.random.default_rng(4)
+    alice, bob, stranger = (rng.normal(size=(20, 6)).astype(np.float32) for _ in range(3))
+    with sdk.Encoder.create(path, threshold=1e-4) as enc:
+        g = sdk.Gallery(enc)
+        assert g.enroll("alice", alice) == 1
+        assert g.enroll("bob", np.stack([bob, bob + 1e-3])) == 2
+        assert g.identify(alice).name == "alice"
+        assert g.identify(bob + 5e-4).name == "bob"
+        assert g.identify(stranger).name is None            # unknown above τ
+        assert g.verify("alice", alice).is_match
+        saved = g.save(tmp_path / "g.npz")
+        again = sdk.Gallery.load(saved, enc)
+        assert again.names == ["alice", "bob"] and again.identify(alice).name == "alice"
+    other = build_encoder((20, 6), filters=(8, 16), kernel_size=3, embedding_size=8)
+    other_path = formats.to_onnx(other, tmp_path / "other.onnx", _info(other, "sig"))
+    with sdk.Encoder.create(other_path) as enc2:
+        with pytest.raises(sdk.errors.GalleryModelMismatchError):
+            sdk.Gallery.load(saved, enc2)

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="only the first N photos")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads (shared machine)")
     _add_cost_args(p)
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, beta=t.costs.beta)
 
     p = sub.add_parser("export", help="convert a trained student to TFLite/ONNX and check it")
     p.add_argument("--run", action="append", default=None,

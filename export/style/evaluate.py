@@ -107,24 +107,39 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             results.append(entry)
             print(json.dumps(entry), flush=True)
         rows.append(row)
-    grid = _grid(rows, 192)
-    write_rgb(out / "grid.png", grid)
+    columns = ["content"] + [f"{s} {m}" for s, f in models.items()
+                             for m in ["optimizer", *(f"student {p}" for p in f)]]
+    write_rgb(out / "grid.png", picture_grid(rows, columns))
     summary = {"max_side": max_side, "iterations": iterations, "threads": threads,
-               "columns": ["content"] + [f"{s}:{m}" for s, f in models.items()
-                                         for m in ["optimizer", *(f"student_{p}" for p in f)]],
-               "results": results}
+               "columns": columns, "results": results}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def _grid(rows: Sequence[Sequence[np.ndarray]], height: int) -> np.ndarray:
+def picture_grid(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str],
+                 cell: tuple[int, int] = (200, 150)) -> np.ndarray:
+    """Rows of RGB images as one picture: every image centre-cropped to the cell's aspect
+    ratio and resized to ``cell`` (width, height), with a label above each column."""
     import cv2
 
-    lines = []
+    w, h = cell
+    header = np.full((22, w * len(labels), 3), 255, np.uint8)
+    for j, label in enumerate(labels):
+        cv2.putText(header, label, (j * w + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    lines = [header]
     for row in rows:
-        cells = [cv2.resize(im, (max(1, round(im.shape[1] * height / im.shape[0])), height),
-                            interpolation=cv2.INTER_AREA) for im in row]
-        lines.append(np.concatenate(cells, axis=1))
-    width = max(line.shape[1] for line in lines)
-    return np.concatenate([np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)),
-                                  constant_values=255) for line in lines])
+        cells = []
+        for im in row:
+            ih, iw = im.shape[:2]
+            if iw * h > ih * w:   # too wide: crop the sides
+                cw = ih * w // h
+                im = im[:, (iw - cw) // 2:(iw - cw) // 2 + cw]
+            else:
+                ch = iw * h // w
+                im = im[(ih - ch) // 2:(ih - ch) // 2 + ch]
+            cells.append(cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA))
+        line = np.concatenate(cells, axis=1)
+        lines.append(np.pad(line, ((0, 0), (0, header.shape[1] - line.shape[1]), (0, 0)),
+                            constant_values=255))
+    return np.concatenate(lines)

@@ -169,9 +169,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, calibration_dir: str
         if not hasattr(exc, "report"):
             raise
         report, error = exc.report, exc
+    record = Path(out_dir, f"{options.style_name}_export.json")
+    if record.is_file():  # keep the other formats' entries of the same weights
+        old = json.loads(record.read_text())
+        if old.get("source_hash") == info.source_hash:
+            report = {**old.get("formats", {}), **report}
     summary = {"style": options.style_name, "run": str(run_dir), "train_steps": steps,
                "source_hash": info.source_hash, "formats": report}
-    Path(out_dir, f"{options.style_name}_export.json").write_text(json.dumps(summary, indent=1))
+    record.write_text(json.dumps(summary, indent=1))
     if error is not None:
         raise error  # the record is written; the command still fails
     return summary

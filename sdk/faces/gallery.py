@@ -34,8 +34,10 @@ import numpy as np
 from ..distance import squared_l2
 from ..errors import (GalleryError, GalleryModelMismatchError, InputDtypeError, InputShapeError,
                       MultipleFacesError, NoFaceError, UnknownPersonError)
+from ..distance import VerifyResult
+from ..encoder import Encoder
 from .detector import check_image
-from .verifier import FaceVerifier, VerifyResult
+from .verifier import FaceVerifier
 
 #: Marker and version of the gallery file format this SDK writes and reads.
 GALLERY_FORMAT = "edge-sdk-gallery"
@@ -99,16 +101,19 @@ class Gallery:
     ...     print(g.identify(cv2.imread("door.jpg")).label)
     """
 
-    def __init__(self, verifier: FaceVerifier) -> None:
-        if not isinstance(verifier, FaceVerifier):
-            raise TypeError(f"verifier must be a FaceVerifier, got {type(verifier).__name__}")
+    def __init__(self, verifier: FaceVerifier | Encoder) -> None:
+        # Faces come with detection and alignment (FaceVerifier); 1D signals and 3D clips are
+        # embedded as they are (sdk.Encoder). Everything after the embedding is shared.
+        if not isinstance(verifier, (FaceVerifier, Encoder)):
+            raise TypeError(f"verifier must be a FaceVerifier or an Encoder, "
+                            f"got {type(verifier).__name__}")
         self._verifier = verifier
         self._people: dict[str, np.ndarray] = {}  # name -> (n, D) float32, enrollment order
 
     # --- description -----------------------------------------------------------
 
     @property
-    def verifier(self) -> FaceVerifier:
+    def verifier(self) -> FaceVerifier | Encoder:
         return self._verifier
 
     @property
@@ -168,6 +173,9 @@ class Gallery:
     def enroll(self, name: str, images: np.ndarray | Sequence[np.ndarray]) -> int:
         """Enroll one photo or several photos of ``name`` (added to earlier ones).
 
+        With an :class:`sdk.Encoder` instead of a face verifier, ``images`` are
+        samples shaped like its input (one, or a batch), embedded as they are.
+
         All photos are checked before any is added: if one fails, the gallery
         is unchanged.
 
@@ -181,6 +189,8 @@ class Gallery:
             InputDtypeError, InputShapeError: not BGR uint8 images.
         """
         name = _check_name(name)
+        if isinstance(self._verifier, Encoder):
+            return self.enroll_embeddings(name, self._verifier.embed(np.asarray(images)))
         batch = [images] if isinstance(images, np.ndarray) and images.ndim in (2, 3) \
             else list(images)
         if not batch:

@@ -113,15 +113,6 @@ class FaceVerifierOptions:
 
 
 @dataclass(frozen=True)
-class VerifyResult:
-    """Outcome of a 1:1 comparison: ``is_match`` is ``distance <= threshold``."""
-
-    is_match: bool
-    distance: float
-    threshold: float
-
-
-@dataclass(frozen=True)
 class _InputPlan:
     """How an aligned face becomes the encoder's input, derived once from the contract."""
 
