@@ -20,7 +20,7 @@ from tqdm import tqdm
 EXAMPLES = {
     # name: (kind of input, first kernel, filters, embedding size, int8 TFLite possible)
     "speech": ("1D signal (frames, mel bins)", 5, (32, 64, 96), 64, True),
-    "clips": ("3D clip (frames, h, w, 1)", 5, (16, 32, 48), 64, False),
+    "clips": ("3D clip (frames, h, w, 1)", 3, (8, 16, 32), 64, False),
 }
 
 
@@ -39,7 +39,8 @@ def _dataset(name: str, args) -> dict:
     else:
         from .clips import make_dataset
 
-        data = make_dataset(args.images, clips_per_person=args.samples, seed=args.seed)
+        data = make_dataset(args.images, clips_per_person=args.samples, frames=args.frames,
+                            size=args.size, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(cache, **data)
     return data
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=Path,
                     default=Path(__file__).resolve().parents[2].parent / "shared" / "data" /
                     "faces" / "att-orl", help="clips: AT&T/ORL folder")
+    ap.add_argument("--frames", type=int, default=6, help="clips: frames per clip")
+    ap.add_argument("--size", type=int, default=24, help="clips: frame side in pixels")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
