@@ -118,7 +118,8 @@ def test_metrics_threshold_and_folds():
 
 
 def test_normalise_name_merges_across_sets():
-    assert fdata.normalise_name("001_50_Cent", "cfp-500") == fdata.normalise_name("50_cent", "pins-14")
+    assert (fdata.normalise_name("001_50_Cent", "cfp-500")
+            == fdata.normalise_name("50_cent", "pins-14"))
     assert fdata.normalise_name("Alex_Lawther", "pins-14") == "alexlawther"
     assert fdata.normalise_name("07201", "celeba-299") == "celeba-299:07201"
     assert fdata.normalise_name("9336923", "faces94-18") != fdata.normalise_name("9336923", "x")

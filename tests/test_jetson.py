@@ -237,6 +237,15 @@ def test_prepare_bundle_without_tensorrt(good_onnx, tmp_path, capsys):
     assert calib.shape == (m["calibration"]["count"], 16, 16, 3) and calib.dtype == np.uint8
     assert 16 <= len(calib) <= 24 and calib.std() > 10  # real pixels, not a constant
     assert doc["command"] == f"python -m export jetson --manifest {out / 'manifest.json'}"
+    # the device side of the data path (no TensorRT involved): verify, pre-process per batch
+    from export.jetson.build import PreparedModel, _calibration_samples
+    from export.jetson.calibrator import CalibrationData
+
+    images, to_input = _calibration_samples(out, PreparedModel.from_dict(m), out / m["onnx"])
+    data = CalibrationData(images, tmp_path / "c.cache", transform=to_input)
+    batches = list(data.batches())
+    assert len(batches) == len(calib) and data.sample_shape == (1, 16, 16, 3)
+    np.testing.assert_allclose(batches[0][0], calib[0][..., ::-1])  # RGB 0..255 per contract
 
 
 @NO_TRT
@@ -363,8 +372,12 @@ def test_calibration_cache_is_written_and_reused(tmp_path):
     np.testing.assert_array_equal(batches[2][0], samples[2])
     assert data.next_batch() is None  # exhausted: the calibrator tells TensorRT to stop
     data.write_cache(b"TRT-10.3.0-EntropyCalibration2\ninput: 3c010a14\n")
-    again = CalibrationData(samples, cache)
+    again = CalibrationData(samples, cache, transform=lambda x: x.transpose(2, 0, 1) / 2)
     assert again.read_cache() == b"TRT-10.3.0-EntropyCalibration2\ninput: 3c010a14\n"
+    assert again.sample_shape == (1, 3, 4, 4)
+    b = again.next_batch()
+    assert b.dtype == np.float32 and b.shape == (1, 3, 4, 4)
+    np.testing.assert_allclose(b[0], samples[0].transpose(2, 0, 1) / 2)
 
 
 def test_calibration_images_and_contract_preprocessing(tmp_path):

@@ -1,4 +1,7 @@
-"""``python -m export faces <subcommand>``: prepare, teacher, train, heads, evaluate, release, report."""
+"""``python -m export faces <subcommand>``.
+
+Subcommands: prepare, teacher, train, heads, evaluate, release, report.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="train, evaluate and export the face encoder")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare", help="detect+align the training photos once, write held-out pairs")
+    p = sub.add_parser("prepare",
+                       help="detect+align the training photos once, write held-out pairs")
     p.add_argument("--root", default=str(FACES))
     p.add_argument("--cache", default=str(RUNS / "aligned.npz"))
     p.add_argument("--pairs", default=str(RUNS / "pairs.txt"))

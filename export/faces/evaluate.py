@@ -149,7 +149,8 @@ def load_csv_pairs(path: Path, images: Path) -> list[tuple[Path, Path, bool]]:
                 a, b, dec = row["file_x"], row["file_y"], row["Decision"].strip().lower()
             except KeyError as exc:
                 raise EvaluationError(f"{path}: expected columns file_x,file_y,Decision") from exc
-            pairs.append((images / Path(a).name, images / Path(b).name, dec in ("yes", "1", "true")))
+            pairs.append((images / Path(a).name, images / Path(b).name,
+                          dec in ("yes", "1", "true")))
     if not pairs:
         raise EvaluationError(f"{path}: no pairs")
     return pairs
@@ -301,7 +302,8 @@ def run(models: list[str], pairs: list[tuple[Path, Path]], identify: list[Path],
     report["fallback_images"] = sorted(set(crop.fallbacks))
     if roc is not None:
         for k, (name, cs) in enumerate(curves.items()):
-            p = roc if len(curves) == 1 else roc.with_name(f"{roc.stem}_{Path(name).stem}{roc.suffix}")
+            p = (roc if len(curves) == 1 else
+                 roc.with_name(f"{roc.stem}_{Path(name).stem}{roc.suffix}"))
             plot_roc(cs, p, f"ROC on {name}")
             report.setdefault("roc_png", []).append(str(p))
     return report
@@ -316,7 +318,8 @@ def summary_lines(report: dict) -> list[str]:
             head = f"  {Path(r['pairs_file']).name}: "
             if "ten_fold" in r:
                 t = r["ten_fold"]
-                head += f"10-fold acc {100 * t['accuracy_mean']:.2f}±{100 * t['accuracy_std']:.2f}%, "
+                head += (f"10-fold acc {100 * t['accuracy_mean']:.2f}"
+                         f"±{100 * t['accuracy_std']:.2f}%, ")
             if "accuracy_at_threshold" in r:
                 head += f"acc@τ {100 * r['accuracy_at_threshold']:.2f}%, "
             head += (f"AUC {r['auc']:.4f}, EER {100 * r['eer']:.2f}%, "

@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in results.items():
         print(f"{k:>12}: 10-fold acc {100 * v['ten_fold']:.2f}%  AUC {v['auc']:.4f}  "
               f"EER {100 * v['eer']:.2f}%  TAR@FAR1e-3 {100 * v['tar_at_far_1e-3']:.1f}%"
-              + (f"  acc@ŷ≥0.5 {100 * v['accuracy_at_0.5']:.2f}%" if "accuracy_at_0.5" in v else ""))
+              + (f"  acc@ŷ≥0.5 {100 * v['accuracy_at_0.5']:.2f}%"
+                 if "accuracy_at_0.5" in v else ""))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -11,10 +11,10 @@ matrix D and labels y:
   and the hardest negative argmin_{n: y_n≠y_a} D[a,n]: the "A and P far, A and N
   close" case; loss = mean_a max(D[a,p*] - D[a,n*] + α, 0).
 * ``semi_hard``: per positive pair (a,p), the closest negative that is still
-  farther than the positive, D[a,p] < D[a,n] < D[a,p] + α... or beyond (FaceNet:
-  the closest n with D[a,n] > D[a,p]); if no negative is farther than p, the
-  farthest negative is used (the tf-addons convention).  loss = mean over
-  positive pairs of max(D[a,p] - D[a,n] + α, 0).
+  farther than the positive (FaceNet: argmin_{n: D[a,n] > D[a,p]} D[a,n], which
+  is the semi-hard D[a,p] < D[a,n] < D[a,p] + α one whenever such exists); if no
+  negative is farther than p, the farthest negative is used (the tf-addons
+  convention).  loss = mean over positive pairs of max(D[a,p] - D[a,n] + α, 0).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def _masks(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.logical_and(same, tf.logical_not(eye)), tf.logical_not(same)
 
 
-def batch_hard_indices(dist: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def batch_hard_indices(dist: tf.Tensor, labels: tf.Tensor
+                       ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Per anchor: (hardest positive index, hardest negative index, valid).
 
     ``valid`` is False for anchors without a positive or without a negative."""
@@ -91,11 +92,9 @@ def triplet_loss(emb: tf.Tensor, labels: tf.Tensor, margin: float = 0.3,
     elif mining == "semi_hard":
         n, mask = semi_hard_negatives(dist, labels)
         d_ap = dist
-        b = tf.shape(dist)[0]
         a_idx = tf.broadcast_to(rows[:, None], tf.shape(n))
         d_an = tf.gather_nd(dist, tf.stack([a_idx, n], -1))
         w = tf.cast(mask, tf.float32)
-        del b
     else:
         raise ValueError(f"mining must be 'batch_hard' or 'semi_hard', got {mining!r}")
     per = tf.nn.relu(d_ap - d_an + margin) * w

@@ -11,7 +11,8 @@ int8 QDQ), check each file, gate the quantised ones on accuracy, release.
    re-detected and re-aligned from disk, as on the device); a quantised file
    whose 10-fold accuracy is more than ``--max-drop`` points below the float
    model's is refused (not released, command fails unless ``--keep-going``).
-4. The int8 TFLite and the ONNX files that pass are copied to ``models/faces/``.
+4. The int8 TFLite and int8 ONNX files that pass are copied to ``models/faces/``
+   (the fp32 ONNX instead when the int8 ONNX is refused).
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         drop = 100 * (ref_acc - acc)
         ok = precision == "fp32" or drop <= args.max_drop
         report["files"][path.name] = {
-            "bytes": path.stat().st_size, "ten_fold": acc, "ten_fold_std": r["ten_fold"]["accuracy_std"],
+            "bytes": path.stat().st_size, "ten_fold": acc,
+            "ten_fold_std": r["ten_fold"]["accuracy_std"],
             "auc": r["auc"], "eer": r["eer"], "tar_at_far_1e-3": r["tar_at_far_1e-3"],
             "threshold": own_tau, "drop_points": drop,
             "min_cosine_vs_keras": agree.min_cosine, "accepted": ok}

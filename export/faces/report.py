@@ -58,7 +58,8 @@ def release_table(rel: dict) -> list[str]:
              "| file | size KB | 10-fold acc % | drop vs Keras (points) | AUC | τ in file "
              "| min cosine vs Keras | verdict |", "|---|---|---|---|---|---|---|---|"]
     for name, f in rel["files"].items():
-        lines.append(f"| {name} | {f['bytes'] / 1024:.0f} | {_pct(f['ten_fold'], f.get('ten_fold_std'))} "
+        lines.append(f"| {name} | {f['bytes'] / 1024:.0f} "
+                     f"| {_pct(f['ten_fold'], f.get('ten_fold_std'))} "
                      f"| {f['drop_points']:+.2f} | {f['auc']:.4f} | {f['threshold']:.3f} "
                      f"| {f['min_cosine_vs_keras']:.4f} | "
                      f"{'accepted' if f['accepted'] else 'REFUSED (> max drop)'} |")

@@ -12,9 +12,12 @@ ways of feeding the teacher are implemented and compared by
 
 ``python -m export faces teacher`` writes ``runs/faces/teacher.npz`` with the
 L2-normalised teacher embedding of every cached face (``emb``, N x 128) and
-``ok`` (False where the teacher could not be computed).  It also reports
-identity folders of *different* sets whose teacher centroids are very close
-(likely the same person under two names) so they can be merged (``--merge``).
+``ok`` (False where the teacher was not run: by default 3 faces per training
+identity, ~0.15 s per face).  It also flags identity folders of *different*
+sets whose teacher centroids are very close (maybe one person under two
+names); ``train --merge-duplicates`` merges them.  With 3 faces per identity
+the flags were not reliable here (one CelebA id matched two different actors),
+so the released model was trained without merging them.
 """
 
 from __future__ import annotations

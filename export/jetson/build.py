@@ -408,7 +408,11 @@ def prepare_bundle(onnx_paths: Sequence[str | Path], out_dir: str | Path,
             shutil.copyfile(src, dst)
     for dst, samples in arrays:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        np.save(dst, samples, allow_pickle=False)
+        if not dst.is_file():  # the name is the content hash: an existing file is this data
+            tmp = dst.with_name(dst.name + ".partial")
+            with open(tmp, "wb") as f:
+                np.save(f, samples, allow_pickle=False)
+            tmp.replace(dst)  # atomic: an interrupted run never leaves half a file named final
     manifest = out / MANIFEST_NAME
     doc = {
         "schema": MANIFEST_SCHEMA, "kind": "edge_sdk.jetson_bundle",
@@ -450,7 +454,8 @@ def _calibration(path: Path, sha: str, info: ModelInfo | None, kind: str,
     samples = calibration_images(images, size, kind=kind, yunet=options.yunet)
     calibration_inputs(samples[:1], profiles[0].opt, info.preprocessing)  # shape check now
     data_sha = array_sha256(samples)
-    doc = {"npy": f"calib/{path.stem}.{sha[:12]}.{data_sha[:8]}.npy", "sha256": data_sha,
+    # named by content: models calibrated on the same images share one file in the bundle
+    doc = {"npy": f"calib/{kind}_{size[0]}x{size[1]}.{data_sha[:12]}.npy", "sha256": data_sha,
            "count": int(len(samples)), "images_tried": len(images), "source": str(folder),
            "format": "uint8 BGR (N, H, W, 3) at the input size; the contract's "
                      "pre-processing is applied on the device"}
@@ -619,15 +624,15 @@ def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: s
             if not m.calibration:
                 raise EngineBuildError(f"{m.name}: INT8 needs calibration data; prepare the "
                                        "bundle with --precision int8")
-            samples = _calibration_samples(root, m, onnx_path)
+            images, to_input = _calibration_samples(root, m, onnx_path)
             cache = (root / "calib" / f"{m.name}.{m.sha256[:12]}."
                      f"{m.calibration['sha256'][:8]}.trt{trt.__version__}.cache")
             if force and cache.is_file():
                 cache.unlink()
             log(f"  calibration cache {cache} "
                 + ("found: reused, no recalibration" if cache.is_file()
-                   else f"absent: calibrating on {len(samples)} real samples"))
-            data = CalibrationData(samples, cache)
+                   else f"absent: calibrating on {len(images)} real samples"))
+            data = CalibrationData(images, cache, transform=to_input)
             calibrator = make_entropy_calibrator(trt, cuda, data)
             config.int8_calibrator = calibrator
             if dynamic:
@@ -649,13 +654,19 @@ def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: s
     return bytes(serialized), inputs, outputs
 
 
-def _calibration_samples(root: Path, m: PreparedModel, onnx_path: Path) -> np.ndarray:
-    """The bundle's calibration images, verified and pre-processed per the contract."""
+def _calibration_samples(root: Path, m: PreparedModel, onnx_path: Path):
+    """The bundle's calibration images (verified against the manifest) and the
+    function that pre-processes one of them per the contract."""
     images = np.load(root / m.calibration["npy"], allow_pickle=False)
     if array_sha256(images) != m.calibration["sha256"]:
         raise EngineBuildError(f"{m.calibration['npy']} changed since the bundle was prepared")
     info = read_contract(onnx_path)
-    return calibration_inputs(images, m.profiles[0].opt, info.preprocessing)
+    shape = m.profiles[0].opt
+
+    def to_input(img: np.ndarray) -> np.ndarray:
+        return calibration_inputs(img[None], shape, info.preprocessing)[0]
+
+    return images, to_input
 
 
 def _engine_contract(onnx_path: Path, m: PreparedModel, precision: str,
@@ -693,7 +704,8 @@ def verify_engine(engine: Path, onnx_path: Path, root: Path, m: PreparedModel,
     if len(m.profiles) != 1:
         return {}  # multi-input graphs: no generic way to make meaningful inputs
     if m.calibration:
-        x = _calibration_samples(root, m, onnx_path)[:4]
+        images, to_input = _calibration_samples(root, m, onnx_path)
+        x = np.stack([to_input(img) for img in images[:4]])
     else:
         rng = np.random.default_rng(0)
         x = rng.uniform(0, 1, size=(2, *m.profiles[0].opt[1:])).astype(np.float32)

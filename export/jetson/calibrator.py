@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -163,37 +163,50 @@ def array_sha256(a: np.ndarray) -> str:
 
 
 class CalibrationData:
-    """Calibration samples (one batch of 1 each, the engine's calibration shape)
-    and the cache file TensorRT's calibrator reads and writes.
+    """Calibration samples, given one batch of 1 at a time in the engine's calibration
+    shape, and the cache file TensorRT's calibrator reads and writes.
 
-    The cache is keyed by the caller (file name carries the ONNX and sample
-    hashes), so a cache from other data or another graph is never reused.
+    ``transform`` turns one stored sample into one model input (e.g. the
+    contract's pre-processing of a uint8 image); it runs per batch, so a few
+    hundred large frames never sit in memory as float32 at once (a Jetson
+    shares its RAM with the GPU).  The cache is keyed by the caller (its file
+    name carries the ONNX and data hashes), so a cache from other data or
+    another graph is never reused.
     """
 
-    def __init__(self, samples: np.ndarray, cache_path: str | Path) -> None:
-        samples = np.asarray(samples, dtype=np.float32)
+    def __init__(self, samples: np.ndarray, cache_path: str | Path,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        samples = np.asarray(samples)
         if samples.ndim < 2 or len(samples) == 0:
             raise EngineBuildError(f"calibration samples must be (N, ...) with N > 0, "
                                    f"got {samples.shape}")
         self.samples = samples
         self.cache_path = Path(cache_path)
+        self._transform = transform or (lambda x: x)
+        self._shape = self._one(0).shape
         self._next = 0
+
+    def _one(self, i: int) -> np.ndarray:
+        return np.ascontiguousarray(self._transform(self.samples[i]), dtype=np.float32)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         """Shape of one batch as the engine sees it: ``(1, *sample)``."""
-        return (1, *self.samples.shape[1:])
+        return (1, *self._shape)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def next_batch(self) -> np.ndarray | None:
-        """The next ``(1, ...)`` batch, or ``None`` when all were given."""
+        """The next ``(1, ...)`` float32 batch, or ``None`` when all were given."""
         if self._next >= len(self.samples):
             return None
-        batch = self.samples[self._next][None]
+        x = self._one(self._next)
+        if x.shape != self._shape:
+            raise EngineBuildError(f"calibration sample {self._next} has shape {x.shape}, "
+                                   f"the others {self._shape}")
         self._next += 1
-        return np.ascontiguousarray(batch)
+        return x[None]
 
     def batches(self) -> Iterator[np.ndarray]:
         while (b := self.next_batch()) is not None:

@@ -32,7 +32,7 @@ def _dataset(name: str, args) -> dict:
     if name == "speech":
         from .speech import make_dataset
 
-        bar = tqdm(total=args.identities, desc="synthesising speakers", unit="spk")
+        bar = tqdm(total=args.identities, desc="synthesising speakers", unit="spk", disable=None)
         data = make_dataset(args.identities, args.samples, seed=args.seed,
                             progress=lambda done, total: bar.update(done - bar.n))
         bar.close()

@@ -51,7 +51,7 @@ def prepare_images(files, size: int, align_faces: bool) -> tuple[list[np.ndarray
 
         detector = FaceDetector.create()
     inputs, shown = [], []
-    for f in tqdm(files, desc="loading images", unit="img", leave=False):
+    for f in tqdm(files, desc="loading images", unit="img", leave=False, disable=None):
         img = cv2.imread(str(f), cv2.IMREAD_COLOR)
         if img is None:
             continue
@@ -80,7 +80,7 @@ def visualize(model, layer: str, files, out: Path, *, size: int | None = None,
     fixed = model.inputs[0].shape[1]
     size = int(fixed) if fixed is not None else (size or 224)
     inputs, shown = prepare_images(files, size, align_faces)
-    bar = tqdm(total=len(inputs), desc=f"scanning {layer}", unit="img", leave=False)
+    bar = tqdm(total=len(inputs), desc=f"scanning {layer}", unit="img", leave=False, disable=None)
 
     def progress(done, total):
         bar.update(done - bar.n)
