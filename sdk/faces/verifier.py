@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from ..contract import ModelInfo, TensorSpec
-from ..distance import l2_normalize, squared_l2
+from ..distance import VerifyResult, l2_normalize, squared_l2
 from ..errors import (InputDtypeError, InputShapeError, MetadataError, ModelFormatError,
                       ModelKindError, ModelNotFoundError, NoFaceError, SdkError)
 from ..model import Model, load_model
