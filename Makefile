@@ -1,13 +1,16 @@
-# edge-sdk: set-up, demo, tests, exports and benchmarks.  `make help` lists targets.
+# edge-sdk: set-up, demo, tests, training, exports and benchmarks.  `make help` lists targets.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
+FACES_RUN ?= runs/faces/run1
 
-.PHONY: help setup demo test export-tflite export-onnx export-jetson bench clean
+.PHONY: help setup demo test export-tflite export-onnx export-jetson jetson-check bench \
+        faces-data faces-teacher train-faces release-faces eval-faces \
+        train-style eval-style example-1d example-3d visualize clean
 
 help:
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,22 +23,73 @@ setup: $(PY) ## venv with the runtime, LiteRT, the export stage and test tools; 
 demo: setup ## the main job on embedded defaults (CPU, ONNX Runtime/TFLite, models/)
 	$(PY) apps/demo.py --shared $(SHARED)
 
-test: setup ## the test suite (tiny models; < 10 min on 2 cores)
+test: setup ## the test suite (tiny models; a few minutes on 2 cores)
 	$(PY) -m pytest -q
 
-export-tflite: setup ## TFLite fp32/fp16/int8 of the trained models
-	$(PY) -m export faces export --formats tflite
-	$(PY) -m export style export --formats tflite
+# --- faces (docs/RESULTS_faces.md) -------------------------------------------------
+faces-data: setup ## detect + align the training photos once, write held-out pairs (~1 min)
+	$(PY) -m export faces prepare
 
-export-onnx: setup ## ONNX fp32 + int8 QDQ of the trained models
-	$(PY) -m export faces export --formats onnx
+faces-teacher: faces-data ## dlib teacher embeddings for distillation (5-13 min; extra [teacher])
+	$(PY) -m pip install -q -e ".[teacher]"
+	$(PY) -m export faces teacher --per-identity 3
+
+train-faces: setup ## train the face encoder (60 min, checkpointed: rerun to resume)
+	$(PY) -m export faces train --out $(FACES_RUN) --minutes 60 --cls 1.0 --resume
+
+release-faces: setup ## fp32/fp16/int8 TFLite + ONNX, accuracy gate, copy to models/faces
+	$(PY) -m export faces release --model $(FACES_RUN)/model.keras --json runs/faces/release.json
+
+eval-faces: setup ## every evaluation set, ours next to the peer
+	$(PY) -m export faces evaluate --standard --time 100 --threads 1 \
+	    --model models/faces/face_encoder_int8.tflite --model models/faces/face_encoder_int8.onnx \
+	    --model peer --json runs/faces/eval_all.json --roc runs/faces/roc.png
+
+# --- style (docs/RESULTS_style.md) ---------------------------------------------------
+train-style: setup ## train the udnie and wave students (checkpointed)
+	$(PY) -m export style train --style udnie
+	$(PY) -m export style train --style wave
+
+eval-style: setup ## student vs optimiser costs and times, picture grid
+	$(PY) -m export style evaluate
+
+# --- exports ---------------------------------------------------------------------------
+export-tflite: setup ## TFLite fp32/fp16/int8 of the released students (+ faces from $(FACES_RUN))
+	$(PY) -m export style export --formats tflite
+	test ! -f $(FACES_RUN)/model.keras || $(MAKE) release-faces
+
+export-onnx: setup ## ONNX fp32 + int8 QDQ of the released students (+ faces from $(FACES_RUN))
 	$(PY) -m export style export --formats onnx
+	test ! -f $(FACES_RUN)/model.keras || $(MAKE) release-faces
+
+jetson-check: setup ## check the released ONNX graphs against TensorRT's ONNX parser
+	$(PY) -m export jetson --check models/faces/face_encoder_fp32.onnx \
+	    models/style/udnie_fp32.onnx models/style/wave_fp32.onnx
 
 export-jetson: setup ## TensorRT engines (on the Jetson), or the bundle to build them there
-	$(PY) -m export jetson --models models --out build/jetson
+	$(PY) -m export jetson --models models --precision fp16 int8 \
+	    --frame-sizes 256x256 480x640 720x1280 --out build/jetson
 
 bench: setup ## latency/memory of every released model x backend x precision, with peers
-	$(PY) apps/benchmark.py --peers --json build/bench.json --markdown build/bench.md --plot build/bench.png
+	$(PY) apps/benchmark.py --peers --json build/bench.json --markdown build/bench.md \
+	    --plot build/bench.png
+
+# --- 1D / 3D and the visualiser (docs/ND.md, docs/VISUALIZE.md) ---------------------------
+example-1d: setup ## speaker verification on espeak-ng voices (needs espeak-ng)
+	$(PY) -m export nd speech --steps 1500
+
+example-3d: setup ## identity verification on clips built from AT&T/ORL photos
+	$(PY) -m export nd clips --steps 600
+
+visualize: setup ## top-9 patch grids of the style loss network and the face encoder
+	$(PY) -m export visualize --model squeezenet --layer fire3_concat \
+	    --images $(SHARED)/data/style/content-train --max-images 300 --out build/viz/squeezenet_fire3.png
+	$(PY) -m export visualize --model squeezenet --layer fire9_concat \
+	    --images $(SHARED)/data/style/content-train --max-images 300 --out build/viz/squeezenet_fire9.png
+	$(PY) -m export visualize --model models/faces/face_encoder.keras --layer b1_1_dw_relu \
+	    --images $(SHARED)/data/faces/pins-14 --align-faces --max-images 300 --out build/viz/face_b1.png
+	$(PY) -m export visualize --model models/faces/face_encoder.keras --layer head_relu \
+	    --images $(SHARED)/data/faces/pins-14 --align-faces --max-images 300 --out build/viz/face_head.png
 
 clean:
 	rm -rf build .pytest_cache

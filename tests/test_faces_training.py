@@ -199,6 +199,10 @@ def test_encoder_contract_and_l2norm():
 
     default = build_encoder()
     assert default.count_params() <= 1_000_000
+    import keras
+
+    # seeded: an unlucky random init can give a pre-norm vector below the eps floor
+    keras.utils.set_random_seed(1)
     m = build_encoder(width=0.25, blocks=(1, 1, 1), final=64)
     x = np.random.default_rng(0).uniform(0, 255, size=(2, 112, 112, 3)).astype(np.float32)
     y = m(x, training=False).numpy()

@@ -157,15 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             refused.append(path.name)
     released = []
-    wanted = ["face_encoder_int8.tflite", "face_encoder_int8.onnx"]
-    if "face_encoder_int8.onnx" in refused:  # still ship an ONNX file: the float one
-        wanted.append("face_encoder_fp32.onnx")
+    # fp32 ONNX ships too: TensorRT builds its FP16/INT8 engines from the float graph
+    # (ONNX Runtime's QDQ file has uint8 activations, which TensorRT cannot take)
+    wanted = ["face_encoder_int8.tflite", "face_encoder_int8.onnx", "face_encoder_fp32.onnx"]
     for name in wanted:
         if name in refused:
             continue
         rel.mkdir(parents=True, exist_ok=True)
         shutil.copy2(out / name, rel / name)
         released.append(str(rel / name))
+    # the trained Keras model, so a clone can re-export and visualise without retraining
+    shutil.copy2(args.model, rel / "face_encoder.keras")
+    released.append(str(rel / "face_encoder.keras"))
     report["released"], report["refused"] = released, refused
     print(f"released: {released}; refused: {refused}")
     if args.json:
