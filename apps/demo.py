@@ -11,6 +11,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import cv2
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -52,6 +54,8 @@ def run_part(name: str, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenCV 5 warns on every YuNet load that its new graph engine ignores the target
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared",
                     help="third-party data folder (default: ../shared)")

@@ -22,6 +22,8 @@ import json
 import os
 import shutil
 import sys
+
+import cv2
 import tempfile
 from pathlib import Path
 
@@ -94,6 +96,8 @@ def _find_yunet(explicit: str | None, shared: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on an error, with its message)."""
+    # OpenCV 5 warns on every YuNet load that its new graph engine ignores the target
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     parser = argparse.ArgumentParser(prog="demo_faces", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", default=str(SHARED_DIR),
                         help="third-party data folder (default: ../shared)")

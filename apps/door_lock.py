@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on any error: the door stays locked)."""
+    # OpenCV 5 warns on every YuNet load that its new graph engine ignores the target
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

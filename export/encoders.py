@@ -23,7 +23,8 @@ _GLOBAL_POOL = {1: layers.GlobalAveragePooling1D, 2: layers.GlobalAveragePooling
                 3: layers.GlobalAveragePooling3D}
 
 
-@keras.saving.register_keras_serializable(package="edge_sdk")
+# Registered under the face encoder's package name: released face models were saved with it.
+@keras.saving.register_keras_serializable(package="edge_faces")
 class L2Normalize(layers.Layer):
     """Unit-length rows, written as ``x * rsqrt(max(sum(x^2), eps))``.
 
@@ -31,15 +32,15 @@ class L2Normalize(layers.Layer):
     full-int8 TFLite model cannot keep; this form quantises cleanly.
     """
 
-    def __init__(self, epsilon: float = 1e-12, **kwargs) -> None:
+    def __init__(self, eps: float = 1e-10, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.epsilon = epsilon
+        self.eps = eps
 
     def call(self, x):
-        return x * ops.rsqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), self.epsilon))
+        return x * ops.rsqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), self.eps))
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "epsilon": self.epsilon}
+        return {**super().get_config(), "eps": self.eps}
 
 
 def spatial_rank(input_shape: Sequence[int]) -> int:

@@ -17,24 +17,10 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from export.encoders import L2Normalize
+
 INPUT_SIZE = 112
 EMBEDDING_SIZE = 128
-L2_EPS = 1e-10
-
-
-@keras.saving.register_keras_serializable(package="edge_faces")
-class L2Normalize(layers.Layer):
-    """``x * rsqrt(max(sum(x*x, axis=-1), eps))``: int8-friendly L2 normalisation."""
-
-    def __init__(self, eps: float = L2_EPS, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.eps = eps
-
-    def call(self, x):
-        return x * ops.rsqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), self.eps))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "eps": self.eps}
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, act: bool = True):
