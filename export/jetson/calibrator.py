@@ -23,27 +23,20 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from export import images as image_io
 from sdk.contract import Preprocessing
 from sdk.errors import EngineBuildError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 #: Fewer real samples than this give unstable activation ranges.
 MIN_SAMPLES = 16
 
 
 def list_images(folder: str | Path, count: int) -> list[Path]:
-    """``count`` image paths spread evenly over the sorted files under ``folder``
-    (deterministic, and covering many identities/scenes rather than the first few)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EngineBuildError(f"calibration images: {folder} is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise EngineBuildError(f"calibration images: no {'/'.join(IMAGE_SUFFIXES)} under {folder}")
-    if len(files) <= count:
-        return files
-    idx = np.unique(np.linspace(0, len(files) - 1, count).round().astype(int))
-    return [files[i] for i in idx]
+    """``count`` image paths spread evenly over the sorted files under ``folder``."""
+    try:
+        return image_io.list_images(folder, count)
+    except (FileNotFoundError, ValueError) as exc:
+        raise EngineBuildError(f"calibration images: {exc}") from None
 
 
 def preprocess_batch(images_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:
@@ -73,23 +66,6 @@ def preprocess(image_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:
     return preprocess_batch(np.asarray(image_bgr)[None], pre)
 
 
-def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Centre-crop to the target aspect ratio, then resize (no distortion)."""
-    import cv2
-
-    h, w = image.shape[:2]
-    target = width / height
-    if w / h > target:
-        nw = max(1, round(h * target))
-        x0 = (w - nw) // 2
-        image = image[:, x0:x0 + nw]
-    else:
-        nh = max(1, round(w / target))
-        y0 = (h - nh) // 2
-        image = image[y0:y0 + nh]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-
-
 def spatial_size(shape: Sequence[int], layout: str) -> tuple[int, int]:
     """(height, width) of a 4-D image input shape in ``layout``."""
     if len(shape) != 4:
@@ -111,33 +87,11 @@ def calibration_images(images: Sequence[Path], size: tuple[int, int], *, kind: s
     Raises:
         EngineBuildError: fewer than :data:`MIN_SAMPLES` usable images.
     """
-    import cv2
-
     height, width = size
-    samples = []
-    detector = None
-    if kind == "face_encoder":
-        if height != width:
-            raise EngineBuildError(f"a face encoder input must be square, got {height}x{width}")
-        from sdk.faces import FaceDetector, align_face
-
-        detector = FaceDetector.create(yunet)
-    try:
-        for path in images:
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is None:
-                continue
-            if detector is not None:
-                faces = detector.detect(img)
-                if not faces:
-                    continue
-                img = align_face(img, faces[0].landmarks, size=height)
-            else:
-                img = _fit(img, height, width)
-            samples.append(img)
-    finally:
-        if detector is not None:
-            detector.close()
+    if kind == "face_encoder" and height != width:
+        raise EngineBuildError(f"a face encoder input must be square, got {height}x{width}")
+    samples = image_io.load_images(images, height, width, align_faces=kind == "face_encoder",
+                                     yunet=yunet)
     if len(samples) < MIN_SAMPLES:
         raise EngineBuildError(f"only {len(samples)} of {len(images)} calibration images were "
                                f"usable (need at least {MIN_SAMPLES}); give more images "

@@ -205,7 +205,6 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
     import tensorflow as tf
     from tqdm import tqdm
 
-    from . import losses
     from .lossnet import feature_extractor
 
     run = Path(options.run_dir)

@@ -17,7 +17,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .core import VisualizeError, crop_patch, grid, list_images, top_patches
+from export import images as image_io
+
+from .core import VisualizeError, crop_patch, grid, top_patches
 
 # modules whose import registers custom Keras layers used by our saved models
 _REGISTERING = ("export.encoders", "export.faces.model", "export.style.student")
@@ -45,33 +47,12 @@ def load_network(spec: str, weights: str | None):
 
 def prepare_images(files, size: int, align_faces: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(model inputs as RGB float32, the same images as BGR uint8 for cropping)."""
-    detector = None
-    if align_faces:
-        from sdk.faces import FaceDetector, align_face
-
-        detector = FaceDetector.create()
-    inputs, shown = [], []
-    for f in tqdm(files, desc="loading images", unit="img", leave=False, disable=None):
-        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        if img is None:
-            continue
-        if detector is not None:
-            faces = detector.detect(img)
-            if not faces:
-                continue
-            img = align_face(img, faces[0].landmarks, size)
-        else:
-            h, w = img.shape[:2]
-            s = size / min(h, w)  # shorter side to `size`, then centre crop
-            img = cv2.resize(img, (max(size, round(w * s)), max(size, round(h * s))),
-                             interpolation=cv2.INTER_AREA)
-            y0, x0 = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
-            img = img[y0:y0 + size, x0:x0 + size]
-        shown.append(img)
-        inputs.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32))
-    if not inputs:
+    shown = image_io.load_images(files, size, size, align_faces=align_faces,
+                                 progress=lambda it: tqdm(it, desc="loading images", unit="img",
+                                                          leave=False, disable=None))
+    if not shown:
         raise VisualizeError("none of the images could be used (unreadable, or no face found)")
-    return inputs, shown
+    return [cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) for img in shown], shown
 
 
 def visualize(model, layer: str, files, out: Path, *, size: int | None = None,
@@ -110,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         model = load_network(args.model, args.weights)
-        summary = visualize(model, args.layer, list_images(args.images, args.max_images),
+        files = image_io.list_images(args.images, args.max_images)
+        summary = visualize(model, args.layer, files,
                             args.out, size=args.size, align_faces=args.align_faces,
                             units=args.units)
-    except VisualizeError as exc:
+    except (VisualizeError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}")
         return 2
     print(f"{summary['out']}: layer {summary['layer']}, units {summary['units']}, "

@@ -13,13 +13,10 @@ padding of each conv/pool layer; merges take the largest field), not guessed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm")
 
 # Keras layer class names that change the receptive field like a sliding window
 _WINDOWED = {"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D",
@@ -85,20 +82,6 @@ def receptive_fields(model) -> dict[str, ReceptiveField]:
         else:  # element-wise, normalisation, activation, concatenation, ...
             fields[op.name] = base
     return fields
-
-
-def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted), at most ``limit``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VisualizeError(f"image folder {folder} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise VisualizeError(f"no images under {folder}")
-    if limit is not None and len(files) > limit:
-        # an even spread over the folder, so every sub-folder (person, style) is represented
-        files = [files[i] for i in np.linspace(0, len(files) - 1, limit).astype(int)]
-    return files
 
 
 @dataclass
