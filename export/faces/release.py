@@ -167,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(out / name, rel / name)
         released.append(str(rel / name))
     # the trained Keras model, so a clone can re-export and visualise without retraining
-    shutil.copy2(args.model, rel / "face_encoder.keras")
-    released.append(str(rel / "face_encoder.keras"))
+    kept = rel / "face_encoder.keras"
+    if not kept.exists() or not kept.samefile(args.model):
+        shutil.copy2(args.model, kept)
+    released.append(str(kept))
     report["released"], report["refused"] = released, refused
     print(f"released: {released}; refused: {refused}")
     if args.json:
