@@ -15,7 +15,7 @@ import numpy as np
 
 from .contract import ModelInfo
 from .distance import VerifyResult, l2_normalize, squared_l2
-from .errors import InputDtypeError, InputShapeError, MetadataError, ModelKindError
+from .errors import InputDtypeError, InputShapeError, MetadataError
 from .model import Model, load_model
 
 _KINDS = ("encoder", "face_encoder")
@@ -57,10 +57,7 @@ class Encoder:
     def create_from_options(cls, options: EncoderOptions) -> "Encoder":
         model = load_model(options.model_path, threads=options.threads)
         try:
-            info = model.info
-            if info.kind not in _KINDS:
-                raise ModelKindError(f"{model.path} is a {info.kind!r} model; Encoder needs one "
-                                     f"of {_KINDS}")
+            info = model.require_kind(*_KINDS, user="Encoder")
             if options.threshold is None and info.threshold is None:
                 raise MetadataError(f"{model.path} carries no calibrated threshold; pass "
                                     "EncoderOptions(threshold=...)")

@@ -15,7 +15,7 @@ import numpy as np
 from .backends.base import Backend, BackendOptions
 from .contract import ModelInfo, TensorSpec
 from .errors import (InputDtypeError, InputError, InputShapeError, ModelFormatError,
-                     ModelNotFoundError, SdkError, UnknownBackendError)
+                     ModelKindError, ModelNotFoundError, SdkError, UnknownBackendError)
 
 #: backend name -> "module:Class"; the module is imported on first use only.
 BACKENDS: dict[str, str] = {
@@ -69,6 +69,21 @@ class Model:
             raise MetadataError(f"{self.path} carries no SDK contract; export it with "
                                 "`python -m export` (third-party models run, but have no info)")
         return self._backend.info
+
+    def require_kind(self, *kinds: str, user: str, hint: str = "") -> ModelInfo:
+        """The contract, checked to be of one of ``kinds``; ``user`` names the class that
+        needs it (for the message).
+
+        Raises:
+            MetadataError: the file has no contract.
+            ModelKindError: it is a model of another kind.
+        """
+        info = self.info
+        if info.kind not in kinds:
+            wanted = " or ".join(repr(k) for k in kinds)
+            raise ModelKindError(f"{self.path} is a {info.kind!r} model; {user} needs a "
+                                 f"{wanted}{f' ({hint})' if hint else ''}")
+        return info
 
     @property
     def has_info(self) -> bool:

@@ -167,10 +167,8 @@ class Stylizer:
         o = self.options
         model = load_model(o.model_path, backend=o.backend, threads=o.threads)
         try:
-            info = model.info
-            if info.kind != "stylizer":
-                raise ModelKindError(f"{o.model_path} is a {info.kind!r} model; Stylizer needs a "
-                                     "'stylizer' (export one with `python -m export style export`)")
+            model.require_kind("stylizer", user="Stylizer",
+                               hint="export one with `python -m export style export`")
             if len(model.inputs) != 1 or len(model.outputs) != 1:
                 raise ModelKindError(f"{o.model_path}: a stylizer has one input and one output, "
                                      f"this model has {len(model.inputs)} and {len(model.outputs)}")

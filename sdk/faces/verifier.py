@@ -29,7 +29,7 @@ import numpy as np
 from ..contract import ModelInfo, TensorSpec
 from ..distance import VerifyResult, l2_normalize, squared_l2
 from ..errors import (InputDtypeError, InputShapeError, MetadataError, ModelFormatError,
-                      ModelKindError, ModelNotFoundError, NoFaceError, SdkError)
+                      ModelNotFoundError, NoFaceError, SdkError)
 from ..model import Model, load_model
 from ..paths import MODELS_DIR
 from .detector import ALIGNED_SIZE, Face, FaceDetector, FaceDetectorOptions, align_face, check_image
@@ -158,11 +158,9 @@ def _check_encoder(model: Model, options: FaceVerifierOptions) -> _InputPlan:
     if not isinstance(model, Model):
         raise TypeError(f"model must be an sdk.Model (see sdk.load_model), "
                         f"got {type(model).__name__}")
-    info = model.info  # MetadataError for a file without a contract
+    info = model.require_kind("face_encoder", user="FaceVerifier",
+                              hint="e.g. models/faces/face_encoder_int8.onnx")
     source = str(model.path)
-    if info.kind != "face_encoder":
-        raise ModelKindError(f"{source} is a {info.kind!r} model; FaceVerifier needs a "
-                             "'face_encoder' (e.g. models/faces/face_encoder_int8.onnx)")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelFormatError(f"{source}: a face encoder has one input and one output, this "
                                f"has {len(model.inputs)} and {len(model.outputs)}")
