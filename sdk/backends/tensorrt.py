@@ -157,7 +157,6 @@ class TensorRTBackend:
         cuda, ctx = self._cuda, self._context
         self._ctx.push()
         try:
-            staged = []
             for spec, x in zip(self.inputs, inputs):
                 if not ctx.set_input_shape(spec.name, x.shape):
                     raise InputShapeError(f"input {spec.name!r}: shape {x.shape} is outside the "
@@ -165,7 +164,6 @@ class TensorRTBackend:
                 b = self._binding(spec, tuple(x.shape))
                 np.copyto(b.host.reshape(x.shape), x)
                 cuda.memcpy_htod_async(b.device, b.host, self._stream)
-                staged.append(b)
             results = []
             for spec in self.outputs:
                 shape = tuple(ctx.get_tensor_shape(spec.name))
