@@ -258,3 +258,17 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     assert m["threshold_source"].startswith("fitted on all pairs")
     csv_pairs = evaluate.load_csv_pairs(tmp_path / "m.csv", tmp_path / "set" / "a")
     assert [p[2] for p in csv_pairs] == [True, False]
+
+
+def test_threshold_at_far_is_the_loosest_safe_tau():
+    """A door wants the largest τ whose false-accept rate stays under the target."""
+    from export.faces import metrics
+
+    # 3 same pairs, 4 different ones; one different pair (0.15) is closer than a same pair
+    d = np.array([0.10, 0.15, 0.20, 0.40, 0.50, 0.60, 0.70])
+    same = np.array([True, False, True, True, False, False, False])
+    m = metrics.roc_metrics(d, same)
+    assert m["threshold_at_far_1e-2"] == pytest.approx(0.10)   # 0.15 would admit 1/4
+    assert m["tar_at_far_1e-2"] == pytest.approx(1 / 3)
+    m0 = metrics.roc_metrics(np.array([0.1, 0.2]), np.array([False, True]))
+    assert m0["threshold_at_far_1e-3"] == 0.0                   # nothing is safe: accept nobody

@@ -45,7 +45,7 @@ def best_threshold(dist: np.ndarray, same: np.ndarray) -> tuple[float, float]:
 
 def roc_metrics(dist: np.ndarray, same: np.ndarray) -> dict:
     """AUC, EER, TAR at FAR 1e-3 / 1e-2, best accuracy and its τ."""
-    far, tar, _ = roc_curve(dist, same)
+    far, tar, thr = roc_curve(dist, same)
     auc = float(np.trapezoid(tar, far))
     i = int(np.argmin(np.abs((1 - tar) - far)))
     eer = float(0.5 * ((1 - tar[i]) + far[i]))
@@ -55,9 +55,15 @@ def roc_metrics(dist: np.ndarray, same: np.ndarray) -> dict:
         ok = far <= target
         return float(tar[ok].max()) if ok.any() else 0.0
 
+    def tau_at(target: float) -> float:
+        """The largest τ whose false-accept rate is at most ``target`` (a door's setting)."""
+        ok = far <= target  # far rises with τ: the last such point is the loosest safe τ
+        return max(float(thr[ok][-1]), 0.0)  # -inf (accept nobody) written as 0
+
     n_diff = int((~np.asarray(same, bool)).sum())
     return {"auc": auc, "eer": eer, "tar_at_far_1e-3": tar_at(1e-3),
-            "tar_at_far_1e-2": tar_at(1e-2), "best_accuracy": acc, "best_threshold": tau,
+            "tar_at_far_1e-2": tar_at(1e-2), "threshold_at_far_1e-3": tau_at(1e-3),
+            "threshold_at_far_1e-2": tau_at(1e-2), "best_accuracy": acc, "best_threshold": tau,
             "pairs": int(len(dist)), "same": int(np.sum(same)), "different": n_diff,
             "far_resolution": 1.0 / max(n_diff, 1)}
 
