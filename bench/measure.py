@@ -124,21 +124,7 @@ def preprocess(image_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """Contract pre-processing of a BGR uint8 image already at the model's size:
     ``(pixels - mean) / std`` with pixels in ``pre.pixel_range``, channels in
     ``pre.channel_order``, layout ``pre.layout``; returns a batch of 1."""
-    import cv2
-
-    if pre.channel_order == "RGB":
-        img = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-    elif pre.channel_order == "GRAY":
-        img = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)[..., None]
-    else:
-        img = image_bgr
-    lo, hi = pre.pixel_range
-    x = img.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
-    c = x.shape[-1]
-    x = (x - np.asarray(pre.mean, np.float32)[:c]) / np.asarray(pre.std, np.float32)[:c]
-    if pre.layout == "NCHW":
-        x = x.transpose(2, 0, 1)
-    return np.ascontiguousarray(x[None])
+    return pre.apply(np.asarray(image_bgr)[None])
 
 
 def make_inputs(specs: Sequence[TensorSpec], meta: ModelMeta, photo: np.ndarray | None,

@@ -97,6 +97,26 @@ class Preprocessing:
         if any(s == 0 for s in self.std):
             raise ValueError("std must not contain 0")
 
+    def apply(self, images_bgr: np.ndarray) -> np.ndarray:
+        """BGR uint8 images ``(N, H, W, 3)`` (as OpenCV gives them, already at the model's
+        size) -> float32 model inputs: channels reordered (GRAY: ITU-R 601 luma, as
+        ``cv2.COLOR_BGR2GRAY``), pixels mapped from 0..255 to ``pixel_range``, then
+        ``(x - mean) / std``, then ``layout``.  The one implementation of the contract's
+        pre-processing: the SDK's task classes, calibration and benchmarks all call it.
+        """
+        x = np.asarray(images_bgr).astype(np.float32)
+        if self.channel_order == "RGB":
+            x = x[..., ::-1]
+        elif self.channel_order == "GRAY":
+            x = (x @ np.array([0.114, 0.587, 0.299], np.float32))[..., None]
+        lo, hi = self.pixel_range
+        x = x * np.float32((hi - lo) / 255.0) + np.float32(lo)
+        c = x.shape[-1]
+        x = (x - np.asarray(self.mean, np.float32)[:c]) / np.asarray(self.std, np.float32)[:c]
+        if self.layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
 
 @dataclass(frozen=True)
 class ModelInfo:

@@ -279,7 +279,7 @@ class Stylizer:
             if any(pad):
                 # reflection rather than zeros: a zero border would be stylised as a dark edge
                 images = [cv2.copyMakeBorder(f, *pad, cv2.BORDER_REFLECT_101) for f in images]
-        x = self._preprocess(np.stack(images), info.preprocessing)
+        x = info.preprocessing.apply(np.stack(images))
         y = model(x.astype(spec.dtype) if spec.quantization is None else x)
         outs = self._postprocess(y, info)
         if any(pad):
@@ -291,20 +291,6 @@ class Stylizer:
                 o = cv2.resize(o, (w, h), interpolation=cv2.INTER_LINEAR)
             result.append(np.ascontiguousarray(o))
         return result
-
-    @staticmethod
-    def _preprocess(batch: np.ndarray, pre) -> np.ndarray:
-        """BGR uint8 (N,H,W,3) -> the model's input: channel order, pixel range, mean/std, layout."""
-        x = batch.astype(np.float32)
-        if pre.channel_order == "RGB":
-            x = x[..., ::-1]
-        lo, hi = pre.pixel_range
-        if (lo, hi) != (0.0, 255.0):
-            x = lo + x * ((hi - lo) / 255.0)
-        x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-        if pre.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x, dtype=np.float32)
 
     @staticmethod
     def _postprocess(y: np.ndarray, info) -> np.ndarray:

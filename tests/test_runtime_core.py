@@ -318,3 +318,16 @@ def test_forced_tflite_runtime_that_is_missing_is_an_error(exported):
         pass
     with pytest.raises(errors.BackendUnavailableError, match="tflite_runtime"):
         sdk.load_model(exported["tflite_fp32"], tflite_runtime="tflite_runtime")
+
+
+def test_preprocessing_apply_follows_the_contract():
+    """The one implementation of the contract's pre-processing, checked by hand."""
+    bgr = np.array([[[[10, 20, 30]]]], np.uint8)            # (1, 1, 1, 3): B=10 G=20 R=30
+    rgb = Preprocessing(channel_order="RGB", pixel_range=(0, 1), mean=(0.5, 0.5, 0.5),
+                        std=(0.25, 0.25, 0.25), layout="NCHW").apply(bgr)
+    assert rgb.shape == (1, 3, 1, 1) and rgb.dtype == np.float32
+    np.testing.assert_allclose(rgb.ravel(), (np.array([30, 20, 10]) / 255 - 0.5) / 0.25,
+                               rtol=1e-6)
+    gray = Preprocessing(channel_order="GRAY").apply(bgr)
+    np.testing.assert_allclose(gray.ravel(), [0.114 * 10 + 0.587 * 20 + 0.299 * 30], rtol=1e-6)
+    assert Preprocessing(channel_order="BGR").apply(bgr).ravel().tolist() == [10, 20, 30]

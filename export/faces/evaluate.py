@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sdk.contract import Preprocessing
 from sdk.distance import l2_normalize, squared_l2
 from sdk.paths import SHARED_DIR
 
@@ -55,7 +56,6 @@ class Encoder:
         if not self.path.is_file():
             raise EvaluationError(f"{self.path}: model file not found")
         self.threshold: float | None = None
-        self.channel_order = "RGB"
         self._pre = None  # sdk.contract.Preprocessing of models that carry one
         self._keras = None
         self._model = None
@@ -75,19 +75,12 @@ class Encoder:
                 info = self._model.info
                 self.threshold = info.threshold
                 pre = info.preprocessing
-                self.channel_order = pre.channel_order
                 self._pre = pre
                 self.name = f"{self.path.name} ({info.precision}, {self._model.backend})"
 
     def _input(self, faces_bgr: np.ndarray) -> np.ndarray:
-        x = faces_bgr[..., ::-1] if self.channel_order == "RGB" else faces_bgr
-        x = x.astype(np.float32)
-        pre = self._pre
-        if pre is not None:
-            lo, hi = pre.pixel_range
-            x = lo + x * (hi - lo) / 255.0
-            x = (x - np.array(pre.mean, np.float32)) / np.array(pre.std, np.float32)
-        return x
+        # models without a contract (Keras, the peer) take RGB 0..255: the default Preprocessing
+        return (self._pre or Preprocessing()).apply(faces_bgr)
 
     def __call__(self, faces_bgr: np.ndarray) -> np.ndarray:
         """(N,112,112,3) BGR uint8 -> (N,D) unit embeddings."""

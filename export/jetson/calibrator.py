@@ -47,18 +47,7 @@ def preprocess_batch(images_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
         raise EngineBuildError(f"calibration images must be uint8 (N, H, W, 3) BGR, got "
                                f"{x.dtype}{list(x.shape)}")
-    x = x.astype(np.float32)
-    if pre.channel_order == "RGB":
-        x = x[..., ::-1]
-    elif pre.channel_order == "GRAY":  # ITU-R 601 luma, as cv2.COLOR_BGR2GRAY
-        x = (x @ np.array([0.114, 0.587, 0.299], np.float32))[..., None]
-    lo, hi = pre.pixel_range
-    x = x * np.float32((hi - lo) / 255.0) + np.float32(lo)
-    c = x.shape[-1]
-    x = (x - np.asarray(pre.mean, np.float32)[:c]) / np.asarray(pre.std, np.float32)[:c]
-    if pre.layout == "NCHW":
-        x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return pre.apply(x)
 
 
 def preprocess(image_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:

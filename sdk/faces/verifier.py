@@ -119,8 +119,6 @@ class _InputPlan:
     spec: TensorSpec
     height: int
     width: int
-    channels: int
-    nchw: bool
     batch: int | None  # fixed batch size of the model, None when dynamic
 
 
@@ -134,10 +132,8 @@ def _plan_input(info: ModelInfo, spec: TensorSpec, source: str) -> _InputPlan:
                                f"(rank 4), its input is {spec.describe()}")
     if pre.layout == "NHWC":
         _, h, w, c = spec.shape
-        nchw = False
     elif pre.layout == "NCHW":
         _, c, h, w = spec.shape
-        nchw = True
     else:
         raise MetadataError(f"{source}: unsupported layout {pre.layout!r} (NHWC or NCHW)")
     if c is not None and c != channels:
@@ -150,7 +146,7 @@ def _plan_input(info: ModelInfo, spec: TensorSpec, source: str) -> _InputPlan:
                                 f"{channels} channel(s)")
     # a dynamic spatial size takes the template's own size: no resampling at all
     return _InputPlan(spec=spec, height=h or ALIGNED_SIZE, width=w or ALIGNED_SIZE,
-                      channels=channels, nchw=nchw, batch=spec.shape[0])
+                      batch=spec.shape[0])
 
 
 def _check_encoder(model: Model, options: FaceVerifierOptions) -> _InputPlan:
@@ -307,17 +303,7 @@ class FaceVerifier:
             interp = cv2.INTER_AREA if plan.width < ALIGNED_SIZE else cv2.INTER_LINEAR
             faces = np.stack([cv2.resize(f, (plan.width, plan.height), interpolation=interp)
                               for f in faces])
-        if pre.channel_order == "RGB":
-            x = faces[..., ::-1]
-        elif pre.channel_order == "GRAY":
-            x = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in faces])[..., None]
-        else:  # BGR: OpenCV's order already
-            x = faces
-        lo, hi = pre.pixel_range
-        x = x.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
-        x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-        if plan.nchw:
-            x = x.transpose(0, 3, 1, 2)
+        x = pre.apply(faces)
         if plan.spec.dtype == "float16":
             x = x.astype(np.float16)
         # quantised int8/uint8 inputs are quantised by Model.run with the tensor's own scale
