@@ -14,8 +14,9 @@ import numpy as np
 
 from .backends.base import Backend, BackendOptions
 from .contract import ModelInfo, TensorSpec
-from .errors import (InputDtypeError, InputError, InputShapeError, ModelFormatError,
-                     ModelKindError, ModelNotFoundError, SdkError, UnknownBackendError)
+from .errors import (InputDtypeError, InputError, InputShapeError, MetadataError,
+                     ModelFormatError, ModelKindError, ModelNotFoundError, SdkError,
+                     UnknownBackendError)
 
 #: backend name -> "module:Class"; the module is imported on first use only.
 BACKENDS: dict[str, str] = {
@@ -64,7 +65,6 @@ class Model:
         Raises :class:`sdk.errors.MetadataError` for a model that has none
         (e.g. a third-party file opened with ``load_model``).
         """
-        from .errors import MetadataError
         if self._backend.info is None:
             raise MetadataError(f"{self.path} carries no SDK contract; export it with "
                                 "`python -m export` (third-party models run, but have no info)")

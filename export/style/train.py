@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export import images as image_io
 from sdk.paths import SHARED_DIR
 
 from .lossnet import LayerChoice
@@ -117,10 +118,8 @@ def write_rgb(path: str | Path, image: np.ndarray) -> None:
 
 
 def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
-    files = sorted(p for p in Path(folder).iterdir()
-                   if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if not files:
-        raise FileNotFoundError(f"no images in {folder}")
+    """The first ``limit`` images of ``folder`` in name order (all when ``limit`` is None)."""
+    files = image_io.list_images(folder)
     return files[:limit] if limit else files
 
 
