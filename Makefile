@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
-FACES_RUN ?= runs/faces/run1
+FACES_RUN ?= runs/faces/run2
 
 .PHONY: help setup demo test export-tflite export-onnx export-jetson jetson-check bench \
         faces-data faces-teacher train-faces release-faces eval-faces \
@@ -30,12 +30,14 @@ test: setup ## the test suite (tiny models; a few minutes on 2 cores)
 faces-data: setup ## detect + align the training photos once, write held-out pairs (~1 min)
 	$(PY) -m export faces prepare
 
-faces-teacher: faces-data ## dlib teacher embeddings for distillation (5-13 min; extra [teacher])
+faces-teacher: faces-data ## dlib teacher embeddings of every training face (~30 min, resumable; extra [teacher])
 	$(PY) -m pip install -q -e ".[teacher]"
-	$(PY) -m export faces teacher --per-identity 3
+	$(PY) -m export faces teacher --per-identity 0
 
-train-faces: setup ## train the face encoder (60 min, checkpointed: rerun to resume)
-	$(PY) -m export faces train --out $(FACES_RUN) --minutes 60 --cls 1.0 --resume
+train-faces: setup ## train the face encoder in two legs (60 + 80 min, checkpointed: rerun to resume)
+	$(PY) -m export faces train --out runs/faces/run1 --minutes 60 --cls 1.0 --resume
+	$(PY) -m export faces train --out $(FACES_RUN) --init runs/faces/run1 --minutes 80 --cls 1.0 \
+	    --distill 5 --distill-mode relational --lr 2e-3 --seed 1 --resume
 
 release-faces: setup ## fp32/fp16/int8 TFLite + ONNX, accuracy gate, copy to models/faces
 	$(PY) -m export faces release --model $(FACES_RUN)/model.keras --json runs/faces/release.json

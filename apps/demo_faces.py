@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--yunet", default=None,
                         help="YuNet .onnx (default: models/yunet/, else SHARED/models/yunet/)")
     parser.add_argument("--threshold", type=float, default=None, help="override the model's τ")
+    parser.add_argument("--operating-point", default=door_lock.DEFAULT_OPERATING_POINT,
+                        metavar="NAME",
+                        help="the lock's threshold: one of the model's named ones "
+                             f"(default {door_lock.DEFAULT_OPERATING_POINT}), or "
+                             f"'{door_lock.MODEL_TAU}' for the file's best-accuracy τ")
     parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")
     args = parser.parse_args(argv)
     if args.people < 1 or args.enroll_photos < 1 or args.probes < 1:
@@ -124,11 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         yunet = _find_yunet(args.yunet, Path(args.shared))
         model_args = [a for k, v in (("--model", args.model), ("--backend", args.backend),
-                                     ("--threshold", args.threshold), ("--yunet", yunet))
+                                     ("--threshold", args.threshold),
+                                     ("--operating-point", args.operating_point),
+                                     ("--yunet", yunet))
                       if v is not None for a in (k, str(v))]
         # fail early and clearly when the released model is not there yet
         sdk.FaceVerifier.create(args.model, yunet, backend=args.backend,
-                                threshold=args.threshold).close()
+                                threshold=args.threshold,
+                                operating_point=door_lock.chosen_operating_point(args)).close()
         people = identities(data)
         if len(people) < args.people + 1:
             raise DemoDataError(f"{data}: {len(people)} identities; the demo needs "
@@ -154,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, photos in people.items():
             if len(enrolled) == args.people:
                 break
+            if len(photos) <= args.enroll_photos:
+                continue  # nothing would be left to show the lock: keep them a stranger
             used = 0
             rest = list(photos)
             while rest and used < args.enroll_photos:
@@ -162,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                                          *model_args])
                 used += status == 0
             if used == 0 or not rest:
-                continue  # no usable photo, or none left to show the lock
+                if used:  # enrolled, but no photo left to show the lock: take them out
+                    door_lock.main(["remove", name, "--gallery", str(gallery), *model_args])
+                continue
             enrolled.append(name)
             for photo in rest[:args.probes]:
                 _link(photo, probes / f"{name}__{photo.name}")

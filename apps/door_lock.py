@@ -13,6 +13,10 @@ model error or a failing hook all leave the door locked.  After
 ``--max-failures`` refused faces in a row it ignores faces for
 ``--cooldown`` seconds.  Every decision can be appended to a JSONL audit log
 (time, source, frame, decision, name, distance, threshold; never images).
+
+The threshold is the model's strict operating point ``far_1e-3`` unless
+``--operating-point`` or ``--threshold`` says otherwise: a door should refuse a
+stranger before it welcomes a friend.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from sdk.errors import SdkError  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 DEFAULT_GALLERY = "gallery.npz"
+# a door must bound false accepts, not maximise accuracy: strict by default
+DEFAULT_OPERATING_POINT = "far_1e-3"
+MODEL_TAU = "model"
 
 #: Decisions written to the audit log.  Only "unlock" opens the door.
 UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED = (
@@ -210,7 +217,15 @@ class DoorLock:
 
 def _verifier(args: argparse.Namespace) -> sdk.FaceVerifier:
     return sdk.FaceVerifier.create(args.model, args.yunet, backend=args.backend,
-                                   threads=args.threads, threshold=args.threshold)
+                                   threads=args.threads, threshold=args.threshold,
+                                   operating_point=chosen_operating_point(args))
+
+
+def chosen_operating_point(args: argparse.Namespace) -> str | None:
+    """The named threshold to use: none when τ is given or ``model`` is asked for."""
+    if args.threshold is not None or args.operating_point == MODEL_TAU:
+        return None
+    return args.operating_point
 
 
 def _load_gallery(args: argparse.Namespace, verifier: sdk.FaceVerifier) -> sdk.Gallery:
@@ -288,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--yunet", default=None, help="YuNet detector .onnx (default: found)")
     common.add_argument("--threshold", type=float, default=None,
                         help="override the model's τ (squared L2)")
+    common.add_argument("--operating-point", default=DEFAULT_OPERATING_POINT, metavar="NAME",
+                        help=f"which of the model's named thresholds gates the door "
+                             f"(default {DEFAULT_OPERATING_POINT}: at most 1 false accept in "
+                             f"1000 impostor pairs when it was calibrated; far_1e-2 is looser; "
+                             f"'{MODEL_TAU}' = the file's best-accuracy τ); ignored with "
+                             f"--threshold")
     common.add_argument("--accept-other-export", action="store_true",
                         help="use a gallery enrolled with another export of the same weights")
 

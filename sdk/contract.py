@@ -123,9 +123,11 @@ class ModelInfo:
     """The contract carried inside a model file (``model.info``).
 
     ``output`` holds the kind-specific meaning of the output: for a face
-    encoder ``embedding_size``, ``metric`` (always ``squared_l2``) and
-    ``threshold`` (the calibrated τ); for a stylizer ``style`` and
-    ``output_range``.
+    encoder ``embedding_size``, ``metric`` (always ``squared_l2``),
+    ``threshold`` (the calibrated τ, best accuracy) and optionally
+    ``operating_points`` (named τ values, e.g. ``far_1e-3``: the largest τ
+    whose false-accept rate on the calibration pairs stayed at or under 1e-3);
+    for a stylizer ``style`` and ``output_range``.
     """
 
     kind: str
@@ -158,6 +160,12 @@ class ModelInfo:
         """The calibrated verification threshold τ, if the model has one."""
         t = self.output.get("threshold")
         return None if t is None else float(t)
+
+    @property
+    def operating_points(self) -> dict[str, float]:
+        """Named thresholds calibrated for this file (``{}`` when it has none)."""
+        points = self.output.get("operating_points") or {}
+        return {str(k): float(v) for k, v in points.items()}
 
     @property
     def model_id(self) -> str:

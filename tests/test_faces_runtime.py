@@ -178,6 +178,25 @@ def test_wrong_kind_and_missing_threshold(exported, yunet, tmp_path):
         assert v.threshold == 0.5
 
 
+def test_operating_points_from_the_contract(exported, yunet, tmp_path):
+    """A named operating point picks its τ from the file; an absent name is a
+    MetadataError naming the ones the file has, found when the verifier is built."""
+    with sdk.load_model(exported["onnx_fp32"]) as m:
+        output = dict(m.info.output)
+    path = _with_contract(exported["onnx_fp32"], tmp_path / "op.onnx", output={
+        **output, "operating_points": {"far_1e-3": 0.05, "far_1e-2": 0.2}})
+    with sdk.load_model(path) as m:
+        assert m.info.operating_points == {"far_1e-3": 0.05, "far_1e-2": 0.2}
+    with FaceVerifier.create(path, yunet, operating_point="far_1e-3") as v:
+        assert v.threshold == pytest.approx(0.05)
+    with FaceVerifier.create(path, yunet) as v:                # default: the best-accuracy τ
+        assert v.threshold == pytest.approx(output["threshold"])
+    with pytest.raises(MetadataError, match=r"far_1e-4.*far_1e-2, far_1e-3"):
+        FaceVerifier.create(path, yunet, operating_point="far_1e-4")
+    with pytest.raises(MetadataError, match="it has: none"):
+        FaceVerifier.create(exported["onnx_fp32"], yunet, operating_point="far_1e-3")
+
+
 @pytest.mark.parametrize("pre", [{"layout": "NCHW"}, {"channel_order": "GRAY"},
                                  {"channel_order": "NONE"}, {"mean": (1.0, 2.0)}])
 def test_contract_that_does_not_fit_the_input(exported, yunet, tmp_path, pre):
@@ -209,7 +228,9 @@ def test_default_model_from_env(monkeypatch, exported, yunet):
 
 
 @pytest.mark.parametrize("kwargs", [{"threshold": 0.0}, {"threshold": 4.5}, {"batch_size": 0},
-                                    {"threads": 0}, {"detector": "yunet.onnx"}])
+                                    {"threads": 0}, {"detector": "yunet.onnx"},
+                                    {"threshold": 0.3, "operating_point": "far_1e-3"},
+                                    {"operating_point": 1e-3}])
 def test_options_validated(kwargs):
     with pytest.raises((ValueError, TypeError)):
         FaceVerifierOptions(**kwargs)
@@ -459,6 +480,12 @@ def test_door_lock_app_errors(exported, yunet, door, tmp_path, photos, capsys):
     folder, _ = door
     common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
               "--yunet", str(yunet)]
+    cv2.imwrite(str(tmp_path / "a.png"), photos["a1"])
+    # the lock's default is the strict far_1e-3 point; this test model has none: an error,
+    # not a silent fall back to a looser τ
+    assert door_lock.main(["enroll", "x", str(tmp_path / "a.png"), *common]) == 2
+    assert "no operating point 'far_1e-3'" in capsys.readouterr().err
+    common += ["--operating-point", "model"]              # the file's own τ, said explicitly
     two = tmp_path / "two.png"
     cv2.imwrite(str(two), np.hstack([photos["a1"], photos["b1"]]))
     assert door_lock.main(["enroll", "x", str(two), *common]) == 2
@@ -467,7 +494,6 @@ def test_door_lock_app_errors(exported, yunet, door, tmp_path, photos, capsys):
     assert door_lock.main(["run", "--source", str(folder), *common]) == 2  # no gallery yet
     assert "not found" in capsys.readouterr().err
     assert door_lock.main(["enroll", "x", str(tmp_path / "missing.png"), *common]) == 2
-    cv2.imwrite(str(tmp_path / "a.png"), photos["a1"])
     assert door_lock.main(["enroll", "x", str(tmp_path / "a.png"), *common]) == 0
     assert door_lock.main(["run", "--source", str(tmp_path / "nowhere"), *common]) == 2
     assert door_lock.main(["run", "--source", str(folder), "--max-failures", "0", *common]) == 2
@@ -539,10 +565,26 @@ def test_demo_faces(exported, yunet, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("EDGE_SDK_YUNET", str(yunet))
     monkeypatch.delenv(verifier_module.FACE_MODEL_ENV, raising=False)
     assert demo_faces.main(["--model", str(exported["onnx_fp32"]), "--people", "2",
-                            "--probes", "1", "--out", str(tmp_path / "demo")]) == 0
+                            "--probes", "1", "--out", str(tmp_path / "demo"),
+                            "--operating-point", "model"]) == 0
     out = capsys.readouterr().out
     assert "== summary" in out and "wrong unlocks" in out and " d=" in out
     # until the released model exists, the demo stops with the typed error's message
     monkeypatch.setattr(verifier_module, "DEFAULT_FACE_MODEL", tmp_path / "absent.onnx")
     assert demo_faces.main([]) == 2
     assert "export faces release" in capsys.readouterr().err
+
+
+def test_demo_never_shows_an_enrolled_photo_as_a_stranger(yunet, capsys):
+    """`demo_faces --enroll-photos 2`: people with too few photos stay strangers and are
+    not left in the gallery (they used to be enrolled and then shown as strangers with
+    their own enrolment photos, d = 0)."""
+    released = Path(__file__).resolve().parents[1] / "models" / "faces" / "face_encoder_int8.onnx"
+    data = shared_path("data", "faces", "deepface-pairs")
+    demo = _app("demo_faces")
+    assert demo.main(["--data", str(data), "--people", "2", "--enroll-photos", "2",
+                      "--probes", "1", "--model", str(released), "--yunet", str(yunet)]) == 0
+    out = capsys.readouterr().out
+    strangers = [ln for ln in out.splitlines() if ln.startswith("stranger-")]
+    assert strangers and not any("d=0.0000" in ln for ln in strangers)
+    assert "let in as someone else       0" in out

@@ -272,3 +272,87 @@ def test_threshold_at_far_is_the_loosest_safe_tau():
     assert m["tar_at_far_1e-2"] == pytest.approx(1 / 3)
     m0 = metrics.roc_metrics(np.array([0.1, 0.2]), np.array([False, True]))
     assert m0["threshold_at_far_1e-3"] == 0.0                   # nothing is safe: accept nobody
+
+
+def test_relational_distillation_ignores_rotation_and_masks():
+    """The relational loss is 0 for any rotation or scaling of the teacher's space,
+    positive when the student's neighbours differ, and ignores faces without a teacher."""
+    rng = np.random.default_rng(2)
+    t = l2_normalize(rng.normal(size=(6, 8))).astype(np.float32)
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    s = (0.5 * t @ q).astype(np.float32)                # same geometry, other axes and scale
+    full = np.ones(6, bool)
+    assert losses.relational_distillation_loss(s, t, full).numpy() == pytest.approx(0, abs=1e-6)
+    assert losses.distillation_loss(s, t, full).numpy() > 0.1  # the absolute form is not
+    s2 = s.copy()
+    s2[0] = -s2[0]
+    assert losses.relational_distillation_loss(s2, t, full).numpy() > 0.01
+    mask = full.copy()
+    mask[0] = False                                     # the changed face has no teacher
+    assert losses.relational_distillation_loss(s2, t, mask).numpy() == pytest.approx(0, abs=1e-6)
+
+
+def _tiny_training_set(root: Path) -> dict:
+    """8 people × 4 random 112×112 'faces' on disk and as a cache; 2 people held out."""
+    import json
+
+    import cv2
+
+    rng = np.random.default_rng(0)
+    names = [f"p{i}" for i in range(8)]
+    images, labels, paths = [], [], []
+    for i, n in enumerate(names):
+        (root / "set" / n).mkdir(parents=True)
+        for j in range(4):
+            img = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+            cv2.imwrite(str(root / "set" / n / f"{j}.png"), img)
+            images.append(img)
+            labels.append(i)
+            paths.append(f"set/{n}/{j}.png")
+    cache = root / "aligned.npz"
+    np.savez(cache, images=np.stack(images), labels=np.array(labels),
+             names=np.array([f"set/{n}" for n in names]), paths=np.array(paths))
+    (root / "split.json").write_text(json.dumps({"holdout": ["set/p6", "set/p7"]}))
+    (root / "pairs.txt").write_text("2 1\nset/p6 1 2\nset/p6 3 set/p7 1\n"
+                                    "set/p7 2 3\nset/p6 4 set/p7 4\n")
+    teacher = root / "teacher.npz"
+    np.savez(teacher, emb=l2_normalize(rng.normal(size=(32, 128))).astype(np.float32),
+             ok=np.arange(32) < 24, mode=np.array("aligned"), duplicates=np.zeros((0, 3)))
+    return {"cache": cache, "teacher": teacher}
+
+
+def test_train_then_new_leg_from_init(tmp_path):
+    """Two tiny training legs: the second starts from the first's weights and CosFace
+    centres (--init) with relational distillation, and records where it came from."""
+    import keras
+
+    from export.faces import train
+
+    files = _tiny_training_set(tmp_path)
+    common = ["--cache", str(files["cache"]), "--teacher", str(files["teacher"]),
+              "--split", str(tmp_path / "split.json"), "--pairs", str(tmp_path / "pairs.txt"),
+              "--root", str(tmp_path), "--epochs", "1", "--p", "4", "--k", "2",
+              "--width", "0.25", "--blocks", "1", "1", "1", "--final", "64",
+              "--threads", "1", "--cls", "1.0"]
+    first = train.train(train.build_parser().parse_args(common + ["--out", str(tmp_path / "a")]))
+    assert first["epoch"] == 1 and len(first["history"]) == 1
+    assert (tmp_path / "a" / "curve.png").is_file()
+    second = train.train(train.build_parser().parse_args(
+        common + ["--out", str(tmp_path / "b"), "--init", str(tmp_path / "a"),
+                  "--distill-mode", "relational", "--lr", "0"]))
+    assert second["init"]["from"] == str(tmp_path / "a")
+    assert second["init"]["state"]["epoch"] == 1
+    from export.faces.report import history_table
+
+    rows = history_table(second)[2:]                     # the report shows both legs
+    assert [r.split("|")[1].strip() for r in rows] == ["1", "2"]
+    # lr 0 (only the 1e-5 floor): the new leg starts from, and stays near, the old weights
+    # (trainable weights: batch-norm statistics move with any forward pass in training)
+    wa = [v.numpy() for v in keras.models.load_model(tmp_path / "a" / "model.keras")
+          .trainable_weights]
+    wb = [v.numpy() for v in keras.models.load_model(tmp_path / "b" / "model.keras")
+          .trainable_weights]
+    assert max(float(np.abs(x - y).max()) for x, y in zip(wa, wb)) < 0.01
+    with pytest.raises(fdata.FacesDataError, match="no model.keras"):
+        train.train(train.build_parser().parse_args(
+            common + ["--out", str(tmp_path / "c"), "--init", str(tmp_path / "nowhere")]))

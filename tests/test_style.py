@@ -461,3 +461,21 @@ def test_export_format_groups():
     assert expand_formats(["onnx", "onnx_fp32"]) == ["onnx_fp32", "onnx_int8"]
     with pytest.raises(ValueError, match="unknown format"):
         expand_formats(["tensorrt"])
+
+
+def test_results_markdown_from_the_summary():
+    """The docs table is generated from results.json: one row per content × style,
+    ratios and times taken from the record, a missing precision shown as '–'."""
+    from export.style.evaluate import results_markdown
+
+    row = {"content": "c", "style": "s", "size": [256, 172],
+           "optimizer": {"J_style": 1.0e4, "J_content": 1.0e8, "seconds": 40.0},
+           "student_fp32": {"J_style": 3.0e4, "J_content": 2.5e8, "seconds": 0.025,
+                            "J_style_vs_optimizer": 3.0, "J_content_vs_optimizer": 2.5,
+                            "speedup": 1600.0}}
+    table = results_markdown({"results": [row]}).splitlines()
+    assert len(table) == 3
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert cells[:3] == ["c", "s", "256×172"]
+    assert cells[6:9] == ["3.00e4 (3.00)", "2.50e8 (2.50)", "25"]
+    assert cells[9:12] == ["–", "–", "–"] and cells[12] == "1600×"

@@ -114,6 +114,29 @@ def distillation_loss(student: tf.Tensor, teacher: tf.Tensor, mask: tf.Tensor) -
     return tf.reduce_sum(squared_l2(student, teacher) * w) / tf.maximum(tf.reduce_sum(w), 1.0)
 
 
+def relational_distillation_loss(student: tf.Tensor, teacher: tf.Tensor,
+                                 mask: tf.Tensor) -> tf.Tensor:
+    """Mean (d_s(i,j)/μ_s − d_t(i,j)/μ_t)² over pairs i≠j of the batch where both
+    teacher embeddings are known; d = squared_l2, μ = the mean of d over those pairs
+    (relational knowledge distillation, Park et al. 2019, distance term).
+
+    Unlike :func:`distillation_loss` it asks the student to reproduce which faces the
+    teacher finds alike, not the teacher's coordinates or scale, so any rotation or
+    uniform scaling of the teacher's space is as good: a small student that already
+    has its own embedding space can learn from it without first being dragged onto
+    dlib's axes."""
+    w = tf.cast(tf.reshape(mask, [-1]), tf.float32)
+    pair_w = w[:, None] * w[None, :] * (1.0 - tf.eye(tf.shape(w)[0]))
+    count = tf.maximum(tf.reduce_sum(pair_w), 1.0)
+
+    def normalised(emb):
+        d = pairwise_distances(emb)
+        return d / tf.maximum(tf.reduce_sum(d * pair_w) / count, 1e-6)
+
+    diff = normalised(student) - normalised(teacher)
+    return tf.reduce_sum(diff * diff * pair_w) / count
+
+
 def cosface_loss(emb: tf.Tensor, classes: tf.Tensor, weights: tf.Variable,
                  scale: float = 30.0, margin: float = 0.2) -> tf.Tensor:
     """Auxiliary identity-classification loss (CosFace / large-margin cosine).

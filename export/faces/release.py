@@ -45,16 +45,22 @@ def face_encoder_info(name: str, threshold: float, source_hash: str, extra: dict
         source_hash=source_hash, extra=extra)
 
 
-def set_threshold(path: Path, tau: float) -> None:
-    """Rewrite the τ in the contract embedded in an exported file."""
+def set_threshold(path: Path, tau: float, operating_points: dict | None = None) -> None:
+    """Rewrite the τ (and the named operating points) in the contract embedded in
+    an exported file."""
     import sdk
     from export import formats as fmt
 
     with sdk.load_model(path) as m:
         info = m.info
-    info = info.replace(output={**dict(info.output), "threshold": float(tau)},
+    output = {**dict(info.output), "threshold": float(tau)}
+    if operating_points:
+        output["operating_points"] = {k: float(v) for k, v in operating_points.items()}
+    info = info.replace(output=output,
                         extra={**dict(info.extra), "threshold_calibration":
-                               "best accuracy over all held-out pairs, with this file"})
+                               "best accuracy over all held-out pairs, with this file; "
+                               "far_1e-N: largest τ with false-accept rate <= 1e-N on "
+                               "those pairs"})
     if path.suffix == ".tflite":
         path.write_bytes(fmt.embed_tflite_metadata(path.read_bytes(), info))
     else:
@@ -113,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     info = face_encoder_info(args.name, tau, fmt.source_hash(model), {
         "architecture": "MobileFaceNet-like, width 0.5",
         "params": int(model.count_params()),
-        "training": "triplet (batch-hard) + distillation from dlib ResNet; see MODEL_CARD.md",
+        "training": "triplet (batch-hard) + CosFace + distillation from dlib ResNet "
+                    "(absolute, then relational); see MODEL_CARD.md",
         "threshold_calibration": f"best accuracy over all {ref['pairs']} held-out pairs "
                                  f"({pairs.name}, Keras fp32)",
         "aligner": "YuNet 5 points -> ArcFace 112x112 template (sdk.faces.detector)"})
@@ -141,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         r = evaluate_pairs(pairs, images, e, crop, None)
         e.close()
         own_tau = r["ten_fold"]["threshold_all"]  # this file's own τ (int8 shifts distances)
-        set_threshold(path, own_tau)
+        points = {"best_accuracy": own_tau, "far_1e-2": r["threshold_at_far_1e-2"],
+                  "far_1e-3": r["threshold_at_far_1e-3"]}
+        set_threshold(path, own_tau, points)
         acc = r["ten_fold"]["accuracy_mean"]
         drop = 100 * (ref_acc - acc)
         ok = precision == "fp32" or drop <= args.max_drop
@@ -149,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             "bytes": path.stat().st_size, "ten_fold": acc,
             "ten_fold_std": r["ten_fold"]["accuracy_std"],
             "auc": r["auc"], "eer": r["eer"], "tar_at_far_1e-3": r["tar_at_far_1e-3"],
-            "threshold": own_tau, "drop_points": drop,
+            "threshold": own_tau, "operating_points": points,
+            "tar_at_far_1e-2": r["tar_at_far_1e-2"], "drop_points": drop,
             "min_cosine_vs_keras": agree.min_cosine, "accepted": ok}
         print(f"{path.name}: {path.stat().st_size / 1e6:.2f} MB, 10-fold {100 * acc:.2f}% "
               f"(drop {drop:+.2f} pts), AUC {r['auc']:.4f}, min cos vs Keras "

@@ -2,7 +2,7 @@
 
 ``python -m export faces report --eval runs/faces/eval_all.json
 --release runs/faces/release.json --heads runs/faces/heads.json
---state runs/faces/run1/state.json --out docs/RESULTS_faces.md``
+--state runs/faces/run2/state.json --out docs/RESULTS_faces.md``
 
 Only numbers found in those files are written; nothing is typed in by hand.
 """
@@ -56,11 +56,16 @@ def release_table(rel: dict) -> list[str]:
     k = rel["keras_fp32"]
     lines = [f"Keras fp32 reference: 10-fold {_pct(k['ten_fold'])} %, AUC {k['auc']:.4f}.", "",
              "| file | size KB | 10-fold acc % | drop vs Keras (points) | AUC | τ in file "
-             "| min cosine vs Keras | verdict |", "|---|---|---|---|---|---|---|---|"]
+             "| τ far_1e-2 / far_1e-3 in file (TAR there %) "
+             "| min cosine vs Keras | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for name, f in rel["files"].items():
+        ops = f.get("operating_points") or {}
+        op = "–" if not ops else (
+            f"{ops['far_1e-2']:.3f} ({_pct(f.get('tar_at_far_1e-2'))}) / "
+            f"{ops['far_1e-3']:.3f} ({_pct(f.get('tar_at_far_1e-3'))})")
         lines.append(f"| {name} | {f['bytes'] / 1024:.0f} "
                      f"| {_pct(f['ten_fold'], f.get('ten_fold_std'))} "
-                     f"| {f['drop_points']:+.2f} | {f['auc']:.4f} | {f['threshold']:.3f} "
+                     f"| {f['drop_points']:+.2f} | {f['auc']:.4f} | {f['threshold']:.3f} | {op} "
                      f"| {f['min_cosine_vs_keras']:.4f} | "
                      f"{'accepted' if f['accepted'] else 'REFUSED (> max drop)'} |")
     lines += ["", f"Released: {', '.join(Path(p).name for p in rel['released']) or 'none'}; "
@@ -78,14 +83,25 @@ def heads_table(h: dict) -> list[str]:
     return lines
 
 
+def training_legs(state: dict) -> list[dict]:
+    """The states of every leg, first leg first (a leg started with ``--init``
+    carries the state of the run it started from)."""
+    legs = [state]
+    while (legs[0].get("init") or {}).get("state"):
+        legs.insert(0, legs[0]["init"]["state"])
+    return legs
+
+
 def history_table(state: dict) -> list[str]:
-    """Per-epoch training record (held-out pairs monitored, not used for selection)."""
-    lines = ["| epoch | minutes | loss | triplet | distill | cls | held-out 10-fold acc % | AUC |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in state["history"]:
-        lines.append(f"| {r['epoch']:.2f} | {r['minutes']:.1f} | {r['loss']:.3f} "
-                     f"| {r['triplet']:.3f} | {r['distill']:.3f} | {r.get('cls', 0):.3f} "
-                     f"| {_pct(r['val_accuracy'])} | {r['val_auc']:.4f} |")
+    """Per-epoch training record of every leg (held-out pairs monitored, not used
+    for selection)."""
+    lines = ["| leg | epoch | minutes | loss | triplet | distill | cls | held-out 10-fold acc % "
+             "| AUC |", "|---|---|---|---|---|---|---|---|---|"]
+    for leg, st in enumerate(training_legs(state), 1):
+        for r in st["history"]:
+            lines.append(f"| {leg} | {r['epoch']:.2f} | {r['minutes']:.1f} | {r['loss']:.3f} "
+                         f"| {r['triplet']:.3f} | {r['distill']:.3f} | {r.get('cls', 0):.3f} "
+                         f"| {_pct(r['val_accuracy'])} | {r['val_auc']:.4f} |")
     return lines
 
 

@@ -147,18 +147,29 @@ def select_rows(labels: np.ndarray, per_identity: int | None, skip_ids=(),
 
 
 def compute_all(cache: dict, root: Path, mode: str, batch: int = 32, progress: bool = True,
-                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                rows: np.ndarray | None = None, start: tuple | None = None,
+                checkpoint=None, every: int = 25) -> tuple[np.ndarray, np.ndarray]:
     """Teacher embeddings of the cached faces ``rows`` (default all):
-    (emb (N,128), ok (N,) bool; ok is False for faces not computed)."""
+    (emb (N,128), ok (N,) bool; ok is False for faces not computed).
+
+    ``start`` = (emb, ok) from an earlier run: faces already done are kept and skipped.
+    ``checkpoint(emb, ok)`` is called every ``every`` batches so a killed run loses little.
+    """
     from tqdm import tqdm
 
     t = DlibTeacher()
     n = len(cache["labels"])
     rows_all = np.arange(n) if rows is None else np.asarray(rows)
-    emb = np.zeros((n, 128), np.float32)
-    ok = np.zeros(n, bool)
-    for s in tqdm(range(0, len(rows_all), batch), desc=f"teacher ({mode})",
-                  disable=not progress, mininterval=10):
+    if start is not None:
+        emb, ok = start[0].copy(), start[1].copy()
+        rows_all = rows_all[~ok[rows_all]]
+    else:
+        emb = np.zeros((n, 128), np.float32)
+        ok = np.zeros(n, bool)
+    for j, s in enumerate(tqdm(range(0, len(rows_all), batch), desc=f"teacher ({mode})",
+                               disable=not progress, mininterval=10)):
+        if checkpoint is not None and j and j % every == 0:
+            checkpoint(emb, ok)
         rows = [int(k) for k in rows_all[s:s + batch]]
         chips, good = [], []
         for k in rows:
@@ -209,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-identity", type=int, default=8,
                     help="teacher on at most this many faces per training identity "
                          "(0: all; ~0.15 s per face on one CPU core)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="recompute every face instead of keeping those already in --out")
     ap.add_argument("--merge-threshold", type=float, default=0.04)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -226,15 +239,27 @@ def main(argv: list[str] | None = None) -> int:
     hold = json.loads(Path(args.split).read_text())["holdout"] if Path(args.split).is_file() else []
     rows = select_rows(cache["labels"], args.per_identity or None,
                        skip_ids=[names.index(h) for h in hold], seed=args.seed)
-    emb, ok = compute_all(cache, root, args.mode, rows=rows)
+    start = None
+    if Path(args.out).is_file() and not args.fresh:
+        with np.load(args.out) as z:
+            if str(z["mode"]) == args.mode and len(z["ok"]) == len(cache["labels"]):
+                start = (z["emb"], z["ok"])
+                print(f"{args.out}: {int(z['ok'].sum())} faces already embedded, kept")
+            else:
+                print(f"{args.out} was made with another mode or cache: starting afresh")
+
+    def save(emb, ok, dups=()):
+        tmp = Path(args.out).with_suffix(".tmp.npz")
+        np.savez(tmp, emb=emb, ok=ok, mode=np.array(args.mode),
+                 duplicates=np.array(dups, dtype=np.float64).reshape(-1, 3))
+        os.replace(tmp, args.out)  # atomic: a killed run leaves the last checkpoint
+
+    emb, ok = compute_all(cache, root, args.mode, rows=rows, start=start, checkpoint=save)
     dups = near_duplicate_identities(cache, emb, ok, args.merge_threshold)
     names = cache["names"]
     for a, b, dist in dups:
         print(f"likely same person: {names[a]} ~ {names[b]} (centroid d={dist:.3f})")
-    tmp = Path(args.out).with_suffix(".tmp.npz")
-    np.savez(tmp, emb=emb, ok=ok, mode=np.array(args.mode),
-             duplicates=np.array(dups, dtype=np.float64).reshape(-1, 3))
-    os.replace(tmp, args.out)
+    save(emb, ok, dups)
     print(f"teacher embeddings of {int(ok.sum())}/{len(ok)} faces -> {args.out}; "
           f"{len(dups)} cross-set identity pairs flagged as the same person")
     return 0

@@ -166,8 +166,9 @@ def train(args: argparse.Namespace) -> dict:
     from .metrics import roc_metrics, ten_fold
     from .model import build_encoder, count_macs
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from ..tf_threads import set_threads
+
+    set_threads(args.threads, inter=1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = fdata.load_cache(args.cache)
@@ -198,6 +199,13 @@ def train(args: argparse.Namespace) -> dict:
     class_of[class_ids] = np.arange(len(class_ids))
 
     state_file = out / "state.json"
+    init_dir = None
+    if args.init and not (args.resume and state_file.is_file()):
+        init_dir = Path(args.init)
+        if init_dir.is_file():
+            init_dir = init_dir.parent
+        if not (init_dir / "model.keras").is_file():
+            raise fdata.FacesDataError(f"--init {args.init}: no model.keras there")
     if args.resume and state_file.is_file():
         state = json.loads(state_file.read_text())
         model = keras.models.load_model(out / "model.keras")
@@ -206,9 +214,19 @@ def train(args: argparse.Namespace) -> dict:
         if args.resume:
             print(f"--resume: nothing in {out}, starting fresh")
         keras.utils.set_random_seed(args.seed)
-        model = build_encoder(args.width, args.expand, blocks=tuple(args.blocks), final=args.final)
+        if init_dir is not None:
+            # a new leg (fresh optimiser, schedule and history) from earlier weights
+            model = keras.models.load_model(init_dir / "model.keras")
+            print(f"initialised from {init_dir / 'model.keras'}")
+        else:
+            model = build_encoder(args.width, args.expand, blocks=tuple(args.blocks),
+                                  final=args.final)
         state = {"epoch": 0, "step": 0, "elapsed": 0.0, "history": [], "config": vars(args),
                  "params": int(model.count_params()), "macs": count_macs(model)}
+        if init_dir is not None:
+            prev = init_dir / "state.json"
+            state["init"] = {"from": str(init_dir),
+                             "state": json.loads(prev.read_text()) if prev.is_file() else None}
         print(f"encoder: {state['params']} parameters, {state['macs'] / 1e6:.1f} M MACs")
     optimizer = keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay)
     classifier = None
@@ -217,6 +235,10 @@ def train(args: argparse.Namespace) -> dict:
             0, 0.05, size=(128, len(class_ids))).astype(np.float32)
         if args.resume and (out / "classifier.npy").is_file():
             init = np.load(out / "classifier.npy")
+        elif init_dir is not None and (init_dir / "classifier.npy").is_file():
+            prev = np.load(init_dir / "classifier.npy")
+            if prev.shape == init.shape:  # same identities: keep the learnt class centres
+                init = prev
         classifier = tf.Variable(init, name="classifier")
     train_vars = list(model.trainable_variables) + ([classifier] if classifier is not None else [])
     optimizer.build(train_vars)
@@ -240,7 +262,10 @@ def train(args: argparse.Namespace) -> dict:
         with tf.GradientTape() as tape:
             emb = model(x, training=True)
             trip, st = losses.triplet_loss(emb, y, args.margin, args.mining)
-            dist = losses.distillation_loss(emb, t, tmask)
+            if args.distill_mode == "relational":
+                dist = losses.relational_distillation_loss(emb, t, tmask)
+            else:
+                dist = losses.distillation_loss(emb, t, tmask)
             loss = trip + args.distill * dist
             cls = tf.constant(0.0)
             if classifier is not None:
@@ -339,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", default=None,
+                    help="start a new run from the weights (and CosFace centres) of an "
+                         "earlier run directory; fresh optimiser, schedule and history")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--expand", type=int, default=2)
@@ -349,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--margin", type=float, default=0.3)
     ap.add_argument("--mining", choices=("batch_hard", "semi_hard"), default="batch_hard")
     ap.add_argument("--distill", type=float, default=1.0, help="weight of the distillation term")
+    ap.add_argument("--distill-mode", choices=("absolute", "relational"), default="absolute",
+                    help="absolute: d(student, teacher) per face; relational: match the "
+                         "teacher's pairwise distances within the batch")
     ap.add_argument("--no-centre-teacher", dest="centre_teacher", action="store_false",
                     help="distil to dlib's raw descriptors instead of centred ones")
     ap.add_argument("--merge-duplicates", action="store_true",

@@ -16,22 +16,15 @@ from pathlib import Path
 
 from sdk.paths import REPO_ROOT, SHARED_DIR
 
+from ..tf_threads import set_threads
+
 RUNS = REPO_ROOT / "runs" / "style"
 STYLES = SHARED_DIR / "data" / "style" / "styles"
 
 
 def _set_threads(n: int | None) -> None:
     """Limit TensorFlow's CPU threads (must run before TF executes anything)."""
-    if n is None:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(n)
-    except RuntimeError:  # TF already ran in this process (main() called from Python)
-        print(f"warning: TensorFlow is already initialised; --threads {n} has no effect",
-              file=sys.stderr)
+    set_threads(n)
 
 
 def _costs(args: argparse.Namespace):

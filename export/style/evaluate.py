@@ -113,7 +113,36 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
     summary = {"max_side": max_side, "iterations": iterations, "threads": threads,
                "columns": columns, "results": results}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
+    (out / "results.md").write_text(results_markdown(summary))
     return summary
+
+
+def results_markdown(summary: dict) -> str:
+    """The comparison as a Markdown table (what docs/RESULTS_style.md shows), from
+    the ``results.json`` summary alone."""
+    def e(v: float) -> str:
+        return f"{v:.2e}".replace("e+0", "e")
+
+    lines = ["| content | style | size | optimiser J_style | J_content | s "
+             "| student fp32 J_style (× opt) | J_content (× opt) | ms "
+             "| student int8 J_style (× opt) | J_content (× opt) | ms | speed-up (fp32) |",
+             "|" + "---|" * 13]
+    for r in summary["results"]:
+        o = r["optimizer"]
+        cells = [r["content"], r["style"], f"{r['size'][0]}×{r['size'][1]}",
+                 e(o["J_style"]), e(o["J_content"]), f"{o['seconds']:.1f}"]
+        for key in ("student_fp32", "student_int8"):
+            st = r.get(key)
+            if st is None:
+                cells += ["–", "–", "–"]
+                continue
+            cells += [f"{e(st['J_style'])} ({st['J_style_vs_optimizer']:.2f})",
+                      f"{e(st['J_content'])} ({st['J_content_vs_optimizer']:.2f})",
+                      f"{1000 * st['seconds']:.0f}"]
+        fp32 = r.get("student_fp32")
+        cells.append(f"{fp32['speedup']:.0f}×" if fp32 else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def picture_grid(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str],

@@ -87,6 +87,11 @@ class FaceVerifierOptions:
         threads: CPU threads for the runtime; ``None`` lets it decide.
         threshold: override of the model's calibrated τ (a squared L2
             distance, in (0, 4]); ``None`` uses the model's own.
+        operating_point: use one of the model's named thresholds instead
+            of its default τ, e.g. ``"far_1e-3"`` (at most one false accept in
+            a thousand impostor pairs on the calibration set: what a door
+            wants) or ``"far_1e-2"``; the names a model carries are in
+            ``model.info.operating_points``.  Exclusive with ``threshold``.
         detector: options of the YuNet detector built alongside.
         batch_size: faces per model call in batch embedding, for models
             whose batch dimension is dynamic.
@@ -96,6 +101,7 @@ class FaceVerifierOptions:
     backend: str | None = None
     threads: int | None = None
     threshold: float | None = None
+    operating_point: str | None = None
     detector: FaceDetectorOptions = field(default_factory=FaceDetectorOptions)
     batch_size: int = 32
 
@@ -103,6 +109,11 @@ class FaceVerifierOptions:
         if self.threshold is not None and not 0.0 < float(self.threshold) <= _LARGEST_SQUARED_L2:
             raise ValueError(f"threshold is a squared L2 distance between unit embeddings and "
                              f"must be in (0, 4], got {self.threshold}")
+        if self.threshold is not None and self.operating_point is not None:
+            raise ValueError("give threshold or operating_point, not both")
+        if self.operating_point is not None and not isinstance(self.operating_point, str):
+            raise TypeError(f"operating_point must be a name (str), "
+                            f"got {type(self.operating_point).__name__}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -161,10 +172,23 @@ def _check_encoder(model: Model, options: FaceVerifierOptions) -> _InputPlan:
         raise ModelFormatError(f"{source}: a face encoder has one input and one output, this "
                                f"has {len(model.inputs)} and {len(model.outputs)}")
     plan = _plan_input(info, model.inputs[0], source)
-    if options.threshold is None and info.threshold is None:
+    if options.operating_point is not None:
+        operating_threshold(info, options.operating_point, source)  # fail at load, not later
+    elif options.threshold is None and info.threshold is None:
         raise MetadataError(f"{source} carries no calibrated threshold "
                             "(output.threshold); pass FaceVerifierOptions(threshold=...)")
     return plan
+
+
+def operating_threshold(info: ModelInfo, name: str, source: str) -> float:
+    """The τ of operating point ``name`` in ``info`` (MetadataError naming the
+    ones the file has when it is absent)."""
+    points = info.operating_points
+    if name not in points:
+        have = ", ".join(sorted(points)) or "none"
+        raise MetadataError(f"{source} has no operating point {name!r} (it has: {have}); "
+                            "pass threshold=... or re-release the model")
+    return points[name]
 
 
 class FaceVerifier:
@@ -254,10 +278,14 @@ class FaceVerifier:
     def threshold(self) -> float:
         """τ: faces match when their distance is at most this.
 
-        The options' override when given, else the model's calibrated value.
+        The options' override when given, else the named operating point's,
+        else the model's calibrated (best-accuracy) value.
         """
         if self.options.threshold is not None:
             return float(self.options.threshold)
+        if self.options.operating_point is not None:
+            return operating_threshold(self.info, self.options.operating_point,
+                                       str(self._live_model().path))
         t = self.info.threshold
         if t is None:
             raise MetadataError(f"{self._live_model().path} carries no calibrated threshold; "
