@@ -256,6 +256,13 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     assert r["pairs"] == 4 and r["same"] == 2 and r["no_face_fallbacks"] == 4
     assert len(r["ten_fold"]["fold_accuracies"]) == 2
     assert m["threshold_source"].startswith("fitted on all pairs")
+    # no operating points in a Keras file: fitted on the first pair list, applied to all
+    op = m["operating_points"]["far_1e-3"]
+    assert m["operating_points_source"] == "fitted on pairs.txt"
+    assert set(op["pairs"]) == {"pairs.txt"} and 0 <= op["pairs"]["pairs.txt"]["far"] <= 1
+    from export.faces.report import operating_point_table
+
+    assert len(operating_point_table(report)) == 3
     csv_pairs = evaluate.load_csv_pairs(tmp_path / "m.csv", tmp_path / "set" / "a")
     assert [p[2] for p in csv_pairs] == [True, False]
 

@@ -56,6 +56,7 @@ class Encoder:
         if not self.path.is_file():
             raise EvaluationError(f"{self.path}: model file not found")
         self.threshold: float | None = None
+        self.operating_points: dict[str, float] = {}
         self._pre = None  # sdk.contract.Preprocessing of models that carry one
         self._keras = None
         self._model = None
@@ -74,6 +75,7 @@ class Encoder:
             if self._model.has_info:
                 info = self._model.info
                 self.threshold = info.threshold
+                self.operating_points = info.operating_points
                 pre = info.preprocessing
                 self._pre = pre
                 self.name = f"{self.path.name} ({info.precision}, {self._model.backend})"
@@ -223,7 +225,28 @@ def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: fl
         res["open_set_unknown_rejected"] = float(np.mean(np.array(du) > tau))
         res["open_set_known_correct_and_accepted"] = float(
             np.mean((dk_arr[:, 0] <= tau) & (dk_arr[:, 1] > 0)))
+    res["_du"], res["_dk"] = np.array(du), np.array(dk)
     return res
+
+
+def at_operating_points(report_model: dict, points: dict[str, float]) -> dict:
+    """Decisions at each named threshold, on every set already evaluated: for pair
+    lists the false-accept and true-accept rates, for identification sets the share
+    of unknown people rejected and of enrolled people accepted as themselves."""
+    out = {}
+    for name, t in points.items():
+        rec = {"threshold": float(t), "pairs": {}, "identification": {}}
+        for r in report_model["pairs"]:
+            d, same = r["_dist"], r["_same"]
+            rec["pairs"][Path(r["pairs_file"]).name] = {
+                "far": float(np.mean(d[~same] <= t)), "tar": float(np.mean(d[same] <= t))}
+        for r in report_model["identification"]:
+            du, dk = r["_du"], r["_dk"]
+            rec["identification"][Path(r["root"]).name] = {
+                "unknown_rejected": float(np.mean(du > t)),
+                "known_correct_and_accepted": float(np.mean((dk[:, 0] <= t) & (dk[:, 1] > 0)))}
+        out[name] = rec
+    return out
 
 
 def plot_roc(curves: list[tuple[str, np.ndarray, np.ndarray]], path: Path, title: str) -> None:
@@ -283,10 +306,26 @@ def run(models: list[str], pairs: list[tuple[Path, Path]], identify: list[Path],
                 tau_source = f"fitted on all pairs of {pf.name}"
                 r["threshold"] = tau
                 r["accuracy_at_threshold"] = accuracy_at(r["_dist"], r["_same"], tau)
-            curves.setdefault(pf.name, []).append((enc.name, r.pop("_dist"), r.pop("_same")))
             out["pairs"].append(r)
         for root in identify:
             out["identification"].append(evaluate_identification(root, enc, crop, tau))
+        # the file's own operating points; for a model without them (Keras, the peer)
+        # fitted like τ, on the first pair list
+        points, points_source = dict(enc.operating_points), "model metadata"
+        if not points and out["pairs"] and "threshold_at_far_1e-3" in out["pairs"][0]:
+            first = out["pairs"][0]
+            points = {"far_1e-2": first["threshold_at_far_1e-2"],
+                      "far_1e-3": first["threshold_at_far_1e-3"]}
+            points_source = f"fitted on {Path(first['pairs_file']).name}"
+        points.pop("best_accuracy", None)  # that one is τ, reported already
+        if points:
+            out["operating_points"] = at_operating_points(out, points)
+            out["operating_points_source"] = points_source
+        for r in out["pairs"]:
+            curves.setdefault(Path(r["pairs_file"]).name, []).append(
+                (enc.name, r.pop("_dist"), r.pop("_same")))
+        for r in out["identification"]:
+            r.pop("_du"), r.pop("_dk")
         if timing and enc._model is not None and crop.cache:
             out["embed_ms"] = embed_latency(enc, next(iter(crop.cache.values())), timing)
         out["threshold"], out["threshold_source"] = tau, tau_source
@@ -328,6 +367,14 @@ def summary_lines(report: dict) -> list[str]:
                       f"{100 * r['open_set_unknown_rejected']:.1f}%, known correct+accepted "
                       f"{100 * r['open_set_known_correct_and_accepted']:.1f}%")
             lines.append(s + f" ({r['no_face_fallbacks']} no-face)")
+        for name, op in m.get("operating_points", {}).items():
+            parts = [f"{k} FAR {100 * v['far']:.1f}% TAR {100 * v['tar']:.1f}%"
+                     for k, v in op["pairs"].items()]
+            parts += [f"{k} unknown rejected {100 * v['unknown_rejected']:.1f}% known accepted "
+                      f"{100 * v['known_correct_and_accepted']:.1f}%"
+                      for k, v in op["identification"].items()]
+            lines.append(f"  at {name} (τ={op['threshold']:.4f}, "
+                         f"{m['operating_points_source']}): " + "; ".join(parts))
         if "embed_ms" in m:
             t = m["embed_ms"]
             lines.append(f"  embed time: median {t['median']:.2f} ms, p90 {t['p90']:.2f} ms "

@@ -51,6 +51,32 @@ def eval_table(ev: dict) -> list[str]:
     return lines
 
 
+def operating_point_table(ev: dict, name: str = "far_1e-3") -> list[str]:
+    """Every model at one named operating point, on every evaluation set."""
+    lines = [f"| model | τ {name} (source) | held-out FAR / TAR % | deepface FAR / TAR % "
+             "| att-orl unknown rejected / enrolled accepted % "
+             "| yale unknown rejected / enrolled accepted % |", "|---|---|---|---|---|---|"]
+    for _, m in ev["models"].items():
+        op = m.get("operating_points", {}).get(name)
+        if op is None:
+            continue
+        pr, idn = op["pairs"], op["identification"]
+
+        def pair(k):
+            v = pr.get(k)
+            return "–" if v is None else f"{_pct(v['far'])} / {_pct(v['tar'])}"
+
+        def ident(k):
+            v = idn.get(k)
+            return "–" if v is None else (f"{_pct(v['unknown_rejected'])} / "
+                                          f"{_pct(v['known_correct_and_accepted'])}")
+
+        lines.append(f"| {m['name']} | {op['threshold']:.3f} ({m['operating_points_source']}) "
+                     f"| {pair('pairs.txt')} | {pair('master.csv')} | {ident('att-orl')} "
+                     f"| {ident('yale')} |")
+    return lines
+
+
 def release_table(rel: dict) -> list[str]:
     """Exported files: size, held-out accuracy, drop vs Keras, agreement, verdict."""
     k = rel["keras_fp32"]
@@ -117,8 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--footer", type=Path, default=None, help="Markdown to put last")
     args = ap.parse_args(argv)
     parts = [args.header.read_text().rstrip() if args.header else "# Face encoder results", ""]
-    parts += ["## Accuracy and speed next to the peer", ""] + eval_table(json.loads(
-        args.eval.read_text()))
+    ev = json.loads(args.eval.read_text())
+    parts += ["## Accuracy and speed next to the peer", ""] + eval_table(ev)
+    op_rows = operating_point_table(ev)
+    if len(op_rows) > 2:
+        parts += ["", "## At the door lock's operating point (far_1e-3)", "",
+                  "The strict threshold `apps/door_lock.py` uses by default, applied unchanged "
+                  "to every set (identification: same protocol as above, τ replaced).", ""]
+        parts += op_rows
     if args.release:
         parts += ["", "## Exported files (held-out pairs, through sdk.load_model)", ""]
         parts += release_table(json.loads(args.release.read_text()))
