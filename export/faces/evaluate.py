@@ -33,7 +33,7 @@ from sdk.distance import l2_normalize, squared_l2
 from sdk.paths import SHARED_DIR
 
 from . import data as fdata
-from .metrics import accuracy_at, roc_curve, roc_metrics, ten_fold
+from .metrics import accuracy_at, operating_points, pair_rates, roc_curve, roc_metrics, ten_fold
 
 PEER = SHARED_DIR / "models" / "peers" / "mobilefacenet" / "mobilefacenet.tflite"
 
@@ -176,8 +176,9 @@ def evaluate_pairs(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
     if tau is not None:
         res["threshold"] = tau
         res["accuracy_at_threshold"] = accuracy_at(d, same, tau)
-        res["far_at_threshold"] = float(np.mean(d[~same] <= tau))
-        res["frr_at_threshold"] = float(np.mean(d[same] > tau))
+        rates = pair_rates(d, same, tau)
+        res["far_at_threshold"] = rates["far"]
+        res["frr_at_threshold"] = 1.0 - rates["tar"]
     res["seconds"] = time.time() - t0
     res["_dist"], res["_same"] = d, same
     return res
@@ -219,14 +220,22 @@ def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: fl
            "probes_known": len(hits), "probes_unknown": len(du),
            "rank1_closed_set": float(np.mean(hits)),
            "no_face_fallbacks": len(crop.fallbacks) - n_fb}
-    if tau is not None:
-        dk_arr = np.array(dk)
-        res["threshold"] = tau
-        res["open_set_unknown_rejected"] = float(np.mean(np.array(du) > tau))
-        res["open_set_known_correct_and_accepted"] = float(
-            np.mean((dk_arr[:, 0] <= tau) & (dk_arr[:, 1] > 0)))
     res["_du"], res["_dk"] = np.array(du), np.array(dk)
+    if tau is not None:
+        o = open_set_rates(res["_du"], res["_dk"], tau)
+        res["threshold"] = tau
+        res["open_set_unknown_rejected"] = o["unknown_rejected"]
+        res["open_set_known_correct_and_accepted"] = o["known_correct_and_accepted"]
     return res
+
+
+def open_set_rates(d_unknown: np.ndarray, d_known: np.ndarray, tau: float) -> dict[str, float]:
+    """Open-set identification at ``tau``: share of never-enrolled people's probes
+    rejected (nearest distance > τ), and of enrolled people's probes whose nearest
+    entry is themselves and within τ (``d_known`` rows: distance, correct)."""
+    return {"unknown_rejected": float(np.mean(d_unknown > tau)),
+            "known_correct_and_accepted": float(np.mean((d_known[:, 0] <= tau)
+                                                        & (d_known[:, 1] > 0)))}
 
 
 def at_operating_points(report_model: dict, points: dict[str, float]) -> dict:
@@ -237,14 +246,9 @@ def at_operating_points(report_model: dict, points: dict[str, float]) -> dict:
     for name, t in points.items():
         rec = {"threshold": float(t), "pairs": {}, "identification": {}}
         for r in report_model["pairs"]:
-            d, same = r["_dist"], r["_same"]
-            rec["pairs"][Path(r["pairs_file"]).name] = {
-                "far": float(np.mean(d[~same] <= t)), "tar": float(np.mean(d[same] <= t))}
+            rec["pairs"][Path(r["pairs_file"]).name] = pair_rates(r["_dist"], r["_same"], t)
         for r in report_model["identification"]:
-            du, dk = r["_du"], r["_dk"]
-            rec["identification"][Path(r["root"]).name] = {
-                "unknown_rejected": float(np.mean(du > t)),
-                "known_correct_and_accepted": float(np.mean((dk[:, 0] <= t) & (dk[:, 1] > 0)))}
+            rec["identification"][Path(r["root"]).name] = open_set_rates(r["_du"], r["_dk"], t)
         out[name] = rec
     return out
 
@@ -314,8 +318,7 @@ def run(models: list[str], pairs: list[tuple[Path, Path]], identify: list[Path],
         points, points_source = dict(enc.operating_points), "model metadata"
         if not points and out["pairs"] and "threshold_at_far_1e-3" in out["pairs"][0]:
             first = out["pairs"][0]
-            points = {"far_1e-2": first["threshold_at_far_1e-2"],
-                      "far_1e-3": first["threshold_at_far_1e-3"]}
+            points = operating_points(first)
             points_source = f"fitted on {Path(first['pairs_file']).name}"
         points.pop("best_accuracy", None)  # that one is τ, reported already
         if points:

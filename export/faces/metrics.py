@@ -43,6 +43,21 @@ def best_threshold(dist: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     return float(tau), float(correct[k] / len(d))
 
 
+#: The named false-accept targets a released face encoder carries thresholds for.
+FAR_TARGETS = {"far_1e-2": 1e-2, "far_1e-3": 1e-3}
+
+
+def operating_points(roc: dict) -> dict[str, float]:
+    """``{"far_1e-2": τ, "far_1e-3": τ}`` from a :func:`roc_metrics` result."""
+    return {name: roc[f"threshold_at_{name}"] for name in FAR_TARGETS}
+
+
+def pair_rates(dist: np.ndarray, same: np.ndarray, tau: float) -> dict[str, float]:
+    """False-accept and true-accept rates of pairs at ``tau`` (match when d <= τ)."""
+    d, same = np.asarray(dist), np.asarray(same, bool)
+    return {"far": float(np.mean(d[~same] <= tau)), "tar": float(np.mean(d[same] <= tau))}
+
+
 def roc_metrics(dist: np.ndarray, same: np.ndarray) -> dict:
     """AUC, EER, TAR at FAR 1e-3 / 1e-2, best accuracy and its τ."""
     far, tar, thr = roc_curve(dist, same)
@@ -61,9 +76,11 @@ def roc_metrics(dist: np.ndarray, same: np.ndarray) -> dict:
         return max(float(thr[ok][-1]), 0.0)  # -inf (accept nobody) written as 0
 
     n_diff = int((~np.asarray(same, bool)).sum())
-    return {"auc": auc, "eer": eer, "tar_at_far_1e-3": tar_at(1e-3),
-            "tar_at_far_1e-2": tar_at(1e-2), "threshold_at_far_1e-3": tau_at(1e-3),
-            "threshold_at_far_1e-2": tau_at(1e-2), "best_accuracy": acc, "best_threshold": tau,
+    at_far = {}
+    for name, target in FAR_TARGETS.items():
+        at_far[f"tar_at_{name}"] = tar_at(target)
+        at_far[f"threshold_at_{name}"] = tau_at(target)
+    return {"auc": auc, "eer": eer, **at_far, "best_accuracy": acc, "best_threshold": tau,
             "pairs": int(len(dist)), "same": int(np.sum(same)), "different": n_diff,
             "far_resolution": 1.0 / max(n_diff, 1)}
 

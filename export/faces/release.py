@@ -27,6 +27,7 @@ import numpy as np
 from sdk.contract import ModelInfo, Preprocessing, TensorSpec
 
 from . import data as fdata
+from .metrics import operating_points
 
 
 class QuantisationRefusedError(RuntimeError):
@@ -148,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         r = evaluate_pairs(pairs, images, e, crop, None)
         e.close()
         own_tau = r["ten_fold"]["threshold_all"]  # this file's own τ (int8 shifts distances)
-        points = {"best_accuracy": own_tau, "far_1e-2": r["threshold_at_far_1e-2"],
-                  "far_1e-3": r["threshold_at_far_1e-3"]}
+        points = {"best_accuracy": own_tau, **operating_points(r)}
         set_threshold(path, own_tau, points)
         acc = r["ten_fold"]["accuracy_mean"]
         drop = 100 * (ref_acc - acc)

@@ -22,11 +22,6 @@ RUNS = REPO_ROOT / "runs" / "style"
 STYLES = SHARED_DIR / "data" / "style" / "styles"
 
 
-def _set_threads(n: int | None) -> None:
-    """Limit TensorFlow's CPU threads (must run before TF executes anything)."""
-    set_threads(n)
-
-
 def _costs(args: argparse.Namespace):
     from .lossnet import DEFAULT_LAYERS, LayerChoice, layer_name
     from .optimize import CostWeights
@@ -71,7 +66,7 @@ def _extractor(args: argparse.Namespace, costs):
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    _set_threads(args.threads)
+    set_threads(args.threads)
     from .optimize import OptimizeOptions, optimize, save_loss_curve
     from .train import read_rgb, write_rgb
 
@@ -94,7 +89,7 @@ def _optimize(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    _set_threads(args.threads)
+    set_threads(args.threads)
     from .student import StudentConfig
     from .train import TrainOptions, train
 
@@ -119,7 +114,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    _set_threads(args.threads)
+    set_threads(args.threads)
     from .release import export_run
 
     runs = [Path(r) for r in args.run] if args.run else sorted(Path(args.out).glob("*_student"))
@@ -135,7 +130,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    _set_threads(args.threads)
+    set_threads(args.threads)
     from sdk.style import stylizer_paths
 
     from .evaluate import evaluate
