@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
-FACES_RUN ?= runs/faces/run2
+FACES_RUN ?= runs/faces/run3
 
-.PHONY: help setup demo test export-tflite export-onnx export-jetson jetson-check bench \
+.PHONY: help setup demo test export-tflite export-onnx export-jetson jetson-check device-bundle bench \
         faces-data faces-teacher train-faces release-faces eval-faces \
         train-style eval-style example-1d example-3d visualize clean
 
@@ -34,10 +34,12 @@ faces-teacher: faces-data ## dlib teacher embeddings of every training face (~30
 	$(PY) -m pip install -q -e ".[teacher]"
 	$(PY) -m export faces teacher --per-identity 0
 
-train-faces: setup ## train the face encoder in two legs (60 + 80 min, checkpointed: rerun to resume)
+train-faces: setup ## train the face encoder in three legs (60 + 80 + 95 min, checkpointed: rerun to resume)
 	$(PY) -m export faces train --out runs/faces/run1 --minutes 60 --cls 1.0 --resume
-	$(PY) -m export faces train --out $(FACES_RUN) --init runs/faces/run1 --minutes 80 --cls 1.0 \
+	$(PY) -m export faces train --out runs/faces/run2 --init runs/faces/run1 --minutes 80 --cls 1.0 \
 	    --distill 5 --distill-mode relational --lr 2e-3 --seed 1 --resume
+	$(PY) -m export faces train --out $(FACES_RUN) --init runs/faces/run2 --width 0.75 --minutes 95 \
+	    --cls 1.0 --distill 5 --distill-mode relational --lr 2e-3 --seed 2 --resume
 
 release-faces: setup ## fp32/fp16/int8 TFLite + ONNX, accuracy gate, copy to models/faces
 	$(PY) -m export faces release --model $(FACES_RUN)/model.keras --json runs/faces/release.json
@@ -67,6 +69,9 @@ export-onnx: setup ## ONNX fp32 + int8 QDQ of the released students (+ faces fro
 jetson-check: setup ## check the released ONNX graphs against TensorRT's ONNX parser
 	$(PY) -m export jetson --check models/faces/face_encoder_fp32.onnx \
 	    models/style/udnie_fp32.onnx models/style/wave_fp32.onnx
+
+device-bundle: setup ## download pycuda's sdist + wheels for a lent GPU into build/device (see docs/JETSON.md)
+	$(PY) scripts/device_bundle.py --out build/device
 
 export-jetson: setup ## TensorRT engines (on the Jetson), or the bundle to build them there
 	$(PY) -m export jetson --models models --precision fp16 int8 \

@@ -219,6 +219,36 @@ def test_encoder_contract_and_l2norm():
     assert head([fi, fj]).shape == (1, 1)
 
 
+def test_widen_preserves_the_embedding():
+    """Net2WiderNet: a width-0.5 copy of a trained-looking width-0.25 encoder (residual
+    adds included) computes the same embedding; noise only nudges it; narrowing fails."""
+    import keras
+
+    from export.faces.model import build_encoder
+    from export.faces.widen import WidenError, widen
+
+    keras.utils.set_random_seed(2)
+    narrow = build_encoder(width=0.25, blocks=(2, 2, 2), final=64)
+    rng = np.random.default_rng(0)
+    for layer in narrow.layers:   # non-trivial batch-norm statistics, as after training
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2, v.shape)])
+    x = rng.uniform(0, 255, size=(4, 112, 112, 3)).astype(np.float32)
+    y0 = narrow(x, training=False).numpy()
+    wide = widen(narrow, build_encoder(width=0.5, blocks=(2, 2, 2), final=64), noise=0.0)
+    assert wide.count_params() > 2 * narrow.count_params()
+    np.testing.assert_allclose(wide(x, training=False).numpy(), y0, atol=1e-5)
+    nudged = widen(narrow, build_encoder(width=0.5, blocks=(2, 2, 2), final=64), noise=0.01)
+    y1 = nudged(x, training=False).numpy()
+    assert 0 < np.abs(y1 - y0).max() and (y1 * y0).sum(axis=1).min() > 0.99
+    with pytest.raises(WidenError, match="narrow"):
+        widen(wide, build_encoder(width=0.25, blocks=(2, 2, 2), final=64))
+    with pytest.raises(WidenError, match="not in the narrow"):
+        widen(narrow, build_encoder(width=0.5, blocks=(3, 2, 2), final=64))
+
+
 @pytest.mark.skipif(not (SHARED_FACES / "att-orl" / "s1").is_dir(),
                     reason="../shared/data/faces/att-orl not present")
 def test_runtime_alignment_on_a_real_face():
@@ -363,3 +393,8 @@ def test_train_then_new_leg_from_init(tmp_path):
     with pytest.raises(fdata.FacesDataError, match="no model.keras"):
         train.train(train.build_parser().parse_args(
             common + ["--out", str(tmp_path / "c"), "--init", str(tmp_path / "nowhere")]))
+    # a wider leg from the narrow run: widened first, then trained
+    wider = [a if a != "0.25" else "0.5" for a in common]
+    third = train.train(train.build_parser().parse_args(
+        wider + ["--out", str(tmp_path / "d"), "--init", str(tmp_path / "a"), "--lr", "0"]))
+    assert third["params"] > 2 * second["params"] and third["init"]["from"] == str(tmp_path / "a")

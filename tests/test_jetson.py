@@ -2,7 +2,10 @@
 caching rules, the engine header and target checks; TensorRT builds where TensorRT exists.
 
 Graphs are built with ``onnx.helper`` (no TensorFlow).  Nothing here fakes TensorRT: the
-tests that need it skip with the reason on hosts without it.
+tests that need it skip with the reason on hosts without it. The one real-GPU test runs
+the backend's own buffer and stream code on device memory with a CUDA kernel in place of
+TensorRT's execution context (the lent GPU has CUDA but no TensorRT); it says so, and it
+tests the buffers, not TensorRT.
 """
 
 from __future__ import annotations
@@ -473,3 +476,103 @@ def test_build_fp16_engine_and_run_it(good_onnx, tmp_path):
     with sdk.load_model(first.path) as trt_model, sdk.load_model(good_onnx) as ref:
         assert trt_model.info.extra["tensorrt"]["version"]
         np.testing.assert_allclose(trt_model(x), ref(x), rtol=2e-2, atol=2e-2)
+
+
+# ---------------------------------------------------------------- real device memory
+
+def _pycuda_with_gpu():
+    """(pycuda.driver, reason): the driver module when pycuda imports and a GPU answers."""
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        return None, ("pycuda is not installed (it does not build here: no libcuda; on a lent "
+                      "GPU, scripts/device_check.sh builds it from the carried sdist)")
+    try:
+        cuda.init()
+        if cuda.Device.count() == 0:
+            return None, "pycuda found no CUDA device"
+    except cuda.Error as exc:
+        return None, f"CUDA did not initialise: {exc}"
+    return cuda, ""
+
+
+class _KernelExecutionContext:
+    """Stands in for TensorRT's execution context and nothing else: it records the
+    shapes and device addresses the backend gives it and, on ``execute_async_v3``,
+    launches a real CUDA kernel (y = 2x + 1) on those addresses in the backend's stream.
+    Everything the backend does around it (pinned host buffers, device allocations,
+    async copies, re-binding on a new shape, context push/pop, close) is the real code."""
+
+    def __init__(self, cuda, backend_ref):
+        from pycuda.compiler import SourceModule
+
+        self.shapes, self.addresses, self.launches = {}, {}, 0
+        self._backend = backend_ref
+        self._kernel = SourceModule("""
+            __global__ void affine(const float *x, float *y, int n) {
+                int i = blockIdx.x * blockDim.x + threadIdx.x;
+                if (i < n) y[i] = 2.0f * x[i] + 1.0f;
+            }""").get_function("affine")
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        return self.shapes["input"]
+
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = int(address)
+        return True
+
+    def execute_async_v3(self, stream_handle):
+        backend = self._backend()
+        assert stream_handle == backend._stream.handle   # the backend's own stream
+        n = int(np.prod(self.shapes["input"]))
+        self._kernel(np.uintp(self.addresses["input"]), np.uintp(self.addresses["out"]),
+                     np.int32(n), block=(256, 1, 1), grid=((n + 255) // 256, 1),
+                     stream=backend._stream)
+        self.launches += 1
+        return True
+
+
+def test_tensorrt_backend_buffers_and_stream_on_a_real_gpu():
+    """The TensorRT backend's host/device buffer and stream code against real device
+    memory (TensorRT itself is absent on the lent GPU: see _KernelExecutionContext)."""
+    import weakref
+
+    cuda, reason = _pycuda_with_gpu()
+    if cuda is None:
+        pytest.skip(reason)
+    from sdk.backends.tensorrt import TensorRTBackend, gpu_identity
+
+    ident = gpu_identity(cuda, 0)
+    assert ident["gpu"] and "." in ident["compute_capability"]
+    ctx = cuda.Device(0).retain_primary_context()
+    ctx.push()
+    try:
+        spec_in = TensorSpec("input", (None, 8, 8, 3), "float32")
+        spec_out = TensorSpec("out", (None, 8, 8, 3), "float32")
+        backend = TensorRTBackend(None, cuda, ctx, engine=object(), context=None,
+                                  inputs=(spec_in,), outputs=(spec_out,), info=_info(),
+                                  runtime="pycuda buffers only")
+        backend._context = _KernelExecutionContext(cuda, weakref.ref(backend))
+        backend._stream = cuda.Stream()
+    finally:
+        ctx.pop()   # as load() leaves it: nothing current between calls
+    rng = np.random.default_rng(0)
+    first_addresses = None
+    for batch in (1, 4, 4, 2):   # a new shape re-allocates and re-binds; the same reuses
+        x = rng.normal(size=(batch, 8, 8, 3)).astype(np.float32)
+        (y,) = backend.run([x])
+        np.testing.assert_allclose(y, 2 * x + 1, rtol=1e-6)
+        assert y.shape == x.shape and not np.shares_memory(y, backend._bindings["out"].host)
+        if batch == 4 and first_addresses is None:
+            first_addresses = dict(backend._context.addresses)
+        elif batch == 4:
+            assert backend._context.addresses == first_addresses   # reused, not re-allocated
+    assert backend._context.launches == 4
+    backend.close()
+    backend.close()   # twice is harmless
+    with pytest.raises(errors.ModelFormatError, match="closed"):
+        backend.run([x])

@@ -310,6 +310,49 @@ def test_export_refuses_a_drifting_model(tiny_student, tmp_path):
     assert "refused" in caught.value.report["tflite_int8"]
 
 
+def test_shuffle_student_exports_and_runs_at_any_multiple_of_4(tf, tmp_path):
+    """The 'shuffle' output stage (nothing at full resolution but a 3x3 conv on RGB):
+    same-size output, ICNR start (2x2 blocks equal before the smoothing conv), every
+    format within its PSNR floor of Keras, DepthToSpace accepted by the TensorRT check,
+    and frames through sdk.Stylizer matching Keras."""
+    import keras
+
+    from export.formats import source_hash
+    from export.jetson.check import check_onnx
+    from export.style.release import export_student
+    from export.style.student import SIZE_MULTIPLE, StudentConfig, build_student
+    from sdk import Stylizer, StylizerOptions
+    from sdk.contract import ModelInfo, Preprocessing
+
+    keras.utils.set_random_seed(6)
+    model = build_student(StudentConfig(base=4, blocks=1, stages="shuffle"), name="tiny_shuffle")
+    assert not any(layer.name in ("enc1_conv", "dec2_dw", "up2") for layer in model.layers)
+    x = np.stack([_smooth_image(60 + i, 32) for i in range(24)]).astype(np.float32)
+    pre = keras.Model(model.input, model.get_layer("shuffle").output)(x[:1]).numpy()[0]
+    np.testing.assert_allclose(pre[0::2, 0::2], pre[1::2, 1::2], atol=1e-6)
+    k, b = model.get_layer("out_conv").get_weights()
+    model.get_layer("out_conv").set_weights([k * 4.0, b + np.random.default_rng(0).normal(0, 0.3, b.shape)])
+    info = ModelInfo(kind="stylizer", name="style-tiny-shuffle", inputs=(), outputs=(),
+                     preprocessing=Preprocessing(channel_order="RGB", pixel_range=(0, 255)),
+                     output={"style": "tiny", "output_range": [0, 255],
+                             "size_multiple": SIZE_MULTIPLE},
+                     source_hash=source_hash(model))
+    report = export_student(model, info, tmp_path, "tiny", calibration=x[:20], check=x[20:],
+                            formats=("tflite_fp32", "tflite_int8", "onnx_fp32"),
+                            min_psnr={"tflite_int8": 20.0})
+    assert report["tflite_fp32"]["psnr_db"] >= 45 and report["onnx_fp32"]["psnr_db"] >= 45
+    onnx_check = check_onnx(report["onnx_fp32"]["path"])
+    assert onnx_check.ok and "DepthToSpace" in onnx_check.op_counts
+    frame = np.clip(np.random.default_rng(8).normal(120, 40, (44, 60, 3)), 0, 255).astype(np.uint8)
+    ref = np.asarray(model(frame[None, :, :, ::-1].astype(np.float32), training=False))
+    ref = np.clip(np.rint(ref[0, :, :, ::-1]), 0, 255)
+    for fmt in ("tflite_fp32", "onnx_fp32"):
+        with Stylizer(options=StylizerOptions(model_path=report[fmt]["path"], border=0)) as st:
+            out = st(frame)
+        assert out.shape == frame.shape
+        assert np.abs(out.astype(np.float64) - ref).mean() < 0.51
+
+
 @pytest.mark.parametrize("fmt", ["tflite_fp32", "tflite_int8", "onnx_fp32"])
 def test_stylizer_keeps_frame_size_and_matches_keras(style_models, tiny_student, fmt):
     from sdk import Stylizer, StylizerOptions
@@ -479,3 +522,25 @@ def test_results_markdown_from_the_summary():
     assert cells[:3] == ["c", "s", "256×172"]
     assert cells[6:9] == ["3.00e4 (3.00)", "2.50e8 (2.50)", "25"]
     assert cells[9:12] == ["–", "–", "–"] and cells[12] == "1600×"
+
+
+def test_reuse_optimizer_only_on_matching_settings(tmp_path):
+    import json
+
+    from export.style.evaluate import _earlier_optimizer
+    from export.style.train import write_rgb
+
+    entry = {"content": "c", "style": "s", "alpha": 1.0, "beta": 5e3, "gamma": 0.05,
+             "size": [32, 32]}
+    image = np.full((32, 32, 3), 77, np.uint8)
+    write_rgb(tmp_path / "c_s_optimizer.png", image)
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"max_side": 256, "iterations": 300,
+         "results": [{**entry, "optimizer": {"seconds": 54.1}}]}))
+    got, seconds = _earlier_optimizer(tmp_path, entry, 300, 256)
+    assert seconds == 54.1 and (got == 77).all()
+    assert _earlier_optimizer(tmp_path, {**entry, "beta": 3e4}, 300, 256) is None
+    assert _earlier_optimizer(tmp_path, entry, 200, 256) is None
+    assert _earlier_optimizer(None, entry, 300, 256) is None
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        _earlier_optimizer(tmp_path / "nowhere", entry, 300, 256)

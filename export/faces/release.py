@@ -68,6 +68,12 @@ def set_threshold(path: Path, tau: float, operating_points: dict | None = None) 
         fmt.set_onnx_metadata(path, info)
 
 
+def encoder_width(model) -> float:
+    """The ``width`` a :func:`export.faces.model.build_encoder` model was built with
+    (its stem has ``c(64)`` channels, rounded to a multiple of 8)."""
+    return model.get_layer("stem_conv").filters / 64
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m export faces release``."""
     import keras
@@ -81,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m export faces release")
     ap.add_argument("--model", default=str(RUNS / "run1" / "model.keras"))
-    ap.add_argument("--name", default="edge-faces-mfn050")
+    ap.add_argument("--name", default=None,
+                    help="model name (default edge-faces-mfnNNN, NNN = 100 x the width)")
     ap.add_argument("--out", default=str(RUNS / "export"))
     ap.add_argument("--release-dir", default=str(REPO_ROOT / "models" / "faces"))
     ap.add_argument("--cache", default=str(RUNS / "aligned.npz"))
@@ -99,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     out, rel = Path(args.out), Path(args.release_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = keras.models.load_model(args.model, compile=False)
+    width = encoder_width(model)
+    name = args.name or f"edge-faces-mfn{round(100 * width):03d}"
     crop = FaceCropper()
     pairs, images = Path(args.pairs), Path(args.images)
 
@@ -117,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     calib = [fdata.bgr_to_model_input(cache["images"][k:k + 1]) for k in pick]
     check_inputs = fdata.bgr_to_model_input(cache["images"][rng.choice(train_rows, 32)])
 
-    info = face_encoder_info(args.name, tau, fmt.source_hash(model), {
-        "architecture": "MobileFaceNet-like, width 0.5",
+    info = face_encoder_info(name, tau, fmt.source_hash(model), {
+        "architecture": f"MobileFaceNet-like, width {width:g}",
         "params": int(model.count_params()),
         "training": "triplet (batch-hard) + CosFace + distillation from dlib ResNet "
                     "(absolute, then relational); see MODEL_CARD.md",

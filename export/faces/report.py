@@ -121,11 +121,14 @@ def training_legs(state: dict) -> list[dict]:
 def history_table(state: dict) -> list[str]:
     """Per-epoch training record of every leg (held-out pairs monitored, not used
     for selection)."""
-    lines = ["| leg | epoch | minutes | loss | triplet | distill | cls | held-out 10-fold acc % "
-             "| AUC |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| leg | encoder | epoch | minutes | loss | triplet | distill | cls "
+             "| held-out 10-fold acc % | AUC |", "|---|---|---|---|---|---|---|---|---|---|"]
     for leg, st in enumerate(training_legs(state), 1):
+        width = (st.get("config") or {}).get("width")
+        encoder = (f"w {width:g}, " if width else "") + f"{st.get('params', 0) / 1e3:.0f} k"
         for r in st["history"]:
-            lines.append(f"| {leg} | {r['epoch']:.2f} | {r['minutes']:.1f} | {r['loss']:.3f} "
+            lines.append(f"| {leg} | {encoder} | {r['epoch']:.2f} | {r['minutes']:.1f} "
+                         f"| {r['loss']:.3f} "
                          f"| {r['triplet']:.3f} | {r['distill']:.3f} | {r.get('cls', 0):.3f} "
                          f"| {_pct(r['val_accuracy'])} | {r['val_auc']:.4f} |")
     return lines
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         parts += heads_table(json.loads(args.heads.read_text()))
     if args.state:
         st = json.loads(args.state.read_text())
-        parts += ["", f"## Training record ({st['params']} parameters, "
+        parts += ["", f"## Training record (released encoder: {st['params']} parameters, "
                       f"{st['macs'] / 1e6:.1f} M MACs)", ""] + history_table(st)
     if args.footer:
         parts += ["", args.footer.read_text().rstrip()]

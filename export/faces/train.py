@@ -165,6 +165,7 @@ def train(args: argparse.Namespace) -> dict:
     from . import losses
     from .metrics import roc_metrics, ten_fold
     from .model import build_encoder, count_macs
+    from .widen import widen
 
     from ..tf_threads import set_threads
 
@@ -218,6 +219,13 @@ def train(args: argparse.Namespace) -> dict:
             # a new leg (fresh optimiser, schedule and history) from earlier weights
             model = keras.models.load_model(init_dir / "model.keras")
             print(f"initialised from {init_dir / 'model.keras'}")
+            target = build_encoder(args.width, args.expand, blocks=tuple(args.blocks),
+                                   final=args.final)
+            if [w.shape for w in target.weights] != [w.shape for w in model.weights]:
+                # --width larger than the earlier run's: keep what it learnt (Net2WiderNet)
+                model = widen(model, target, seed=args.seed)
+                print(f"widened to width {args.width} (function-preserving copy, "
+                      f"{model.count_params()} parameters)")
         else:
             model = build_encoder(args.width, args.expand, blocks=tuple(args.blocks),
                                   final=args.final)
@@ -366,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--init", default=None,
                     help="start a new run from the weights (and CosFace centres) of an "
-                         "earlier run directory; fresh optimiser, schedule and history")
+                         "earlier run directory; fresh optimiser, schedule and history. With "
+                         "a larger --width than that run's, its encoder is widened first "
+                         "(function-preserving channel copies)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--expand", type=int, default=2)

@@ -17,6 +17,7 @@ from pathlib import Path
 from sdk.paths import REPO_ROOT, SHARED_DIR
 
 from ..tf_threads import set_threads
+from .student import STAGES
 
 RUNS = REPO_ROOT / "runs" / "style"
 STYLES = SHARED_DIR / "data" / "style" / "styles"
@@ -106,7 +107,8 @@ def _train(args: argparse.Namespace) -> int:
                            distill_images=args.distill_images, distill_weight=args.distill_weight,
                            teacher_iterations=args.teacher_iterations,
                            sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-                           student=StudentConfig(base=args.base, blocks=args.blocks),
+                           student=StudentConfig(base=args.base, blocks=args.blocks,
+                                                 stages=args.stages),
                            seed=args.seed, limit=args.limit)
     final = train(options, resume=args.resume)
     print(f"weights: {final}")
@@ -145,7 +147,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"no stylizers in {args.models}", file=sys.stderr)
         return 2
     evaluate(models, args.styles_dir, args.content_dir, args.out, max_side=args.max_side,
-             iterations=args.iterations, threads=args.threads)
+             iterations=args.iterations, threads=args.threads,
+             reuse_optimizer=args.reuse_optimizer)
     return 0
 
 
@@ -222,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every)
     p.add_argument("--base", type=int, default=t.student.base, help="student width")
     p.add_argument("--blocks", type=int, default=t.student.blocks, help="residual blocks")
+    p.add_argument("--stages", choices=STAGES, default=t.student.stages,
+                   help="output stages: 'full' (convs at full resolution, the first releases) "
+                        "or 'shuffle' (nothing at full resolution; pixel-shuffle output)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N photos")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads (shared machine)")
@@ -251,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RUNS / "evaluate"))
     p.add_argument("--max-side", type=int, default=256)
     p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--reuse-optimizer", default=None, metavar="DIR",
+                   help="read matching optimiser results from an earlier evaluation's --out "
+                        "instead of recomputing them (same content, style, size, costs, "
+                        "iterations)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_evaluate)
 

@@ -32,7 +32,8 @@ def student_costs(cost_model: CostModel, content: np.ndarray, style: np.ndarray,
 
 def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content_dir: str | Path,
              out_dir: str | Path, *, max_side: int = 256, iterations: int = 200,
-             threads: int = 1, repeats: int = 5, extractor=None) -> dict:
+             threads: int = 1, repeats: int = 5, extractor=None,
+             reuse_optimizer: str | Path | None = None) -> dict:
     """Run the comparison.
 
     Args:
@@ -42,6 +43,11 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
         out_dir: where images, ``results.json`` and ``grid.png`` go.
         max_side: content images are fitted to this (multiple of 4) for both methods.
         iterations: optimiser iterations (Adam, from the content image).
+        reuse_optimizer: an earlier evaluation's ``out_dir``; an optimiser result
+            there with the same content, style, size, α, β, γ and iterations is read
+            back (image and its measured seconds) instead of being recomputed, since
+            the optimiser is deterministic and ~1 CPU-minute per pair. Its costs are
+            recomputed here.
     """
     from sdk import Stylizer, StylizerOptions
 
@@ -71,17 +77,23 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             style = read_rgb(Path(styles_dir) / f"{style_name}.jpg")
             weights = costs_of[style_name]
             cost_model = CostModel(extractor, weights)
-            opt = optimize(content, style, OptimizeOptions(iterations=iterations,
-                                                           max_side=max_side, costs=weights),
-                           extractor=extractor, progress=False)
-            write_rgb(out / f"{cpath.stem}_{style_name}_optimizer.png", opt.image)
             entry = {"content": cpath.stem, "style": style_name,
                      "alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
-                     "size": [int(content.shape[1]), int(content.shape[0])],
-                     "optimizer": {**student_costs(cost_model, content, style, opt.image),
-                                   "seconds": round(opt.seconds, 2),
-                                   "iterations": iterations}}
-            row.append(opt.image)
+                     "size": [int(content.shape[1]), int(content.shape[0])]}
+            earlier = _earlier_optimizer(reuse_optimizer, entry, iterations, max_side)
+            if earlier is not None:
+                image, seconds = earlier
+            else:
+                opt = optimize(content, style, OptimizeOptions(iterations=iterations,
+                                                               max_side=max_side, costs=weights),
+                               extractor=extractor, progress=False)
+                image, seconds = opt.image, opt.seconds
+            write_rgb(out / f"{cpath.stem}_{style_name}_optimizer.png", image)
+            entry["optimizer"] = {**student_costs(cost_model, content, style, image),
+                                  "seconds": round(seconds, 2), "iterations": iterations}
+            if earlier is not None:
+                entry["optimizer"]["reused_from"] = str(reuse_optimizer)
+            row.append(image)
             for precision, path in files.items():
                 with Stylizer.create_from_options(StylizerOptions(model_path=path,
                                                                   threads=threads)) as st:
@@ -115,6 +127,26 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     (out / "results.md").write_text(results_markdown(summary))
     return summary
+
+
+def _earlier_optimizer(folder, entry: dict, iterations: int, max_side: int):
+    """(image, seconds) of a matching optimiser result in an earlier evaluation, or None."""
+    if folder is None:
+        return None
+    folder = Path(folder)
+    summary_file = folder / "results.json"
+    if not summary_file.is_file():
+        raise FileNotFoundError(f"--reuse-optimizer {folder}: no results.json there")
+    summary = json.loads(summary_file.read_text())
+    if summary.get("iterations") != iterations or summary.get("max_side") != max_side:
+        return None
+    keys = ("content", "style", "alpha", "beta", "gamma", "size")
+    for old in summary.get("results", []):
+        if all(old.get(k) == entry[k] for k in keys):
+            image_file = folder / f"{entry['content']}_{entry['style']}_optimizer.png"
+            if image_file.is_file():
+                return read_rgb(image_file), float(old["optimizer"]["seconds"])
+    return None
 
 
 def results_markdown(summary: dict) -> str:

@@ -15,6 +15,19 @@ Choices made for clean conversion to TFLite int8, ONNX and TensorRT:
 * input RGB 0..255 (scaled inside), output ``255 * sigmoid``: the range is fixed,
   so int8 calibration of the output is exact and the SDK only clips and casts.
 
+Two output stages (``StudentConfig.stages``):
+
+* ``"full"`` (the first releases): a 3x3 conv at full resolution in the encoder, and
+  bilinear x2 + separable conv + 3x3 output conv at full resolution in the decoder.
+  16/32-channel tensors at full resolution cost memory bandwidth, which two CPU
+  threads do not hide.
+* ``"shuffle"``: no layer runs at full resolution. The stem is a stride-2 conv; the
+  decoder's last conv runs at half resolution and emits 4 x 3 channels that
+  ``depth_to_space`` (DEPTH_TO_SPACE in TFLite, DepthToSpace in ONNX/TensorRT, both
+  int8-capable) rearranges into the full-resolution RGB image ("pixel shuffle", Shi et
+  al. 2016), initialised so that it starts as a nearest-neighbour upsampling (ICNR);
+  one 3x3 conv over the three colour planes is the only full-resolution layer.
+
 Any input size whose sides are multiples of :data:`SIZE_MULTIPLE` gives an
 output of the same size (two stride-2 stages, two x2 upsamplings).
 """
@@ -35,10 +48,19 @@ class StudentConfig:
     base: int = 16
     blocks: int = 4
     separable: bool = True
+    # the default stays "full" so that runs and releases saved before "shuffle" existed
+    # (their config.json has no such key) rebuild the architecture they were trained with
+    stages: str = "full"
 
     def __post_init__(self) -> None:
         if self.base < 2 or self.blocks < 0:
             raise ValueError("base must be >= 2 and blocks >= 0")
+        if self.stages not in STAGES:
+            raise ValueError(f"stages must be one of {STAGES}, got {self.stages!r}")
+
+
+#: The output stages :class:`StudentConfig` accepts (see the module docstring).
+STAGES = ("full", "shuffle")
 
 
 def _upsample_layer_class():
@@ -63,6 +85,44 @@ def _upsample_layer_class():
             return (b, None if h is None else 2 * h, None if w is None else 2 * w, c)
 
     return Upsample2x
+
+
+def _pixel_shuffle_layer_class():
+    """``PixelShuffle2x``: ``depth_to_space`` with block 2 (12 channels -> RGB at x2)."""
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="edge_sdk_style")
+    class PixelShuffle2x(keras.layers.Layer):
+        def call(self, x):
+            return tf.nn.depth_to_space(x, 2)
+
+        def compute_output_shape(self, input_shape):
+            b, h, w, c = input_shape
+            return (b, None if h is None else 2 * h, None if w is None else 2 * w, c // 4)
+
+    return PixelShuffle2x
+
+
+def _icnr_initializer():
+    import keras
+
+    def init(shape, dtype=None):
+        # depth_to_space reads channel (2*i + j)*3 + c for sub-pixel (i, j), colour c
+        kh, kw, cin, cout = shape
+        base = keras.initializers.GlorotUniform()((kh, kw, cin, cout // 4), dtype=dtype)
+        return keras.ops.tile(base, (1, 1, 1, 4))
+
+    return init
+
+
+def _identity_3x3(shape, dtype=None):
+    import numpy as np
+
+    kernel = np.zeros(shape, dtype="float32")
+    for c in range(min(shape[2], shape[3])):
+        kernel[shape[0] // 2, shape[1] // 2, c, c] = 1.0
+    return kernel
 
 
 def build_student(config: StudentConfig = StudentConfig(), name: str = "style_student"):
@@ -91,8 +151,11 @@ def build_student(config: StudentConfig = StudentConfig(), name: str = "style_st
 
     inp = keras.Input((None, None, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inp)
-    x = conv_bn_relu(x, b, 3, 1, "enc1")
-    x = conv_bn_relu(x, 2 * b, 3, 2, "enc2")
+    if config.stages == "full":
+        x = conv_bn_relu(x, b, 3, 1, "enc1")
+        x = conv_bn_relu(x, 2 * b, 3, 2, "enc2")
+    else:
+        x = conv_bn_relu(x, 2 * b, 3, 2, "enc2")
     x = conv_bn_relu(x, 4 * b, 3, 2, "enc3")
     for i in range(config.blocks):
         y = sep_bn(x, 4 * b, f"res{i}a")
@@ -100,9 +163,22 @@ def build_student(config: StudentConfig = StudentConfig(), name: str = "style_st
         x = layers.Add(name=f"res{i}_add")([x, y])
     x = upsample(name="up1")(x)
     x = sep_bn(x, 2 * b, "dec1")
-    x = upsample(name="up2")(x)
-    x = sep_bn(x, b, "dec2")
-    x = layers.Conv2D(3, 3, padding="same", name="out_conv")(x)
+    if config.stages == "full":
+        x = upsample(name="up2")(x)
+        x = sep_bn(x, b, "dec2")
+        x = layers.Conv2D(3, 3, padding="same", name="out_conv")(x)
+    else:
+        # ICNR initialisation (Aitken et al. 2017): the four sub-pixel outputs of each
+        # colour start equal, i.e. the shuffle starts as a nearest-neighbour upsampling
+        # instead of four independent random maps (the 2-pixel checkerboard seen in
+        # training without it)
+        x = layers.Conv2D(12, 3, padding="same", kernel_initializer=_icnr_initializer(),
+                          name="out_conv")(x)
+        x = _pixel_shuffle_layer_class()(name="shuffle")(x)
+        # one 3x3 conv on the three colour planes at full resolution (81 MACs per
+        # pixel) can still smooth what is left of the 2x2 pattern; starts as identity
+        x = layers.Conv2D(3, 3, padding="same", kernel_initializer=_identity_3x3,
+                          name="smooth_conv")(x)
     x = layers.Activation("sigmoid", name="out_sigmoid")(x)
     out = layers.Rescaling(255.0, name="to_0_255")(x)
     return keras.Model(inp, out, name=name)
