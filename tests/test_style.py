@@ -544,3 +544,14 @@ def test_reuse_optimizer_only_on_matching_settings(tmp_path):
     assert _earlier_optimizer(None, entry, 300, 256) is None
     with pytest.raises(FileNotFoundError, match="results.json"):
         _earlier_optimizer(tmp_path / "nowhere", entry, 300, 256)
+
+
+def test_geometric_means_of_the_ratios():
+    from export.style.evaluate import geometric_means
+
+    rows = [{"student_fp32": {"J_style_vs_optimizer": 2.0, "J_content_vs_optimizer": 1.0}},
+            {"student_fp32": {"J_style_vs_optimizer": 8.0, "J_content_vs_optimizer": 4.0},
+             "student_int8": {"J_style_vs_optimizer": 3.0, "J_content_vs_optimizer": 5.0}}]
+    gm = geometric_means(rows)
+    assert gm["student_fp32"] == {"J_style": 4.0, "J_content": 2.0}
+    assert gm["student_int8"] == {"J_style": 3.0, "J_content": 5.0}

@@ -82,6 +82,12 @@ def build_encoder(width: float = 1.0, expand: int = 2, embedding_size: int = EMB
     return keras.Model(inp, out, name=name)
 
 
+def encoder_width(model: keras.Model) -> float:
+    """The ``width`` a :func:`build_encoder` model was built with (its stem has
+    ``c(64)`` channels, a multiple of 8)."""
+    return model.get_layer("stem_conv").filters / 64
+
+
 def count_macs(model: keras.Model) -> int:
     """Multiply-accumulates of one forward pass (convolutions and dense layers)."""
     total = 0

@@ -68,12 +68,6 @@ def set_threshold(path: Path, tau: float, operating_points: dict | None = None) 
         fmt.set_onnx_metadata(path, info)
 
 
-def encoder_width(model) -> float:
-    """The ``width`` a :func:`export.faces.model.build_encoder` model was built with
-    (its stem has ``c(64)`` channels, rounded to a multiple of 8)."""
-    return model.get_layer("stem_conv").filters / 64
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m export faces release``."""
     import keras
@@ -82,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from sdk.paths import REPO_ROOT
 
     from . import model as _m  # noqa: F401
+    from .model import encoder_width
     from .cli import FACES, RUNS
     from .evaluate import Encoder, FaceCropper, evaluate_pairs
 

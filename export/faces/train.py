@@ -164,7 +164,7 @@ def train(args: argparse.Namespace) -> dict:
 
     from . import losses
     from .metrics import roc_metrics, ten_fold
-    from .model import build_encoder, count_macs
+    from .model import build_encoder, count_macs, encoder_width
     from .widen import widen
 
     from ..tf_threads import set_threads
@@ -219,10 +219,11 @@ def train(args: argparse.Namespace) -> dict:
             # a new leg (fresh optimiser, schedule and history) from earlier weights
             model = keras.models.load_model(init_dir / "model.keras")
             print(f"initialised from {init_dir / 'model.keras'}")
-            target = build_encoder(args.width, args.expand, blocks=tuple(args.blocks),
-                                   final=args.final)
-            if [w.shape for w in target.weights] != [w.shape for w in model.weights]:
-                # --width larger than the earlier run's: keep what it learnt (Net2WiderNet)
+            if encoder_width(model) != args.width:
+                # another --width than the earlier run's: keep what it learnt (Net2WiderNet;
+                # narrowing is refused by widen)
+                target = build_encoder(args.width, args.expand, blocks=tuple(args.blocks),
+                                       final=args.final)
                 model = widen(model, target, seed=args.seed)
                 print(f"widened to width {args.width} (function-preserving copy, "
                       f"{model.count_params()} parameters)")

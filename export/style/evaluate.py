@@ -123,10 +123,26 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
                              for m in ["optimizer", *(f"student {p}" for p in f)]]
     write_rgb(out / "grid.png", picture_grid(rows, columns))
     summary = {"max_side": max_side, "iterations": iterations, "threads": threads,
-               "columns": columns, "results": results}
+               "columns": columns, "results": results,
+               "geometric_mean_vs_optimizer": geometric_means(results)}
+    print("geometric mean of the ratios to the optimiser: "
+          + json.dumps(summary["geometric_mean_vs_optimizer"]), flush=True)
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     (out / "results.md").write_text(results_markdown(summary))
     return summary
+
+
+def geometric_means(results: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Per student precision, the geometric mean over content × style pairs of its
+    J_style and J_content ratios to the optimiser (one number to compare students)."""
+    out: dict[str, dict[str, float]] = {}
+    keys = sorted({k for r in results for k in r if k.startswith("student_")})
+    for key in keys:
+        rows = [r[key] for r in results if key in r]
+        out[key] = {cost: round(float(np.exp(np.mean(np.log([v[f"{cost}_vs_optimizer"]
+                                                               for v in rows])))), 3)
+                    for cost in ("J_style", "J_content")}
+    return out
 
 
 def _earlier_optimizer(folder, entry: dict, iterations: int, max_side: int):
