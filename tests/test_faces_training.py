@@ -285,16 +285,33 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     r = m["pairs"][0]
     assert r["pairs"] == 4 and r["same"] == 2 and r["no_face_fallbacks"] == 4
     assert len(r["ten_fold"]["fold_accuracies"]) == 2
+    impostors = r["closest_impostors"]   # both different-person pairs, nearest first
+    assert {(c["a"], c["b"]) for c in impostors} == {("set/a/0.png", "set/b/0.png"),
+                                                     ("set/a/1.png", "set/b/1.png")}
+    assert impostors[0]["d"] <= impostors[1]["d"]
     assert m["threshold_source"].startswith("fitted on all pairs")
     # no operating points in a Keras file: fitted on the first pair list, applied to all
     op = m["operating_points"]["far_1e-3"]
     assert m["operating_points_source"] == "fitted on pairs.txt"
     assert set(op["pairs"]) == {"pairs.txt"} and 0 <= op["pairs"]["pairs.txt"]["far"] <= 1
-    from export.faces.report import operating_point_table
+    from export.faces.report import impostor_table, operating_point_table
 
     assert len(operating_point_table(report)) == 3
+    assert len(impostor_table(report)) == 2 + 2          # header + the 2 different pairs
     csv_pairs = evaluate.load_csv_pairs(tmp_path / "m.csv", tmp_path / "set" / "a")
     assert [p[2] for p in csv_pairs] == [True, False]
+
+
+def test_closest_impostors_are_the_nearest_different_pairs():
+    from export.faces.evaluate import closest_impostors
+
+    d = np.array([0.10, 0.15, 0.20, 0.40, 0.50, 0.60, 0.70])
+    same = np.array([True, False, True, True, False, False, False])
+    names = [(f"a{i}", f"b{i}") for i in range(7)]
+    top = closest_impostors(d, same, names, n=2)
+    assert [(c["a"], c["d"]) for c in top] == [("a1", 0.15), ("a4", 0.50)]
+    assert top[0]["tar_below"] == pytest.approx(1 / 3)   # only 0.10 is closer
+    assert top[1]["tar_below"] == pytest.approx(1.0)
 
 
 def test_threshold_at_far_is_the_loosest_safe_tau():
@@ -398,3 +415,8 @@ def test_train_then_new_leg_from_init(tmp_path):
     third = train.train(train.build_parser().parse_args(
         wider + ["--out", str(tmp_path / "d"), "--init", str(tmp_path / "a"), "--lr", "0"]))
     assert third["params"] > 2 * second["params"] and third["init"]["from"] == str(tmp_path / "a")
+    # no --width: a leg keeps its --init run's width (the 0.5 default would mean narrowing)
+    no_width = [a for i, a in enumerate(common) if a != "--width" and common[i - 1] != "--width"]
+    fourth = train.train(train.build_parser().parse_args(
+        no_width + ["--out", str(tmp_path / "e"), "--init", str(tmp_path / "a"), "--lr", "0"]))
+    assert fourth["params"] == second["params"] and fourth["config"]["width"] == 0.25

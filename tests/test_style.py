@@ -234,6 +234,23 @@ def test_train_writes_checkpoints_samples_and_resumes(random_extractor, tmp_path
     y = np.asarray(student(x, training=False))
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 255
 
+    # a new run on larger crops starts from this run's weights (lr 0: the trained ones must
+    # come through unchanged; normalisation statistics move with the new crops), and a different architecture is refused before anything is written
+    bigger = TrainOptions(**{**opts.__dict__, "run_dir": str(tmp_path / "big"), "crop": 48,
+                             "steps": 1, "learning_rate": 0.0, "distill_images": 0,
+                             "init": str(run)})
+    train(bigger, progress=False, extractor=random_extractor, eager=True)
+    _, big_student, big_steps = load_run(tmp_path / "big", with_steps=True)
+    assert big_steps == 1
+    assert len(big_student.trainable_weights) == len(student.trainable_weights)
+    for a, b in zip(big_student.trainable_weights, student.trainable_weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    wider = TrainOptions(**{**bigger.__dict__, "run_dir": str(tmp_path / "wide"),
+                            "student": StudentConfig(base=8, blocks=1)})
+    with pytest.raises(ValueError, match="must match"):
+        train(wider, progress=False, extractor=random_extractor, eager=True)
+    assert not (tmp_path / "wide").exists()
+
 
 # --- export and the runtime -----------------------------------------------------------------
 
@@ -555,3 +572,53 @@ def test_geometric_means_of_the_ratios():
     gm = geometric_means(rows)
     assert gm["student_fp32"] == {"J_style": 4.0, "J_content": 2.0}
     assert gm["student_int8"] == {"J_style": 3.0, "J_content": 5.0}
+
+
+def test_bench_ratios_to_the_optimizer_on_the_same_frame(style_models, random_extractor):
+    """`export style bench --optimizer-iterations N`: the optimiser's output joins the
+    cost table, every output gets its ratio to it, and the optimiser's own ratio is 1."""
+    from export.style.bench import bench
+
+    paths, _ = style_models
+    content, style = _smooth_image(40, 48), _smooth_image(41, 48)
+    plain = bench({"tiny fp32": paths["tflite_fp32"]}, content, style, size=32, threads=(1,),
+                  runs=1, warmup=0, johnson=False, extractor=random_extractor,
+                  costs=_few_layers())
+    assert plain["optimizer_seconds"] is None
+    assert "J_style_vs_optimizer" not in plain["strength"]["tiny fp32"]
+    result = bench({"tiny fp32": paths["tflite_fp32"]}, content, style, size=32, threads=(1,),
+                   runs=1, warmup=0, johnson=False, extractor=random_extractor,
+                   costs=_few_layers(), optimizer_iterations=3)
+    strength = result["strength"]
+    assert set(strength) == {"tiny fp32", "optimizer (3 it.)"}
+    assert strength["optimizer (3 it.)"]["J_style_vs_optimizer"] == pytest.approx(1.0)
+    ours = strength["tiny fp32"]
+    assert ours["J_style_vs_optimizer"] == pytest.approx(
+        ours["J_style"] / strength["optimizer (3 it.)"]["J_style"])
+    assert ours["J_style"] == pytest.approx(plain["strength"]["tiny fp32"]["J_style"], rel=1e-5)
+    assert result["images"]["optimizer (3 it.)"].shape == (32, 32, 3)
+
+
+def test_evaluate_runs_student_and_optimizer_with_the_chosen_beta(style_models, random_extractor,
+                                                                 tmp_path):
+    """`export style evaluate` end to end on the tiny student: costs, ratios, grid; the
+    optimiser uses the file's β unless --optimizer-beta says otherwise."""
+    from export.style.evaluate import evaluate
+    from export.style.train import write_rgb
+
+    paths, _ = style_models
+    write_rgb(tmp_path / "styles" / "tiny.jpg", _smooth_image(50, 48))
+    write_rgb(tmp_path / "content" / "c1.png", _smooth_image(51, 40))
+    models = {"tiny": {"fp32": paths["tflite_fp32"]}}
+    kw = dict(max_side=32, iterations=2, repeats=1, extractor=random_extractor,
+              costs=_few_layers())
+    own = evaluate(models, tmp_path / "styles", tmp_path / "content", tmp_path / "own", **kw)
+    chosen = evaluate(models, tmp_path / "styles", tmp_path / "content", tmp_path / "chosen",
+                      optimizer_beta=123.0, **kw)
+    assert own["results"][0]["beta"] == 3e4                # the tiny file records no β
+    assert chosen["results"][0]["beta"] == 123.0 and chosen["optimizer_beta"] == 123.0
+    r = chosen["results"][0]
+    assert r["student_fp32"]["J_style"] > 0 and r["optimizer"]["J_style"] > 0
+    assert r["student_fp32"]["J_style_vs_optimizer"] > 0
+    assert (tmp_path / "chosen" / "grid.png").is_file()
+    assert (tmp_path / "chosen" / "results.md").read_text().count("| c1 |") == 1

@@ -151,6 +151,21 @@ def load_csv_pairs(path: Path, images: Path) -> list[tuple[Path, Path, bool]]:
     return pairs
 
 
+def closest_impostors(d: np.ndarray, same: np.ndarray, names: list[tuple[str, str]],
+                      n: int = 5) -> list[dict]:
+    """The ``n`` different-person pairs with the smallest distance: the low-FAR
+    operating points rest on them. ``tar_below`` is the share of same-person pairs
+    closer than each, i.e. the TAR of a τ just under that pair."""
+    d, same = np.asarray(d), np.asarray(same, bool)
+    neg = np.flatnonzero(~same)
+    pos_d = d[same]
+    out = []
+    for j in neg[np.argsort(d[neg], kind="stable")][:n]:
+        out.append({"a": names[j][0], "b": names[j][1], "d": float(d[j]),
+                    "tar_below": float((pos_d < d[j]).mean()) if len(pos_d) else 0.0})
+    return out
+
+
 def evaluate_pairs(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropper,
                    tau: float | None) -> dict:
     """Verification metrics of one pair list (LFW pairs.txt or CSV)."""
@@ -173,6 +188,12 @@ def evaluate_pairs(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
            "no_face_fallbacks": len(crop.fallbacks) - n_fb}
     if folds is not None:
         res["ten_fold"] = ten_fold(d, same, folds)
+
+    def rel(p: Path) -> str:
+        return str(p.relative_to(images)) if p.is_relative_to(images) else str(p)
+
+    res["closest_impostors"] = closest_impostors(d, same,
+                                                 [(rel(a), rel(b)) for a, b, _ in items])
     if tau is not None:
         res["threshold"] = tau
         res["accuracy_at_threshold"] = accuracy_at(d, same, tau)
@@ -362,6 +383,9 @@ def summary_lines(report: dict) -> list[str]:
                      f"best-τ acc {100 * r['best_accuracy']:.2f}% ({r['pairs']} pairs, "
                      f"{r['no_face_fallbacks']} no-face)")
             lines.append(head)
+            if r.get("closest_impostors"):
+                lines.append("    closest different-person pairs: " + "; ".join(
+                    f"{c['a']} ~ {c['b']} d={c['d']:.3f}" for c in r["closest_impostors"][:3]))
         for r in m["identification"]:
             s = (f"  {Path(r['root']).name}: rank-1 {100 * r['rank1_closed_set']:.2f}% "
                  f"({r['enrolled']} enrolled, {r['probes_known']} probes)")

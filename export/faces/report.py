@@ -77,6 +77,18 @@ def operating_point_table(ev: dict, name: str = "far_1e-3") -> list[str]:
     return lines
 
 
+def impostor_table(ev: dict, pairs_file: str = "pairs.txt", n: int = 3) -> list[str]:
+    """Each model's nearest different-person pairs on one pair list: the pairs the
+    low-FAR operating points rest on."""
+    lines = ["| model | different-person pair | d | TAR of a τ just below |", "|---|---|---|---|"]
+    for _, m in ev["models"].items():
+        r = next((r for r in m["pairs"] if Path(r["pairs_file"]).name == pairs_file), None)
+        for c in (r or {}).get("closest_impostors", [])[:n]:
+            lines.append(f"| {m['name']} | {c['a']} ~ {c['b']} | {c['d']:.3f} "
+                         f"| {_pct(c['tar_below'])} |")
+    return lines
+
+
 def release_table(rel: dict) -> list[str]:
     """Exported files: size, held-out accuracy, drop vs Keras, agreement, verdict."""
     k = rel["keras_fp32"]
@@ -154,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
                   "The strict threshold `apps/door_lock.py` uses by default, applied unchanged "
                   "to every set (identification: same protocol as above, τ replaced).", ""]
         parts += op_rows
+    imp_rows = impostor_table(ev)
+    if len(imp_rows) > 2:
+        parts += ["", "## Where the low-FAR tail comes from (held-out pairs)", "",
+                  "Each model's nearest different-person pairs: a τ below the nearest one "
+                  "admits no stranger of this set, and accepts the share of same-person "
+                  "pairs in the last column.", ""]
+        parts += imp_rows
     if args.release:
         parts += ["", "## Exported files (held-out pairs, through sdk.load_model)", ""]
         parts += release_table(json.loads(args.release.read_text()))

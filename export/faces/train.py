@@ -23,6 +23,8 @@ import numpy as np
 
 from . import data as fdata
 
+DEFAULT_WIDTH = 0.5  # a fresh run's encoder width (a leg started with --init keeps its run's)
+
 
 def merged_labels(labels: np.ndarray, duplicates: np.ndarray) -> np.ndarray:
     """Labels with the identity pairs in ``duplicates`` (rows ``a, b, d``) merged,
@@ -219,6 +221,8 @@ def train(args: argparse.Namespace) -> dict:
             # a new leg (fresh optimiser, schedule and history) from earlier weights
             model = keras.models.load_model(init_dir / "model.keras")
             print(f"initialised from {init_dir / 'model.keras'}")
+            if args.width is None:  # no --width: keep the earlier run's
+                args.width = encoder_width(model)
             if encoder_width(model) != args.width:
                 # another --width than the earlier run's: keep what it learnt (Net2WiderNet;
                 # narrowing is refused by widen)
@@ -228,6 +232,8 @@ def train(args: argparse.Namespace) -> dict:
                 print(f"widened to width {args.width} (function-preserving copy, "
                       f"{model.count_params()} parameters)")
         else:
+            if args.width is None:
+                args.width = DEFAULT_WIDTH
             model = build_encoder(args.width, args.expand, blocks=tuple(args.blocks),
                                   final=args.final)
         state = {"epoch": 0, "step": 0, "elapsed": 0.0, "history": [], "config": vars(args),
@@ -379,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "a larger --width than that run's, its encoder is widened first "
                          "(function-preserving channel copies)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--width", type=float, default=None,
+                    help=f"encoder width multiplier (default: the --init run's, else "
+                         f"{DEFAULT_WIDTH})")
     ap.add_argument("--expand", type=int, default=2)
     ap.add_argument("--blocks", type=int, nargs=3, default=[2, 3, 1])
     ap.add_argument("--final", type=int, default=256)

@@ -51,14 +51,22 @@ def _johnson_tflite(path: Path) -> Path:
 
 def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, size: int = 384,
           threads: tuple[int, ...] = (1, os.cpu_count() or 1), runs: int = 10, warmup: int = 3,
-          johnson: bool = True, extractor=None) -> dict:
+          johnson: bool = True, extractor=None, optimizer_iterations: int = 0,
+          costs=None) -> dict:
     """Measure; ``models`` maps a label to one of our stylizer files, ``content``
-    and ``style`` are RGB uint8 (the content is resized to ``size`` x ``size``)."""
+    and ``style`` are RGB uint8 (the content is resized to ``size`` x ``size``).
+
+    With ``optimizer_iterations`` > 0 the Gatys optimiser also stylises the frame
+    (Adam from the content image, with ``costs``: by default the optimiser's own
+    defaults, β = 3e4, which at 384 px weighs the terms as β = 5e3 did on the
+    students' 160-px crops, since J_content grows with the pixel count and J_style
+    does not) and every output's costs get their ratio to the optimiser's: the
+    student-vs-teacher gap measured next to the peers' on the same frame."""
     import cv2
 
     import sdk
 
-    from .optimize import CostModel, CostWeights, style_image_for
+    from .optimize import CostModel, CostWeights, OptimizeOptions, optimize, style_image_for
     from .lossnet import feature_extractor
 
     c = cv2.resize(content, (size, size), interpolation=cv2.INTER_AREA)
@@ -97,9 +105,16 @@ def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, si
             path = _johnson_tflite(Path(tmp) / "johnson_udnie_fp32.tflite")
             measure("johnson udnie fp32 (TF.js weights)", path, [x255], lambda y: y)
 
-    weights = CostWeights()
-    cost = CostModel(extractor or feature_extractor(weights.network, weights.layer_choice.names),
-                     weights)
+    weights = costs or CostWeights()
+    extractor = extractor or feature_extractor(weights.network, weights.layer_choice.names)
+    optimizer_seconds = None
+    if optimizer_iterations > 0:
+        result = optimize(c, style, OptimizeOptions(iterations=optimizer_iterations,
+                                                    max_side=size, costs=weights),
+                          extractor=extractor, progress=False)
+        outputs[f"optimizer ({optimizer_iterations} it.)"] = result.image.astype(np.float32)
+        optimizer_seconds = round(result.seconds, 1)
+    cost = CostModel(extractor, weights)
     cost.set_targets(x255, style_image_for(style, size, size).astype(np.float32)[None])
     strength = {}
     for label, y in outputs.items():
@@ -107,6 +122,14 @@ def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, si
         parts = cost.costs(y)
         strength[label] = {"J_style": float(np.asarray(parts["J_style"])[0]),
                            "J_content": float(np.asarray(parts["J_content"])[0])}
+    reference = next((v for k, v in strength.items() if k.startswith("optimizer")), None)
+    if reference is not None:
+        for v in strength.values():
+            v["J_style_vs_optimizer"] = v["J_style"] / reference["J_style"]
+            v["J_content_vs_optimizer"] = v["J_content"] / reference["J_content"]
     images = {k: np.clip(np.rint(v), 0, 255).astype(np.uint8) for k, v in outputs.items()}
     return {"size": size, "threads": list(threads), "runs": runs, "latency": latency,
-            "strength": strength, "images": images}
+            "strength": strength, "optimizer_seconds": optimizer_seconds,
+            "optimizer_costs": ({"alpha": weights.alpha, "beta": weights.beta,
+                                 "gamma": weights.gamma} if optimizer_iterations > 0 else None),
+            "images": images}

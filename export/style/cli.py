@@ -109,7 +109,7 @@ def _train(args: argparse.Namespace) -> int:
                            sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
                            student=StudentConfig(base=args.base, blocks=args.blocks,
                                                  stages=args.stages),
-                           seed=args.seed, limit=args.limit)
+                           seed=args.seed, limit=args.limit, init=args.init)
     final = train(options, resume=args.resume)
     print(f"weights: {final}")
     return 0
@@ -148,7 +148,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     evaluate(models, args.styles_dir, args.content_dir, args.out, max_side=args.max_side,
              iterations=args.iterations, threads=args.threads,
-             reuse_optimizer=args.reuse_optimizer)
+             reuse_optimizer=args.reuse_optimizer, optimizer_beta=args.optimizer_beta)
     return 0
 
 
@@ -166,7 +166,8 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     threads = tuple(int(t) for t in args.threads.split(","))
     result = bench(models, read_rgb(args.content), read_rgb(Path(STYLES) / f"{args.style}.jpg"),
-                   size=args.size, threads=threads, runs=args.runs, johnson=not args.no_johnson)
+                   size=args.size, threads=threads, runs=args.runs, johnson=not args.no_johnson,
+                   optimizer_iterations=args.optimizer_iterations)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images = result.pop("images")
@@ -177,9 +178,16 @@ def _bench(args: argparse.Namespace) -> int:
     for r in result["latency"]:
         print(f"| {r['model']} | {r['threads']} | {r['ms']} | {r['runtime']} | "
               f"{r['bytes'] / 1024:.0f} |")
-    print("\n| output | J_style | J_content |\n|---|---|---|")
-    for k, v in result["strength"].items():
-        print(f"| {k} | {v['J_style']:.4g} | {v['J_content']:.4g} |")
+    if result["optimizer_seconds"] is None:
+        print("\n| output | J_style | J_content |\n|---|---|---|")
+        for k, v in result["strength"].items():
+            print(f"| {k} | {v['J_style']:.4g} | {v['J_content']:.4g} |")
+    else:
+        print(f"\noptimiser: {result['optimizer_seconds']} s, {result['optimizer_costs']}")
+        print("\n| output | J_style (× optimiser) | J_content (× optimiser) |\n|---|---|---|")
+        for k, v in result["strength"].items():
+            print(f"| {k} | {v['J_style']:.3g} ({v['J_style_vs_optimizer']:.2f}) | "
+                  f"{v['J_content']:.3g} ({v['J_content_vs_optimizer']:.2f}) |")
     return 0
 
 
@@ -213,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--style", required=True, help="style image, or a name in ../shared styles")
     p.add_argument("--run", default=None, help="run directory (default runs/style/<style>)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--init", default=None, metavar="RUN",
+                   help="start from an earlier run's student weights (same --base/--blocks/"
+                        "--stages), e.g. to continue on larger --crop; fresh optimiser and steps")
     p.add_argument("--content-dir", default=str(CONTENT_TRAIN))
     p.add_argument("--steps", type=int, default=t.steps)
     p.add_argument("--batch", type=int, default=t.batch_size)
@@ -261,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="read matching optimiser results from an earlier evaluation's --out "
                         "instead of recomputing them (same content, style, size, costs, "
                         "iterations)")
+    p.add_argument("--optimizer-beta", type=float, default=None, metavar="BETA",
+                   help="the optimiser's beta instead of each file's training beta (J_content "
+                        "grows with the pixel count: a 160-px-crop student's beta B balances "
+                        "like B*(256/160)^2 on 256-px images)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_evaluate)
 
@@ -273,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default=f"1,{os.cpu_count() or 1}")
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--no-johnson", action="store_true")
+    p.add_argument("--optimizer-iterations", type=int, default=0, metavar="N",
+                   help="also run the Gatys optimiser N iterations on the frame and give every "
+                        "output's costs as a ratio to its (300 in docs/RESULTS_style.md)")
     p.add_argument("--out", default=str(RUNS / "bench"))
     p.set_defaults(func=_bench)
 

@@ -8,6 +8,8 @@ The student is measured as it ships: the released model files run through
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import time
 from pathlib import Path
@@ -33,7 +35,8 @@ def student_costs(cost_model: CostModel, content: np.ndarray, style: np.ndarray,
 def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content_dir: str | Path,
              out_dir: str | Path, *, max_side: int = 256, iterations: int = 200,
              threads: int = 1, repeats: int = 5, extractor=None,
-             reuse_optimizer: str | Path | None = None) -> dict:
+             reuse_optimizer: str | Path | None = None,
+             optimizer_beta: float | None = None, costs=None) -> dict:
     """Run the comparison.
 
     Args:
@@ -48,6 +51,12 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             back (image and its measured seconds) instead of being recomputed, since
             the optimiser is deterministic and ~1 CPU-minute per pair. Its costs are
             recomputed here.
+        optimizer_beta: the optimiser's β instead of the one each file was trained
+            with. J_content is a sum over pixels and J_style is normalised by them, so
+            a student trained on 160-px crops with β balances the terms like β·(256/160)²
+            on 256-px images; this lets the reference minimise that balance.
+        costs: a ``CostWeights`` naming the loss network and layers (default: the
+            training defaults); α, β, γ still come from each file.
     """
     from sdk import Stylizer, StylizerOptions
 
@@ -64,10 +73,10 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
         # the optimiser gets the same alpha, beta, gamma the student was trained with
         with sdk.load_model(next(iter(files.values()))) as m:
             extra = m.info.extra
-        costs_of[style_name] = CostWeights(alpha=float(extra.get("alpha", 1.0)),
-                                           beta=float(extra.get("beta", CostWeights.beta)),
-                                           gamma=float(extra.get("gamma", CostWeights.gamma)))
-    default = CostWeights()
+        costs_of[style_name] = (costs or CostWeights()).with_trained_weights(extra)
+        if optimizer_beta is not None:
+            costs_of[style_name] = dataclasses.replace(costs_of[style_name], beta=optimizer_beta)
+    default = costs or CostWeights()
     if extractor is None:
         extractor = feature_extractor(default.network, default.layer_choice.names)
     for cpath in list_images(content_dir):
@@ -123,7 +132,7 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
                              for m in ["optimizer", *(f"student {p}" for p in f)]]
     write_rgb(out / "grid.png", picture_grid(rows, columns))
     summary = {"max_side": max_side, "iterations": iterations, "threads": threads,
-               "columns": columns, "results": results,
+               "optimizer_beta": optimizer_beta, "columns": columns, "results": results,
                "geometric_mean_vs_optimizer": geometric_means(results)}
     print("geometric mean of the ratios to the optimiser: "
           + json.dumps(summary["geometric_mean_vs_optimizer"]), flush=True)

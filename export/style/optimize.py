@@ -8,6 +8,8 @@ by Adam or by L-BFGS, starting from noise or from the content image.
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -44,6 +46,13 @@ class CostWeights:
     @property
     def layer_choice(self) -> LayerChoice:
         return self.layers or DEFAULT_LAYERS[self.network]
+
+    def with_trained_weights(self, extra: dict) -> "CostWeights":
+        """These costs with the alpha, beta, gamma a stylizer file says its student was
+        trained with (its contract's ``extra``), the class defaults where it says none."""
+        return dataclasses.replace(self, alpha=float(extra.get("alpha", CostWeights.alpha)),
+                                   beta=float(extra.get("beta", CostWeights.beta)),
+                                   gamma=float(extra.get("gamma", CostWeights.gamma)))
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class TrainOptions:
         student: widths of the student.
         seed: data order and initialisation.
         limit: use only the first N training photos (tests).
+        init: an earlier run directory whose student weights start this run (same
+            student architecture; e.g. to continue a 160-px student on larger crops).
+            Its optimiser state and step count are not carried over.
     """
 
     style: str
@@ -81,6 +84,7 @@ class TrainOptions:
     student: StudentConfig = field(default_factory=StudentConfig)
     seed: int = 0
     limit: int | None = None
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.crop % SIZE_MULTIPLE or self.crop < 32:
@@ -211,6 +215,13 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
     if run.joinpath("config.json").is_file() and not resume and any(ckpt_dir.glob("ckpt-*")):
         raise FileExistsError(f"{run} already holds a run; pass resume=True (--resume) to "
                               "continue it or choose another --run")
+    init = None
+    if options.init is not None and not (resume and any(ckpt_dir.glob("ckpt-*"))):
+        # checked before the teacher's minutes are spent
+        init = load_run(options.init, with_steps=True)
+        if init[0].student != options.student:
+            raise ValueError(f"init run {options.init} holds a student {init[0].student}; "
+                             f"this run builds {options.student}: they must match")
     run.mkdir(parents=True, exist_ok=True)
     run.joinpath("config.json").write_text(options.to_json())
 
@@ -237,6 +248,9 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
     if resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).expect_partial()
         print(f"resumed from {manager.latest_checkpoint} at step {int(step.numpy())}")
+    elif init is not None:
+        student.set_weights(init[1].get_weights())
+        print(f"initialised from {options.init} ({init[2]} steps at crop {init[0].crop})")
     choice = weights.layer_choice
 
     def train_step(batch, tc, tt):
