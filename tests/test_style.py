@@ -3,6 +3,8 @@ student training/resume, export round trips and sdk.Stylizer."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -622,3 +624,53 @@ def test_evaluate_runs_student_and_optimizer_with_the_chosen_beta(style_models, 
     assert r["student_fp32"]["J_style_vs_optimizer"] > 0
     assert (tmp_path / "chosen" / "grid.png").is_file()
     assert (tmp_path / "chosen" / "results.md").read_text().count("| c1 |") == 1
+    # several earlier evaluations: the one whose optimiser settings match is read back
+    again = evaluate(models, tmp_path / "styles", tmp_path / "content", tmp_path / "again",
+                     optimizer_beta=123.0, reuse_optimizer=[tmp_path / "own", tmp_path / "chosen"],
+                     **kw)
+    assert again["results"][0]["optimizer"]["reused_from"] == str(tmp_path / "chosen")
+
+
+def test_released_students_reload_and_name_no_machine_paths(tf):
+    """Every models/style/<style>_student/ is what `export style export` re-creates the
+    files from: its config must parse, rebuild the student the files were made from and
+    name no absolute path of the machine that trained it."""
+    import json
+
+    from export.style.release import portable_options
+    from export.style.train import TrainOptions, load_run
+    from sdk.paths import MODELS_DIR, REPO_ROOT
+
+    kept = sorted((MODELS_DIR / "style").glob("*_student"))
+    assert kept, "no released style student in models/style"
+    for folder in kept:
+        cfg = json.loads((folder / "config.json").read_text())
+        for key in ("style", "run_dir", "content_dir", "samples_dir", "init"):
+            assert cfg.get(key) is None or not Path(cfg[key]).is_absolute(), (folder, key)
+        options, student, steps = load_run(folder, with_steps=True)
+        assert steps > 0 and student.count_params() > 0
+        assert folder.name == f"{options.style_name}_student"
+    shared = REPO_ROOT.parent / "shared" / "data" / "x.jpg"
+    moved = portable_options(TrainOptions(style=str(shared), run_dir="/elsewhere/run"))
+    assert moved.style == "../shared/data/x.jpg" and moved.run_dir == "/elsewhere/run"
+
+
+def test_bench_cli_writes_table_json_and_the_outputs_picture(style_models, tmp_path, capsys):
+    import json
+    import shutil
+
+    from export.style.cli import main
+
+    shared_path("models", "squeezenet1.1")
+    shared_path("data", "style", "styles", "udnie.jpg")
+    paths, _ = style_models
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(paths["tflite_fp32"], models / "udnie_fp32.tflite")
+    out = tmp_path / "bench"
+    assert main(["bench", "--models", str(models), "--style", "udnie", "--size", "64",
+                 "--threads", "1", "--runs", "1", "--no-johnson", "--out", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert "ours udnie fp32 tflite" in result["strength"]
+    assert (out / "outputs.png").stat().st_size > 0
+    assert "| ours udnie fp32 tflite |" in capsys.readouterr().out

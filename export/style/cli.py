@@ -173,6 +173,16 @@ def _bench(args: argparse.Namespace) -> int:
     images = result.pop("images")
     for label, im in images.items():
         write_rgb(out / (label.split(" (")[0].replace(" ", "_") + ".png"), im)
+    # one picture of every output side by side (the first of each of our files' groups
+    # is enough: precisions look alike, their costs are in the table)
+    from .evaluate import picture_grid
+
+    shown = {k: v for k, v in images.items()
+             if not k.startswith("ours") or k == next(k for k in images if k.startswith("ours"))}
+    side = min(256, args.size)
+    write_rgb(out / "outputs.png", picture_grid([list(shown.values())],
+                                                [k.split(" (")[0][:30] for k in shown],
+                                                cell=(side, side)))
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     print("| model | threads | ms | runtime | KiB |\n|---|---|---|---|---|")
     for r in result["latency"]:
@@ -268,10 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RUNS / "evaluate"))
     p.add_argument("--max-side", type=int, default=256)
     p.add_argument("--iterations", type=int, default=200)
-    p.add_argument("--reuse-optimizer", default=None, metavar="DIR",
+    p.add_argument("--reuse-optimizer", action="append", default=None, metavar="DIR",
                    help="read matching optimiser results from an earlier evaluation's --out "
                         "instead of recomputing them (same content, style, size, costs, "
-                        "iterations)")
+                        "iterations); repeat to search several")
     p.add_argument("--optimizer-beta", type=float, default=None, metavar="BETA",
                    help="the optimiser's beta instead of each file's training beta (J_content "
                         "grows with the pixel count: a 160-px-crop student's beta B balances "

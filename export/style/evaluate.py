@@ -35,7 +35,7 @@ def student_costs(cost_model: CostModel, content: np.ndarray, style: np.ndarray,
 def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content_dir: str | Path,
              out_dir: str | Path, *, max_side: int = 256, iterations: int = 200,
              threads: int = 1, repeats: int = 5, extractor=None,
-             reuse_optimizer: str | Path | None = None,
+             reuse_optimizer: str | Path | Sequence[str | Path] | None = None,
              optimizer_beta: float | None = None, costs=None) -> dict:
     """Run the comparison.
 
@@ -46,7 +46,8 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
         out_dir: where images, ``results.json`` and ``grid.png`` go.
         max_side: content images are fitted to this (multiple of 4) for both methods.
         iterations: optimiser iterations (Adam, from the content image).
-        reuse_optimizer: an earlier evaluation's ``out_dir``; an optimiser result
+        reuse_optimizer: an earlier evaluation's ``out_dir`` (or several, searched
+            in order); an optimiser result
             there with the same content, style, size, α, β, γ and iterations is read
             back (image and its measured seconds) instead of being recomputed, since
             the optimiser is deterministic and ~1 CPU-minute per pair. Its costs are
@@ -68,6 +69,9 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows, results = [], []
+    reuse_folders = ([] if reuse_optimizer is None else
+                     [reuse_optimizer] if isinstance(reuse_optimizer, (str, Path)) else
+                     list(reuse_optimizer))
     costs_of = {}
     for style_name, files in models.items():
         # the optimiser gets the same alpha, beta, gamma the student was trained with
@@ -89,7 +93,11 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             entry = {"content": cpath.stem, "style": style_name,
                      "alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
                      "size": [int(content.shape[1]), int(content.shape[0])]}
-            earlier = _earlier_optimizer(reuse_optimizer, entry, iterations, max_side)
+            earlier = source = None
+            for source in reuse_folders:
+                earlier = _earlier_optimizer(source, entry, iterations, max_side)
+                if earlier is not None:
+                    break
             if earlier is not None:
                 image, seconds = earlier
             else:
@@ -101,7 +109,7 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             entry["optimizer"] = {**student_costs(cost_model, content, style, image),
                                   "seconds": round(seconds, 2), "iterations": iterations}
             if earlier is not None:
-                entry["optimizer"]["reused_from"] = str(reuse_optimizer)
+                entry["optimizer"]["reused_from"] = str(source)
             row.append(image)
             for precision, path in files.items():
                 with Stylizer.create_from_options(StylizerOptions(model_path=path,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -116,6 +117,26 @@ def export_student(student, info, out_dir: str | Path, stem: str, *,
     return report
 
 
+def portable_options(options):
+    """``options`` with its paths relative to the repository root (``../shared/...``,
+    ``runs/...``) where they lie beside or inside it, so a committed copy names no
+    machine's directories."""
+    from sdk.paths import REPO_ROOT
+
+    def rel(p):
+        if p is None or not Path(p).is_absolute():
+            return p
+        try:
+            Path(p).resolve().relative_to(REPO_ROOT.parent.resolve())
+        except ValueError:
+            return p  # somewhere else entirely: keep it as it is
+        return os.path.relpath(Path(p).resolve(), REPO_ROOT.resolve())
+
+    return dataclasses.replace(options, style=rel(options.style), run_dir=rel(options.run_dir),
+                               content_dir=rel(options.content_dir),
+                               samples_dir=rel(options.samples_dir), init=rel(options.init))
+
+
 def keep_keras_copy(student, options, steps: int, run_dir: str | Path,
                     out_dir: str | Path) -> Path:
     """Keep the trained Keras weights beside the exports (``<out>/<style>_student/``: config,
@@ -124,7 +145,7 @@ def keep_keras_copy(student, options, steps: int, run_dir: str | Path,
     if dst.resolve() == Path(run_dir).resolve():
         return dst
     dst.mkdir(parents=True, exist_ok=True)
-    (dst / "config.json").write_text(options.to_json())
+    (dst / "config.json").write_text(portable_options(options).to_json())
     (dst / "steps.json").write_text(json.dumps({"steps": steps}))
     student.save_weights(str(dst / "student.weights.h5"))
     return dst
