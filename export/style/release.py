@@ -123,14 +123,17 @@ def portable_options(options):
     machine's directories."""
     from sdk.paths import REPO_ROOT
 
+    root = Path(os.path.abspath(REPO_ROOT))
+
     def rel(p):
         if p is None or not Path(p).is_absolute():
             return p
-        try:
-            Path(p).resolve().relative_to(REPO_ROOT.parent.resolve())
-        except ValueError:
-            return p  # somewhere else entirely: keep it as it is
-        return os.path.relpath(Path(p).resolve(), REPO_ROOT.resolve())
+        # abspath, not resolve: ../shared is often a symlink, and its target is no
+        # business of the record
+        p = Path(os.path.abspath(p))
+        if not p.is_relative_to(root.parent):
+            return str(p)  # somewhere else entirely: keep it as it is
+        return os.path.relpath(p, root)
 
     return dataclasses.replace(options, style=rel(options.style), run_dir=rel(options.run_dir),
                                content_dir=rel(options.content_dir),
