@@ -177,8 +177,8 @@ def _bench(args: argparse.Namespace) -> int:
     # is enough: precisions look alike, their costs are in the table)
     from .evaluate import picture_grid
 
-    shown = {k: v for k, v in images.items()
-             if not k.startswith("ours") or k == next(k for k in images if k.startswith("ours"))}
+    first_ours = next((k for k in images if k.startswith("ours")), None)
+    shown = {k: v for k, v in images.items() if not k.startswith("ours") or k == first_ours}
     side = min(256, args.size)
     write_rgb(out / "outputs.png", picture_grid([list(shown.values())],
                                                 [k.split(" (")[0][:30] for k in shown],

@@ -9,7 +9,6 @@ The student is measured as it ships: the released model files run through
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import time
 from pathlib import Path
@@ -75,6 +74,7 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
     costs_of = {}
     for style_name, files in models.items():
         # the optimiser gets the same alpha, beta, gamma the student was trained with
+        # (beta: unless optimizer_beta says otherwise)
         with sdk.load_model(next(iter(files.values()))) as m:
             extra = m.info.extra
         costs_of[style_name] = (costs or CostWeights()).with_trained_weights(extra)
