@@ -62,9 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output video (.mp4/.avi) or image file")
     parser.add_argument("--max-side", type=int, default=None,
                         help="shrink frames to this longest side before the network (speed)")
-    parser.add_argument("--min-side", type=int, default=None,
-                        help="enlarge small frames to this shortest side before the network "
-                             "(keeps the stroke size the style was trained at, e.g. 256)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--smoothing", type=float, default=0.6,
                         help="video: temporal smoothing in [0, 1) (0 = off)")
@@ -77,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     mode = "image" if image is not None else "video"
     try:
         options = StylizerOptions(model_path=args.style, threads=args.threads,
-                                  max_side=args.max_side, min_side=args.min_side,
-                                  running_mode=mode, smoothing=args.smoothing)
+                                  max_side=args.max_side, running_mode=mode,
+                                  smoothing=args.smoothing)
         stylizer = Stylizer.create_from_options(options)
-    except (SdkError, ValueError) as exc:
+    except (SdkError, ValueError) as exc:  # bad options as well as bad files: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with stylizer:

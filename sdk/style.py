@@ -42,12 +42,6 @@ class StylizerOptions:
         max_side: frames whose longest side exceeds this are shrunk to it before the
             network and the result is enlarged back (speed on large frames;
             ``None``: run at the frame's own size).
-        min_side: frames whose shortest side is below this are enlarged to it before
-            the network and the result is shrunk back. A style network paints strokes
-            of a fixed size in pixels, learnt on crops of one size; on a small picture
-            they come out too large for it (the released students were last trained
-            on 256-px crops: ``min_side=256`` keeps their look on thumbnails).
-            ``max_side`` wins where both apply. ``None``: never enlarge.
         running_mode: ``"image"`` (each call independent) or ``"video"`` (calls are
             consecutive frames: outputs are smoothed over time, see :class:`Stylizer`).
         smoothing: video mode: weight of the previous output in the temporal
@@ -65,7 +59,6 @@ class StylizerOptions:
     backend: str | None = None
     threads: int | None = None
     max_side: int | None = None
-    min_side: int | None = None
     running_mode: str = "image"
     smoothing: float = 0.6
     scene_cut: float = 25.0
@@ -83,12 +76,6 @@ class StylizerOptions:
             raise ValueError(f"scene_cut must be > 0, got {self.scene_cut}")
         if self.max_side is not None and self.max_side < MIN_SIDE:
             raise ValueError(f"max_side must be >= {MIN_SIDE} or None, got {self.max_side}")
-        if self.min_side is not None and self.min_side < MIN_SIDE:
-            raise ValueError(f"min_side must be >= {MIN_SIDE} or None, got {self.min_side}")
-        if (self.min_side is not None and self.max_side is not None
-                and self.min_side > self.max_side):
-            raise ValueError(f"min_side ({self.min_side}) must not exceed max_side "
-                             f"({self.max_side})")
 
 
 def _check_frame(frame, what: str = "frame") -> np.ndarray:
@@ -116,10 +103,7 @@ class Stylizer:
     Resize policy (every call returns an image of exactly the input frame's size):
 
     1. if ``options.max_side`` is set and the frame is larger, it is shrunk
-       (area interpolation) so its longest side is ``max_side``; otherwise, if
-       ``options.min_side`` is set and the frame's shortest side is smaller, it is
-       enlarged (bicubic) so that side is ``min_side`` (its longest side capped at
-       ``max_side``);
+       (area interpolation) so its longest side is ``max_side``;
     2. a model with a fixed input size (e.g. a static TensorRT engine) gets the
        frame resized to that size; a fully convolutional model runs at the frame's
        size, padded by reflection (``options.border`` pixels on every side, then
@@ -274,18 +258,11 @@ class Stylizer:
         info = model.info
         h, w = frames[0].shape[:2]
         images = frames
-        ms, mn = self.options.max_side, self.options.min_side
+        ms = self.options.max_side
         if ms is not None and max(h, w) > ms:
             s = ms / max(h, w)
             size = (max(MIN_SIDE, round(w * s)), max(MIN_SIDE, round(h * s)))
             images = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in images]
-        elif mn is not None and min(h, w) < mn:
-            s = mn / min(h, w)
-            if ms is not None:
-                s = min(s, ms / max(h, w))
-            size = (round(w * s), round(h * s))
-            if size != (w, h):
-                images = [cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in images]
         spec = model.inputs[0]
         nchw = info.preprocessing.layout == "NCHW"
         fixed = spec.shape[2:4] if nchw else spec.shape[1:3]

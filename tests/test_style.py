@@ -418,32 +418,6 @@ def test_stylizer_max_side_returns_full_size(style_models):
         assert st(frame[:9, :11]).shape == (9, 11, 3)   # border clipped to what reflection allows
 
 
-def test_stylizer_min_side_runs_small_frames_enlarged(style_models):
-    """min_side: a small frame is enlarged (bicubic) to the stroke scale the network was
-    trained at, stylised, and shrunk back to its own size."""
-    import cv2
-
-    from sdk import Stylizer, StylizerOptions
-
-    paths, _ = style_models
-    frame = _smooth_image(4, 48)[:40]                  # 48 x 40
-    with Stylizer.create_from_options(StylizerOptions(model_path=paths["tflite_fp32"])) as plain, \
-            Stylizer.create_from_options(StylizerOptions(model_path=paths["tflite_fp32"],
-                                                         min_side=80)) as big:
-        got = big(frame)
-        assert got.shape == frame.shape
-        up = cv2.resize(frame, (96, 80), interpolation=cv2.INTER_CUBIC)
-        expected = cv2.resize(plain(up), (48, 40), interpolation=cv2.INTER_LINEAR)
-        np.testing.assert_array_equal(got, expected)
-        assert np.abs(got.astype(int) - plain(frame).astype(int)).mean() > 0.5
-        large = _smooth_image(5, 96)                     # already large: untouched
-        np.testing.assert_array_equal(big(large), plain(large))
-    with pytest.raises(ValueError, match="must not exceed max_side"):
-        StylizerOptions(model_path=paths["tflite_fp32"], min_side=64, max_side=32)
-    with pytest.raises(ValueError, match="min_side must be"):
-        StylizerOptions(model_path=paths["tflite_fp32"], min_side=1)
-
-
 def test_stylizer_typed_errors_for_bad_input(style_models):
     from sdk import Stylizer
 
