@@ -184,6 +184,32 @@ def test_pk_sampler_and_merged_labels():
     assert (m[labels == 7] == 3).all() and len(np.unique(m)) == 9
 
 
+def test_lookalike_batches_draw_from_the_nearest_identities():
+    labels = np.repeat(np.arange(12), 3)
+    # class centres: identities 0-5 point one way, 6-11 the opposite way
+    centres = np.zeros((4, 12))
+    centres[0, :6] = 1.0
+    centres[0, 6:] = -1.0
+    centres[1] = np.linspace(0, 0.1, 12)
+    column_of = np.arange(12)
+    s = PKSampler(labels, np.arange(len(labels)), p=3, k=2, teacher_ok=None, seed=1,
+                  hard_fraction=1.0, hard_pool=4)
+    s.set_lookalikes(centres, column_of)
+    assert s.lookalikes.shape == (12, 4)
+    for _ in range(20):
+        ids = set(labels[s.batch()].tolist())
+        assert len(ids) == 3 and (ids <= set(range(6)) or ids <= set(range(6, 12)))
+    # without look-alike batches, both halves meet in some batch
+    r = PKSampler(labels, np.arange(len(labels)), p=3, k=2, teacher_ok=None, seed=1)
+    mixed = [set(labels[r.batch()].tolist()) for _ in range(20)]
+    assert any(not (m <= set(range(6)) or m <= set(range(6, 12))) for m in mixed)
+    with pytest.raises(ValueError, match="hard_pool"):
+        PKSampler(labels, np.arange(len(labels)), p=6, k=2, teacher_ok=None, seed=0,
+                  hard_fraction=0.5, hard_pool=3)
+    with pytest.raises(ValueError, match="no class centre"):
+        s.set_lookalikes(centres, np.full(12, -1))
+
+
 def test_augment_batch_shapes_and_change():
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 255, size=(6, 112, 112, 3), dtype=np.uint8)
@@ -300,6 +326,56 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     assert len(impostor_table(report)) == 2 + 2          # header + the 2 different pairs
     csv_pairs = evaluate.load_csv_pairs(tmp_path / "m.csv", tmp_path / "set" / "a")
     assert [p[2] for p in csv_pairs] == [True, False]
+    # --flip: a face and its mirror image get one embedding, the normalised sum of both
+    faces = rng.integers(0, 255, (3, 112, 112, 3), dtype=np.uint8)
+    plain, flip = evaluate.Encoder(path), evaluate.Encoder(path, flip=True)
+    mirrored = faces[:, :, ::-1]
+    both = plain(faces) + plain(mirrored)
+    np.testing.assert_allclose(flip(faces), both / np.linalg.norm(both, axis=1, keepdims=True),
+                               atol=1e-5)
+    np.testing.assert_allclose(flip(faces), flip(mirrored), atol=1e-5)
+    assert not np.allclose(plain(faces), plain(mirrored), atol=1e-3)
+    flipped = evaluate.run([str(path)], [(tmp_path / "pairs.txt", tmp_path)], [], None, None,
+                           flip=True)
+    assert flipped["flip"] and next(iter(flipped["models"].values()))["name"].endswith("+ flip")
+
+
+def test_identification_with_several_enrolled_photos(tmp_path):
+    """--enroll N: a person's distance is the smallest over their N enrolled photos (as in
+    sdk.Gallery), and their remaining photos are the probes."""
+    import cv2
+
+    from export.faces import evaluate
+
+    # each photo is a flat grey level g; the fake encoder puts it at g degrees on a
+    # circle.  seed 0 leaves p2 unknown; p0's later photos are far from its first one
+    degrees = {"p0": [0, 100, 95], "p1": [40, 42, 44], "p2": [200, 202, 204],
+               "p3": [250, 252, 254]}
+    for person, grey in degrees.items():
+        (tmp_path / person).mkdir()
+        for j, g in enumerate(grey):
+            cv2.imwrite(str(tmp_path / person / f"{j}.png"), np.full((8, 8, 3), g, np.uint8))
+
+    class Crop:
+        fallbacks: list = []
+
+        def __call__(self, path):
+            return cv2.imread(str(path))
+
+    def encoder(faces):
+        a = np.deg2rad(faces[:, 0, 0, 0].astype(float))
+        return np.stack([np.cos(a), np.sin(a)], axis=1)
+
+    r = {n: evaluate.evaluate_identification(tmp_path, encoder, Crop(), None, seed=0, enroll=n)
+         for n in (1, 2)}
+    assert r[1]["enrolled"] == 3 and r[1]["probes_unknown"] == 3
+    # one photo each: p0's probes (100, 95 degrees) are nearer p1's photo (40) than p0's (0)
+    assert r[1]["probes_known"] == 6 and r[1]["rank1_closed_set"] == pytest.approx(4 / 6)
+    # two each: p0's second photo (100) claims its probe at 95
+    assert r[2]["photos_per_person"] == 2 and r[2]["probes_known"] == 3
+    assert r[2]["rank1_closed_set"] == 1.0
+    with pytest.raises(evaluate.EvaluationError, match="no photo left"):
+        evaluate.evaluate_identification(tmp_path, encoder, Crop(), None, enroll=3)
 
 
 def test_closest_impostors_are_the_nearest_different_pairs():

@@ -74,6 +74,29 @@ def test_total_variation_by_hand(tf):
     np.testing.assert_allclose(total_variation(x).numpy(), [62.0])
 
 
+def test_grain_sees_a_fixed_2px_pattern_not_smooth_images(tf):
+    from export.style.losses import grain
+
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32)
+    smooth = np.repeat((2 * xx + yy)[None, :, :, None], 3, axis=3)    # a ramp: no pattern
+    checker = ((yy + xx) % 2 * 4.0)[None, :, :, None] * np.ones((1, 1, 1, 3), np.float32)
+    stripes = (xx % 2 * 4.0)[None, :, :, None] * np.ones((1, 1, 1, 3), np.float32)
+    g = grain(np.concatenate([smooth, smooth + checker, smooth + stripes]), pool=4).numpy()
+    # by hand, per 2x2 block (a b / c d): the ramp 2x + y gives horizontal (a-b+c-d)/4 = -1,
+    # vertical (a+b-c-d)/4 = -1/2, checkerboard 0; the checker adds -2 to the checkerboard
+    # component, the stripes -2 to the horizontal one
+    cells = (64 // 2 // 4) ** 2 * 3
+    np.testing.assert_allclose(g[0], cells * (1.0 + 0.25), rtol=1e-5)
+    np.testing.assert_allclose(g[1], cells * (1.0 + 0.25 + 4.0), rtol=1e-5)
+    np.testing.assert_allclose(g[2], cells * (9.0 + 0.25), rtol=1e-5)
+    # a random texture averages out; the same texture plus a faint grid does not
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 20, size=(1, 128, 128, 3)).astype(np.float32)
+    faint = ((yy + xx) % 2 * 4.0)[None, :, :, None]   # +-2 grey levels, as measured on a student
+    faint = np.tile(faint, (1, 2, 2, 3))
+    assert grain(noise).numpy()[0] < 0.35 * grain(noise + faint).numpy()[0]
+
+
 def test_costs_are_per_image_in_a_batch(tf):
     from export.style.losses import content_cost, layer_style_cost
 
@@ -599,6 +622,12 @@ def test_bench_ratios_to_the_optimizer_on_the_same_frame(style_models, random_ex
         ours["J_style"] / strength["optimizer (3 it.)"]["J_style"])
     assert ours["J_style"] == pytest.approx(plain["strength"]["tiny fp32"]["J_style"], rel=1e-5)
     assert result["images"]["optimizer (3 it.)"].shape == (32, 32, 3)
+    # every output's 2-px grain is the training penalty's value on it
+    from export.style.losses import grain
+
+    img = result["images"]["tiny fp32"].astype(np.float32)[None]
+    assert ours["grain"] == pytest.approx(float(grain(img)[0]), rel=1e-3, abs=1e-3)
+    assert result["content_grain"] >= 0
 
 
 def test_evaluate_runs_student_and_optimizer_with_the_chosen_beta(style_models, random_extractor,

@@ -50,9 +50,13 @@ class Encoder:
     and pixel range from it; third-party models (the peer) are fed RGB 0..255.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = 2) -> None:
+    def __init__(self, path: str | Path, threads: int | None = 2, flip: bool = False) -> None:
         self.path = Path(path)
         self.threads = threads
+        # flip: average each face's embedding with its mirror image's (test-time
+        # augmentation); the file's thresholds were fitted without it, so they are dropped
+        # and fitted again on the pairs like a Keras model's
+        self.flip = flip
         if not self.path.is_file():
             raise EvaluationError(f"{self.path}: model file not found")
         self.threshold: float | None = None
@@ -79,6 +83,9 @@ class Encoder:
                 pre = info.preprocessing
                 self._pre = pre
                 self.name = f"{self.path.name} ({info.precision}, {self._model.backend})"
+        if flip:
+            self.threshold, self.operating_points = None, {}
+            self.name += " + flip"
 
     def _input(self, faces_bgr: np.ndarray) -> np.ndarray:
         # models without a contract (Keras, the peer) take RGB 0..255: the default Preprocessing
@@ -86,7 +93,14 @@ class Encoder:
 
     def __call__(self, faces_bgr: np.ndarray) -> np.ndarray:
         """(N,112,112,3) BGR uint8 -> (N,D) unit embeddings."""
-        x = self._input(np.asarray(faces_bgr))
+        faces_bgr = np.asarray(faces_bgr)
+        if self.flip:
+            mirrored = np.ascontiguousarray(faces_bgr[:, :, ::-1])
+            return l2_normalize(self._embed(faces_bgr) + self._embed(mirrored))
+        return self._embed(faces_bgr)
+
+    def _embed(self, faces_bgr: np.ndarray) -> np.ndarray:
+        x = self._input(faces_bgr)
         if self._keras is not None:
             out = [np.asarray(self._keras(x[s:s + 64], training=False))
                    for s in range(0, len(x), 64)]
@@ -206,14 +220,19 @@ def evaluate_pairs(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
 
 
 def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: float | None,
-                            unknown_fraction: float = 0.25, seed: int = 0) -> dict:
-    """One-shot identification on ``root/<person>/<images>``.
+                            unknown_fraction: float = 0.25, seed: int = 0,
+                            enroll: int = 1) -> dict:
+    """One-shot (or ``enroll``-shot) identification on ``root/<person>/<images>``.
 
     The first ``1 - unknown_fraction`` of the people (random, ``seed``) are enrolled
-    with one photo each (their first file); their other photos are probes (rank-1
-    accuracy, closed set).  The remaining people are never enrolled: with τ, a
-    probe is rejected when its nearest enrolled distance is > τ (open set).
+    with ``enroll`` photos each (their first files); their other photos are probes
+    (rank-1 accuracy, closed set).  A probe's distance to a person is the smallest
+    over that person's enrolled photos, as in ``sdk.Gallery``.  The remaining people
+    are never enrolled: with τ, a probe is rejected when its nearest enrolled
+    distance is > τ (open set).
     """
+    if enroll < 1:
+        raise EvaluationError(f"enroll must be >= 1 photo per person, got {enroll}")
     people = sorted(p for p in root.iterdir() if p.is_dir())
     if len(people) < 4:
         raise EvaluationError(f"{root}: need at least 4 person folders")
@@ -225,11 +244,15 @@ def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: fl
     n_fb = len(crop.fallbacks)
     emb = _embed_paths([f for fs in files.values() for f in fs], crop, enc)
     known = [i for i in range(len(people)) if i not in unknown]
-    gallery = np.stack([emb[str(files[i][0])] for i in known])
-    gal_labels = np.array(known)
+    short = [people[i].name for i in known if len(files[i]) <= enroll]
+    if short:
+        raise EvaluationError(f"{root}: {len(short)} people have no photo left to probe "
+                              f"after enrolling {enroll} (e.g. {short[0]})")
+    gallery = np.stack([emb[str(f)] for i in known for f in files[i][:enroll]])
+    gal_labels = np.array([i for i in known for _ in files[i][:enroll]])
     hits, dk, du = [], [], []
     for i in range(len(people)):
-        for f in (files[i] if i in unknown else files[i][1:]):
+        for f in (files[i] if i in unknown else files[i][enroll:]):
             d = squared_l2(emb[str(f)], gallery)
             j = int(np.argmin(d))
             if i in unknown:
@@ -238,6 +261,7 @@ def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: fl
                 hits.append(gal_labels[j] == i)
                 dk.append((float(d[j]), bool(gal_labels[j] == i)))
     res = {"root": str(root), "people": len(people), "enrolled": len(known),
+           "photos_per_person": enroll,
            "probes_known": len(hits), "probes_unknown": len(du),
            "rank1_closed_set": float(np.mean(hits)),
            "no_face_fallbacks": len(crop.fallbacks) - n_fb}
@@ -313,13 +337,15 @@ def embed_latency(enc: Encoder, face: np.ndarray, runs: int = 100) -> dict:
 
 
 def run(models: list[str], pairs: list[tuple[Path, Path]], identify: list[Path],
-        threshold: float | None, roc: Path | None, threads: int = 2, timing: int = 0) -> dict:
-    """Evaluate every model on every pair list and identification set."""
+        threshold: float | None, roc: Path | None, threads: int = 2, timing: int = 0,
+        enroll: int = 1, flip: bool = False) -> dict:
+    """Evaluate every model on every pair list and identification set (``enroll``
+    photos per person enrolled there; ``flip``: mirror-averaged embeddings)."""
     crop = FaceCropper()
-    report = {"models": {}}
+    report = {"models": {}, "flip": flip}
     curves: dict[str, list] = {}
     for mpath in models:
-        enc = Encoder(mpath, threads=threads)
+        enc = Encoder(mpath, threads=threads, flip=flip)
         tau = threshold if threshold is not None else enc.threshold
         tau_source = ("--threshold" if threshold is not None else
                       "model metadata" if enc.threshold is not None else None)
@@ -333,7 +359,8 @@ def run(models: list[str], pairs: list[tuple[Path, Path]], identify: list[Path],
                 r["accuracy_at_threshold"] = accuracy_at(r["_dist"], r["_same"], tau)
             out["pairs"].append(r)
         for root in identify:
-            out["identification"].append(evaluate_identification(root, enc, crop, tau))
+            out["identification"].append(evaluate_identification(root, enc, crop, tau,
+                                                                 enroll=enroll))
         # the file's own operating points; for a model without them (Keras, the peer)
         # fitted like τ, on the first pair list
         points, points_source = dict(enc.operating_points), "model metadata"
@@ -388,7 +415,8 @@ def summary_lines(report: dict) -> list[str]:
                     f"{c['a']} ~ {c['b']} d={c['d']:.3f}" for c in r["closest_impostors"][:3]))
         for r in m["identification"]:
             s = (f"  {Path(r['root']).name}: rank-1 {100 * r['rank1_closed_set']:.2f}% "
-                 f"({r['enrolled']} enrolled, {r['probes_known']} probes)")
+                 f"({r['enrolled']} enrolled with {r.get('photos_per_person', 1)} photo(s) "
+                 f"each, {r['probes_known']} probes)")
             if "open_set_unknown_rejected" in r:
                 s += (f"; open set at τ: unknown rejected "
                       f"{100 * r['open_set_unknown_rejected']:.1f}%, known correct+accepted "
@@ -428,6 +456,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--standard", action="store_true",
                     help=f"all standard sets: {RUNS / 'pairs.txt'}, deepface master.csv, "
                          "att-orl, yale")
+    ap.add_argument("--enroll", type=int, default=1, metavar="N",
+                    help="photos enrolled per person in the identification sets (default 1: "
+                         "one-shot; a person's distance is the smallest over them)")
+    ap.add_argument("--flip", action="store_true",
+                    help="average each face's embedding with its mirror image's (two model "
+                         "runs per face); thresholds are then fitted on the first pair list")
     ap.add_argument("--threshold", type=float, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--roc", type=Path, default=None, help="ROC PNG path")
@@ -456,7 +490,10 @@ def main(argv: list[str] | None = None) -> int:
         if not pf.is_file():
             raise SystemExit(f"{pf}: pairs file not found")
         resolved.append((pf, img))
-    report = run(models, resolved, identify, args.threshold, args.roc, args.threads, args.time)
+    if args.enroll < 1:
+        raise SystemExit(f"--enroll must be >= 1, got {args.enroll}")
+    report = run(models, resolved, identify, args.threshold, args.roc, args.threads, args.time,
+                 enroll=args.enroll, flip=args.flip)
     for line in summary_lines(report):
         print(line)
     if args.json:

@@ -61,11 +61,25 @@ def centre_teacher(emb: np.ndarray, ok: np.ndarray, labels: np.ndarray,
 
 class PKSampler:
     """P identities × K photos per batch; with a teacher, up to K/2 of each
-    identity's photos are ones the teacher has embedded."""
+    identity's photos are ones the teacher has embedded.
+
+    With ``hard_fraction`` > 0 and look-alike lists set (:meth:`set_lookalikes`), that
+    share of batches is one random identity and P−1 of its ``hard_pool`` nearest
+    identities (doppelgänger batches, Smirnov et al. 2017): batch-hard mining can only
+    find the negatives a batch holds, and in random batches of 16 out of 656 people
+    the look-alikes that decide a strict threshold almost never meet."""
 
     def __init__(self, labels: np.ndarray, rows: np.ndarray, p: int, k: int,
-                 teacher_ok: np.ndarray | None, seed: int) -> None:
+                 teacher_ok: np.ndarray | None, seed: int, hard_fraction: float = 0.0,
+                 hard_pool: int = 24) -> None:
         self.p, self.k = p, k
+        if not 0.0 <= hard_fraction <= 1.0:
+            raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
+        if hard_fraction > 0 and hard_pool < p - 1:
+            raise ValueError(f"hard_pool ({hard_pool}) must hold at least P-1 = {p - 1} "
+                             "identities")
+        self.hard_fraction, self.hard_pool = hard_fraction, hard_pool
+        self.lookalikes: np.ndarray | None = None
         self.rng = np.random.default_rng(seed)
         self.by_id: dict[int, np.ndarray] = {}
         self.teach_by_id: dict[int, np.ndarray] = {}
@@ -80,10 +94,33 @@ class PKSampler:
             raise fdata.FacesDataError(f"need at least {p} identities with 2+ photos, "
                                        f"have {len(self.ids)}")
 
+    def set_lookalikes(self, centres: np.ndarray, column_of: np.ndarray) -> None:
+        """Nearest identities of each identity by the cosine of their class centres.
+
+        ``centres`` is (d, C) (the CosFace weights); ``column_of[label]`` is the label's
+        column there. Called again as the centres move during training."""
+        cols = column_of[self.ids]
+        if (cols < 0).any():
+            raise ValueError("an identity of the sampler has no class centre")
+        c = centres[:, cols].T.astype(np.float64)
+        c /= np.linalg.norm(c, axis=1, keepdims=True) + 1e-12
+        sim = c @ c.T
+        np.fill_diagonal(sim, -np.inf)
+        pool = min(self.hard_pool, len(self.ids) - 1)
+        self.lookalikes = np.argsort(-sim, axis=1)[:, :pool]
+
+    def _identities(self) -> np.ndarray:
+        if (self.lookalikes is not None and self.hard_fraction > 0
+                and self.rng.random() < self.hard_fraction):
+            seed = int(self.rng.integers(len(self.ids)))
+            near = self.rng.choice(self.lookalikes[seed], size=self.p - 1, replace=False)
+            return self.ids[np.r_[seed, near]]
+        return self.rng.choice(self.ids, size=self.p, replace=False)
+
     def batch(self) -> np.ndarray:
         """Row indices of one P×K batch, grouped by identity."""
         out = []
-        for i in self.rng.choice(self.ids, size=self.p, replace=False):
+        for i in self._identities():
             r, t = self.by_id[int(i)], self.teach_by_id.get(int(i), np.array([], np.int64))
             nt = min(len(t), self.k // 2)
             chosen = list(self.rng.choice(t, size=nt, replace=False)) if nt else []
@@ -266,7 +303,10 @@ def train(args: argparse.Namespace) -> dict:
                 print("optimizer state does not match the new variables: fresh optimizer")
     budget = args.minutes * 60 if args.minutes else float("inf")
     sampler = PKSampler(train_labels, train_rows, args.p, args.k, teacher_ok,
-                        seed=args.seed + state["step"])
+                        seed=args.seed + state["step"], hard_fraction=args.hard_identities,
+                        hard_pool=args.hard_pool)
+    if args.hard_identities > 0 and classifier is None:
+        raise fdata.FacesDataError("--hard-identities needs class centres: use --cls > 0")
     aug_rng = np.random.default_rng(args.seed + 7 * state["step"] + 1)
     va, vb, vsame, vfold = holdout_pairs_on_cache(cache, Path(args.pairs), Path(args.root))
     use_teacher = teacher_emb is not None
@@ -308,6 +348,9 @@ def train(args: argparse.Namespace) -> dict:
             sums = np.zeros(7)
             n = 0
             for _ in range(steps_per_epoch):
+                if args.hard_identities > 0 and state["step"] % 50 == 0:
+                    # the centres move: refresh who looks like whom
+                    sampler.set_lookalikes(classifier.numpy(), class_of)
                 rows = sampler.batch()
                 x = fdata.bgr_to_model_input(fdata.augment_batch(cache["images"][rows], aug_rng,
                                                                  args.augment))
@@ -395,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--k", type=int, default=4, help="photos per identity per batch")
     ap.add_argument("--margin", type=float, default=0.3)
     ap.add_argument("--mining", choices=("batch_hard", "semi_hard"), default="batch_hard")
+    ap.add_argument("--hard-identities", type=float, default=0.0,
+                    help="share of batches made of one identity and P-1 of its nearest "
+                         "identities by class centre (look-alike batches; needs --cls)")
+    ap.add_argument("--hard-pool", type=int, default=24,
+                    help="how many nearest identities a look-alike batch draws P-1 from")
     ap.add_argument("--distill", type=float, default=1.0, help="weight of the distillation term")
     ap.add_argument("--distill-mode", choices=("absolute", "relational"), default="absolute",
                     help="absolute: d(student, teacher) per face; relational: match the "

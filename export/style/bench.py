@@ -116,12 +116,17 @@ def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, si
         optimizer_seconds = round(result.seconds, 1)
     cost = CostModel(extractor, weights)
     cost.set_targets(x255, style_image_for(style, size, size).astype(np.float32)[None])
+    from .losses import grain
+
     strength = {}
     for label, y in outputs.items():
         y = np.clip(y, 0, 255).astype(np.float32)[None]
         parts = cost.costs(y)
         strength[label] = {"J_style": float(np.asarray(parts["J_style"])[0]),
-                           "J_content": float(np.asarray(parts["J_content"])[0])}
+                           "J_content": float(np.asarray(parts["J_content"])[0]),
+                           # the fixed 2-px pattern (losses.grain); the photo's own is
+                           # content_grain below
+                           "grain": float(np.asarray(grain(y))[0])}
     reference = next((v for k, v in strength.items() if k.startswith("optimizer")), None)
     if reference is not None:
         for v in strength.values():
@@ -129,7 +134,8 @@ def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, si
             v["J_content_vs_optimizer"] = v["J_content"] / reference["J_content"]
     images = {k: np.clip(np.rint(v), 0, 255).astype(np.uint8) for k, v in outputs.items()}
     return {"size": size, "threads": list(threads), "runs": runs, "latency": latency,
-            "strength": strength, "optimizer_seconds": optimizer_seconds,
+            "strength": strength, "content_grain": float(np.asarray(grain(x255))[0]),
+            "optimizer_seconds": optimizer_seconds,
             "optimizer_costs": ({"alpha": weights.alpha, "beta": weights.beta,
                                  "gamma": weights.gamma} if optimizer_iterations > 0 else None),
             "images": images}

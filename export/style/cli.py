@@ -109,7 +109,8 @@ def _train(args: argparse.Namespace) -> int:
                            sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
                            student=StudentConfig(base=args.base, blocks=args.blocks,
                                                  stages=args.stages),
-                           seed=args.seed, limit=args.limit, init=args.init)
+                           seed=args.seed, limit=args.limit, init=args.init,
+                           grain_weight=args.grain)
     final = train(options, resume=args.resume)
     print(f"weights: {final}")
     return 0
@@ -188,16 +189,20 @@ def _bench(args: argparse.Namespace) -> int:
     for r in result["latency"]:
         print(f"| {r['model']} | {r['threads']} | {r['ms']} | {r['runtime']} | "
               f"{r['bytes'] / 1024:.0f} |")
+    print(f"\n2-px grain (export/style/losses.py grain): the photo itself "
+          f"{result['content_grain']:.0f}")
     if result["optimizer_seconds"] is None:
-        print("\n| output | J_style | J_content |\n|---|---|---|")
+        print("\n| output | J_style | J_content | grain |\n|---|---|---|---|")
         for k, v in result["strength"].items():
-            print(f"| {k} | {v['J_style']:.4g} | {v['J_content']:.4g} |")
+            print(f"| {k} | {v['J_style']:.4g} | {v['J_content']:.4g} | {v['grain']:.0f} |")
     else:
         print(f"\noptimiser: {result['optimizer_seconds']} s, {result['optimizer_costs']}")
-        print("\n| output | J_style (× optimiser) | J_content (× optimiser) |\n|---|---|---|")
+        print("\n| output | J_style (× optimiser) | J_content (× optimiser) | grain |\n"
+              "|---|---|---|---|")
         for k, v in result["strength"].items():
             print(f"| {k} | {v['J_style']:.3g} ({v['J_style_vs_optimizer']:.2f}) | "
-                  f"{v['J_content']:.3g} ({v['J_content_vs_optimizer']:.2f}) |")
+                  f"{v['J_content']:.3g} ({v['J_content_vs_optimizer']:.2f}) | "
+                  f"{v['grain']:.0f} |")
     return 0
 
 
@@ -249,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", choices=STAGES, default=t.student.stages,
                    help="output stages: 'full' (convs at full resolution, the first releases) "
                         "or 'shuffle' (nothing at full resolution; pixel-shuffle output)")
+    p.add_argument("--grain", type=float, default=t.grain_weight, metavar="W",
+                   help="weight of the 2-pixel-grain penalty (pixel-shuffle students; "
+                        "export/style/losses.py grain)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N photos")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads (shared machine)")

@@ -69,6 +69,27 @@ def total_variation(images) -> tf.Tensor:
     return tf.reduce_sum(tf.square(dh), axis=[1, 2, 3]) + tf.reduce_sum(tf.square(dw), axis=[1, 2, 3])
 
 
+def grain(images, pool: int = 16) -> tf.Tensor:
+    """Fixed 2-pixel pattern per image (B,): a sub-pixel (pixel-shuffle) output writes
+    each of the four pixels of a 2x2 block through its own weights, and an offset
+    between them shows as a faint grid.  The loss network barely sees it (its first
+    conv has stride 2) and TV at the usual weight is far too small to matter, so it is
+    measured directly: the three 2x2 Nyquist components (horizontal, vertical,
+    checkerboard) of every block, averaged over ``pool`` x ``pool`` blocks (32 x 32 px by
+    default: the pattern repeats, real edges change sign and position and mostly
+    average out), squared and summed.  On 256-px crops the released session-4 udnie
+    student's outputs score ~1200, the photos themselves ~170."""
+    x = tf.convert_to_tensor(images, tf.float32)
+    a, b = x[:, 0::2, 0::2, :], x[:, 0::2, 1::2, :]
+    c, d = x[:, 1::2, 0::2, :], x[:, 1::2, 1::2, :]
+    parts = [(a - b + c - d) / 4, (a + b - c - d) / 4, (a - b - c + d) / 4]
+    total = 0.0
+    for q in parts:
+        m = tf.nn.avg_pool2d(q, pool, pool, "VALID")
+        total = total + tf.reduce_sum(tf.square(m), axis=[1, 2, 3])
+    return total
+
+
 def total_cost(j_content, j_style, alpha: float, beta: float, j_tv=0.0,
                gamma: float = 0.0) -> tf.Tensor:
     """``J = alpha * J_content + beta * J_style + gamma * TV``."""

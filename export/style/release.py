@@ -44,6 +44,7 @@ def stylizer_info(student, options, steps: int):
                "train_crop": options.crop, "loss_network": costs.network,
                "alpha": costs.alpha, "beta": costs.beta, "gamma": costs.gamma,
                "distill_images": options.distill_images,
+               "grain_weight": options.grain_weight,
                "training_data": "BSDS500 photos (research use); style image: "
                                 f"{Path(options.style).name}"})
 

@@ -3,7 +3,8 @@ distillation from the Gatys optimiser (the teacher).
 
 Per step, for a batch of random crops ``C`` of ``content-train`` photos::
 
-    L = mean_batch(alpha * J_content(C, f(C)) + beta * J_style(S, f(C)) + gamma * TV(f(C)))
+    L = mean_batch(alpha * J_content(C, f(C)) + beta * J_style(S, f(C)) + gamma * TV(f(C))
+                   + grain_weight * grain(f(C)))
         + distill_weight * 1/2 * ||f(C_t) - G_t||^2
 
 where ``f`` is the student, ``S`` the style image resized to the crop size (the
@@ -62,6 +63,8 @@ class TrainOptions:
         init: an earlier run directory whose student weights start this run (same
             student architecture; e.g. to continue a 160-px student on larger crops).
             Its optimiser state and step count are not carried over.
+        grain_weight: weight of :func:`export.style.losses.grain`, the fixed 2-pixel
+            pattern a pixel-shuffle output can leave (0: off, as the first releases).
     """
 
     style: str
@@ -85,6 +88,7 @@ class TrainOptions:
     seed: int = 0
     limit: int | None = None
     init: str | None = None
+    grain_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.crop % SIZE_MULTIPLE or self.crop < 32:
@@ -93,6 +97,8 @@ class TrainOptions:
             raise ValueError("steps and batch_size must be >= 1")
         if self.distill_images < 0 or self.distill_weight < 0:
             raise ValueError("distill_images and distill_weight must be >= 0")
+        if self.grain_weight < 0:
+            raise ValueError(f"grain_weight must be >= 0, got {self.grain_weight}")
 
     @property
     def style_name(self) -> str:
@@ -208,6 +214,7 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
     import tensorflow as tf
     from tqdm import tqdm
 
+    from . import losses as style_losses
     from .lossnet import feature_extractor
 
     run = Path(options.run_dir)
@@ -259,13 +266,17 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
             content_acts = extractor(batch)[choice.content]
             parts = cost_model.costs(out, content_acts=content_acts, grams=grams)
             loss = tf.reduce_mean(parts["J"])
+            g = tf.reduce_mean(style_losses.grain(out))
+            if options.grain_weight:
+                loss = loss + options.grain_weight * g
             distill = tf.constant(0.0)
             if tc is not None:
                 distill = 0.5 * tf.reduce_sum(tf.square(student(tc, training=True) - tt))
                 loss = loss + options.distill_weight * distill
         grads = tape.gradient(loss, student.trainable_variables)
         opt.apply_gradients(zip(grads, student.trainable_variables))
-        return loss, tf.reduce_mean(parts["J_content"]), tf.reduce_mean(parts["J_style"]), distill
+        return (loss, tf.reduce_mean(parts["J_content"]), tf.reduce_mean(parts["J_style"]),
+                distill, g)
 
     if not eager:
         train_step = tf.function(train_step, reduce_retracing=True)
@@ -283,13 +294,13 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
         if t_content is not None:
             k = s % len(t_content)
             tc, tt = t_content[k:k + 1], t_target[k:k + 1]
-        loss, jc, js, dl = (float(v) for v in train_step(tf.constant(batch, tf.float32),
-                                                          tc, tt))
+        loss, jc, js, dl, gr = (float(v) for v in train_step(tf.constant(batch, tf.float32),
+                                                              tc, tt))
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {s}; lower --lr")
         step.assign(s + 1)
         record = {"step": s + 1, "loss": loss, "J_content": jc, "J_style": js, "distill": dl,
-                  "seconds": round(time.perf_counter() - t0, 1)}
+                  "grain": gr, "seconds": round(time.perf_counter() - t0, 1)}
         log.write(json.dumps(record) + "\n")
         bar.set_postfix(J=f"{loss:.3g}", Jc=f"{jc:.3g}", Js=f"{js:.3g}")
         if (s + 1) % options.sample_every == 0 or s + 1 == options.steps:
