@@ -338,6 +338,30 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     flipped = evaluate.run([str(path)], [(tmp_path / "pairs.txt", tmp_path)], [], None, None,
                            flip=True)
     assert flipped["flip"] and next(iter(flipped["models"].values()))["name"].endswith("+ flip")
+    # --dense: every pair of the 4 photos the list names (6: 2 same-person, 4 different),
+    # not only the 4 listed; the τ of each operating point gets its rates there
+    dense = evaluate.run([str(path)], [(tmp_path / "pairs.txt", tmp_path)], [], None, None,
+                         dense=True)
+    r = next(iter(dense["models"].values()))["dense"][0]
+    assert (r["photos"], r["identities"], r["same"], r["different"]) == (4, 2, 2, 4)
+    assert set(r["at_far"]) == {"0.01", "0.001", "0.0001", "1e-05"}
+    assert {"threshold", "far_1e-3"} <= set(r["at_threshold"])
+    assert len(r["closest_impostors"]) == 4
+    assert all(c["a"].split("/")[1] != c["b"].split("/")[1] for c in r["closest_impostors"])
+    ds = [c["d"] for c in r["closest_impostors"]]
+    assert ds == sorted(ds)
+    emb = evaluate.Encoder(path)(np.stack([cv2.resize(cv2.imread(str(tmp_path / q)), (112, 112),
+                                                      interpolation=cv2.INTER_AREA)
+                                           for q in ("set/a/0.png", "set/b/1.png")]))
+    pair = [c for c in r["closest_impostors"] if {c["a"], c["b"]} == {"set/a/0.png",
+                                                                       "set/b/1.png"}]
+    assert pair and pair[0]["d"] == pytest.approx(float(np.sum((emb[0] - emb[1]) ** 2)),
+                                                  abs=1e-5)
+    from export.faces.report import dense_table
+
+    table = dense_table(dense)
+    assert table[2].startswith(f"| {next(iter(dense['models'].values()))['name']} |")
+    assert len(table) == 3 + 5 + 2   # table of 1 model; note + pair-table header; 2 pairs
 
 
 def test_identification_with_several_enrolled_photos(tmp_path):
