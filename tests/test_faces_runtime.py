@@ -452,6 +452,9 @@ def test_door_lock_end_to_end(exported, yunet, door, tmp_path, capsys):
     common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
               "--yunet", str(yunet), "--threshold", "1e-6"]
     assert door_lock.main(["enroll", "alice", str(alice), *common]) == 0
+    assert "tip: " in capsys.readouterr().out          # one photo: suggest enrolling more
+    assert door_lock.main(["enroll", "alice", str(alice), str(alice), *common]) == 0
+    assert "tip: " not in capsys.readouterr().out      # three in all now
     hook_log = tmp_path / "hook.txt"
     audit = tmp_path / "audit.jsonl"
     status = door_lock.main(["run", "--source", str(folder), "--audit", str(audit),
