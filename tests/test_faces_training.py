@@ -361,7 +361,9 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
 
     table = dense_table(dense)
     assert table[2].startswith(f"| {next(iter(dense['models'].values()))['name']} |")
-    assert len(table) == 3 + 5 + 2   # table of 1 model; note + pair-table header; 2 pairs
+    assert len(table) == 3 + 3 + 1 + 5 + 2   # table; false-accept origins; pairs
+    # the false accepts at FAR 1e-3 grouped by photo set: both sides are in "set" here
+    assert set(r["false_accepts_at_far_1e-3"]) <= {"set ~ set"}
 
 
 def test_identification_with_several_enrolled_photos(tmp_path):

@@ -265,6 +265,16 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
                                         "threshold": max(float(thr[ok][-1]), 0.0)}
     for name, tau in (taus or {}).items():
         res["at_threshold"][name] = {"threshold": float(tau), **pair_rates(d, s, tau)}
+    # where the false accepts at FAR 1e-3 come from: the photo sets (the first folder of
+    # an identity's name) of both sides of each accepted different-person pair
+    tau3 = res["at_far"]["0.001"]["threshold"]
+    sets = np.array([q.split("/")[0] for q in names])
+    fa = np.flatnonzero(~s & (d <= tau3))
+    by_set: dict[str, int] = {}
+    for k in fa:
+        key = " ~ ".join(sorted((sets[rows_all[k]], sets[cols_all[k]])))
+        by_set[key] = by_set.get(key, 0) + 1
+    res["false_accepts_at_far_1e-3"] = dict(sorted(by_set.items(), key=lambda kv: -kv[1]))
     diff = np.flatnonzero(~s)
     nearest = diff[np.argsort(d[diff], kind="stable")[:5]]
 

@@ -106,6 +106,13 @@ def dense_table(ev: dict) -> list[str]:
             v = r["at_threshold"].get(key)
             cells.append(f"{v['far']:.1e} / {_pct(v['tar'])}" if v else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Where each model's false accepts at FAR 1e-3 come from (photo sets of the "
+                  "two sides):", ""]
+    for name, r in rows:
+        fa = r.get("false_accepts_at_far_1e-3", {})
+        total = sum(fa.values())
+        top = ", ".join(f"{k} {v}" for k, v in list(fa.items())[:3])
+        lines.append(f"- {name}: {total} pairs; {top}")
     first = rows[0][1]
     lines += ["", f"{first['photos']} photos of {first['identities']} identities: "
                   f"{first['same']} same-person and {first['different']} different-person "
