@@ -50,7 +50,7 @@ eval-faces: setup ## every evaluation set, ours next to the peer
 	    --model peer --json runs/faces/eval_all.json --roc runs/faces/roc.png
 
 # --- style (docs/RESULTS_style.md) ---------------------------------------------------
-train-style: setup ## train the released udnie and wave students (3 + 5 legs, ~1.3 h each on one thread; checkpointed)
+train-style: setup ## train the released udnie and wave students (3 + 6 legs, ~1.3 h each on one thread; checkpointed)
 	$(PY) -m export style train --style udnie --run runs/style/udnie_shuffle --stages shuffle --steps 3000 --resume
 	$(PY) -m export style train --style udnie --run runs/style/udnie_shuffle256 --init runs/style/udnie_shuffle \
 	    --stages shuffle --crop 256 --steps 600 --lr 1e-3 --beta 1.28e4 --resume
@@ -65,6 +65,8 @@ train-style: setup ## train the released udnie and wave students (3 + 5 legs, ~1
 	    --stages shuffle --crop 256 --steps 400 --lr 5e-4 --beta 2.5e4 --grain 1e5 --resume
 	$(PY) -m export style train --style wave --run runs/style/wave_grain_b3 --init runs/style/wave_grain \
 	    --stages shuffle --crop 256 --steps 200 --lr 5e-4 --beta 3e4 --grain 1e5 --resume
+	$(PY) -m export style train --style wave --run runs/style/wave_grain_b35 --init runs/style/wave_grain_b3 \
+	    --stages shuffle --crop 256 --steps 200 --lr 5e-4 --beta 3.5e4 --grain 1e5 --resume
 
 eval-style: setup ## student vs optimiser costs and times, picture grid
 	$(PY) -m export style evaluate
