@@ -95,6 +95,9 @@ def test_grain_sees_a_fixed_2px_pattern_not_smooth_images(tf):
     faint = ((yy + xx) % 2 * 4.0)[None, :, :, None]   # +-2 grey levels, as measured on a student
     faint = np.tile(faint, (1, 2, 2, 3))
     assert grain(noise).numpy()[0] < 0.35 * grain(noise + faint).numpy()[0]
+    # odd sizes: the last row and column do not form 2x2 blocks and are dropped
+    odd = np.pad(smooth + checker, ((0, 0), (0, 1), (0, 1), (0, 0)), mode="edge")
+    np.testing.assert_allclose(grain(odd, pool=4).numpy(), g[1:2], rtol=1e-5)
 
 
 def test_costs_are_per_image_in_a_batch(tf):

@@ -348,8 +348,9 @@ def train(args: argparse.Namespace) -> dict:
             sums = np.zeros(7)
             n = 0
             for _ in range(steps_per_epoch):
-                if args.hard_identities > 0 and state["step"] % 50 == 0:
-                    # the centres move: refresh who looks like whom
+                if args.hard_identities > 0 and (sampler.lookalikes is None
+                                                 or state["step"] % 50 == 0):
+                    # the centres move: refresh who looks like whom (and at once on resume)
                     sampler.set_lookalikes(classifier.numpy(), class_of)
                 rows = sampler.batch()
                 x = fdata.bgr_to_model_input(fdata.augment_batch(cache["images"][rows], aug_rng,
