@@ -24,6 +24,7 @@ import csv
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -165,7 +166,7 @@ def load_csv_pairs(path: Path, images: Path) -> list[tuple[Path, Path, bool]]:
     return pairs
 
 
-def closest_impostors(d: np.ndarray, same: np.ndarray, names: list[tuple[str, str]],
+def closest_impostors(d: np.ndarray, same: np.ndarray, names: Sequence[tuple[str, str]],
                       n: int = 5) -> list[dict]:
     """The ``n`` different-person pairs with the smallest distance: the low-FAR
     operating points rest on them. ``tar_below`` is the share of same-person pairs
@@ -275,14 +276,14 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
         key = " ~ ".join(sorted((sets[rows_all[k]], sets[cols_all[k]])))
         by_set[key] = by_set.get(key, 0) + 1
     res["false_accepts_at_far_1e-3"] = dict(sorted(by_set.items(), key=lambda kv: -kv[1]))
-    diff = np.flatnonzero(~s)
-    nearest = diff[np.argsort(d[diff], kind="stable")[:5]]
-
     def rel(q: str) -> str:
         return str(Path(q).relative_to(images)) if Path(q).is_relative_to(images) else q
 
-    res["closest_impostors"] = [{"a": rel(paths[rows_all[k]]), "b": rel(paths[cols_all[k]]),
-                                 "d": float(d[k])} for k in nearest]
+    class PairNames:  # the names of pair k on demand: a million tuples are not needed
+        def __getitem__(self, k: int) -> tuple[str, str]:
+            return rel(paths[rows_all[k]]), rel(paths[cols_all[k]])
+
+    res["closest_impostors"] = closest_impostors(d, s, PairNames())
     res["seconds"] = time.time() - t0
     return res
 

@@ -102,8 +102,9 @@ class PKSampler:
         cols = column_of[self.ids]
         if (cols < 0).any():
             raise ValueError("an identity of the sampler has no class centre")
-        c = centres[:, cols].T.astype(np.float64)
-        c /= np.linalg.norm(c, axis=1, keepdims=True) + 1e-12
+        from sdk.distance import l2_normalize
+
+        c = l2_normalize(centres[:, cols].T)
         sim = c @ c.T
         np.fill_diagonal(sim, -np.inf)
         pool = min(self.hard_pool, len(self.ids) - 1)
@@ -305,8 +306,6 @@ def train(args: argparse.Namespace) -> dict:
     sampler = PKSampler(train_labels, train_rows, args.p, args.k, teacher_ok,
                         seed=args.seed + state["step"], hard_fraction=args.hard_identities,
                         hard_pool=args.hard_pool)
-    if args.hard_identities > 0 and classifier is None:
-        raise fdata.FacesDataError("--hard-identities needs class centres: use --cls > 0")
     aug_rng = np.random.default_rng(args.seed + 7 * state["step"] + 1)
     va, vb, vsame, vfold = holdout_pairs_on_cache(cache, Path(args.pairs), Path(args.root))
     use_teacher = teacher_emb is not None
@@ -470,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.epochs < 1:
         raise SystemExit("--epochs must be >= 1")
+    if args.hard_identities > 0 and args.cls <= 0:
+        raise SystemExit("--hard-identities picks look-alikes by CosFace class centre: "
+                         "give --cls > 0 too")
     state = train(args)
     h = state["history"][-1] if state["history"] else {}
     print(f"done: epoch {state['epoch']}, {state['elapsed'] / 60:.1f} min, "

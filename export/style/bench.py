@@ -66,8 +66,9 @@ def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, si
 
     import sdk
 
-    from .optimize import CostModel, CostWeights, OptimizeOptions, optimize, style_image_for
+    from .losses import grain
     from .lossnet import feature_extractor
+    from .optimize import CostModel, CostWeights, OptimizeOptions, optimize, style_image_for
 
     c = cv2.resize(content, (size, size), interpolation=cv2.INTER_AREA)
     x255 = c.astype(np.float32)[None]
@@ -116,8 +117,6 @@ def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, si
         optimizer_seconds = round(result.seconds, 1)
     cost = CostModel(extractor, weights)
     cost.set_targets(x255, style_image_for(style, size, size).astype(np.float32)[None])
-    from .losses import grain
-
     strength = {}
     for label, y in outputs.items():
         y = np.clip(y, 0, 255).astype(np.float32)[None]

@@ -9,7 +9,6 @@ by Adam or by L-BFGS, starting from noise or from the content image.
 from __future__ import annotations
 
 import dataclasses
-
 import time
 from dataclasses import dataclass, field
 from typing import Callable
