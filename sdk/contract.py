@@ -125,8 +125,8 @@ class ModelInfo:
     ``output`` holds the kind-specific meaning of the output: for a face
     encoder ``embedding_size``, ``metric`` (always ``squared_l2``),
     ``threshold`` (the calibrated τ, best accuracy) and optionally
-    ``operating_points`` (named τ values, e.g. ``far_1e-3``: the largest τ
-    whose false-accept rate on the calibration pairs stayed at or under 1e-3);
+    ``operating_points`` (named τ values, e.g. ``far_1e-4``: the largest τ
+    whose false-accept rate on the calibration pairs stayed at or under 1e-4);
     for a stylizer ``style`` and ``output_range``.
     """
 

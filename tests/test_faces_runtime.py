@@ -477,6 +477,13 @@ def test_door_lock_end_to_end(exported, yunet, door, tmp_path, capsys):
     assert door_lock.main(["remove", "alice", *common]) == 0
 
 
+def test_report_tables_use_the_door_default():
+    """RESULTS_faces.md's door tables show the point the lock really uses."""
+    from export.faces.report import DOOR_POINT
+
+    assert _app("door_lock").DEFAULT_OPERATING_POINT == DOOR_POINT
+
+
 def test_door_lock_app_errors(exported, yunet, door, tmp_path, photos, capsys):
     door_lock = _app("door_lock")
 
@@ -484,10 +491,10 @@ def test_door_lock_app_errors(exported, yunet, door, tmp_path, photos, capsys):
     common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
               "--yunet", str(yunet)]
     cv2.imwrite(str(tmp_path / "a.png"), photos["a1"])
-    # the lock's default is the strict far_1e-3 point; this test model has none: an error,
+    # the lock's default is the strict far_1e-4 point; this test model has none: an error,
     # not a silent fall back to a looser τ
     assert door_lock.main(["enroll", "x", str(tmp_path / "a.png"), *common]) == 2
-    assert "no operating point 'far_1e-3'" in capsys.readouterr().err
+    assert "no operating point 'far_1e-4'" in capsys.readouterr().err
     common += ["--operating-point", "model"]              # the file's own τ, said explicitly
     two = tmp_path / "two.png"
     cv2.imwrite(str(two), np.hstack([photos["a1"], photos["b1"]]))

@@ -322,7 +322,8 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     assert set(op["pairs"]) == {"pairs.txt"} and 0 <= op["pairs"]["pairs.txt"]["far"] <= 1
     from export.faces.report import impostor_table, operating_point_table
 
-    assert len(operating_point_table(report)) == 3
+    assert len(operating_point_table(report, "far_1e-3")) == 3
+    assert len(operating_point_table(report)) == 2       # no far_1e-4 on 4 listed pairs
     assert len(impostor_table(report)) == 2 + 2          # header + the 2 different pairs
     csv_pairs = evaluate.load_csv_pairs(tmp_path / "m.csv", tmp_path / "set" / "a")
     assert [p[2] for p in csv_pairs] == [True, False]
@@ -342,10 +343,18 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     # not only the 4 listed; the τ of each operating point gets its rates there
     dense = evaluate.run([str(path)], [(tmp_path / "pairs.txt", tmp_path)], [], None, None,
                          dense=True)
-    r = next(iter(dense["models"].values()))["dense"][0]
+    m = next(iter(dense["models"].values()))
+    r = m["dense"][0]
+    # a model without operating points gets a release's: fitted on every pair of the photos
+    assert m["operating_points_source"] == "fitted on every pair of pairs.txt's photos"
+    assert set(m["operating_points"]) == {"far_1e-2", "far_1e-3", "far_1e-4"}
+    assert (r["at_threshold"]["far_1e-4"]["threshold"]
+            == m["operating_points"]["far_1e-4"]["threshold"]
+            == r["at_far"]["0.0001"]["threshold"])
+    assert "_dist" not in r
     assert (r["photos"], r["identities"], r["same"], r["different"]) == (4, 2, 2, 4)
     assert set(r["at_far"]) == {"0.01", "0.001", "0.0001", "1e-05"}
-    assert {"threshold", "far_1e-3"} <= set(r["at_threshold"])
+    assert {"threshold", "far_1e-3", "far_1e-4"} <= set(r["at_threshold"])
     assert len(r["closest_impostors"]) == 4
     assert all(c["a"].split("/")[1] != c["b"].split("/")[1] for c in r["closest_impostors"])
     ds = [c["d"] for c in r["closest_impostors"]]
@@ -364,6 +373,22 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     assert len(table) == 3 + 3 + 1 + 5 + 2   # table; false-accept origins; pairs
     # the false accepts at FAR 1e-3 grouped by photo set: both sides are in "set" here
     assert set(r["false_accepts_at_far_1e-3"]) <= {"set ~ set"}
+    # report: several evaluate reports (e.g. a new run, the teacher) fill the same tables
+    import json
+
+    from export.faces import report as freport
+
+    (tmp_path / "a.json").write_text(json.dumps(dense, default=float))
+    other = json.loads(json.dumps(dense, default=float))
+    other["models"] = {"teacher": {**next(iter(other["models"].values())), "name": "T"}}
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    assert freport.main(["--eval", str(tmp_path / "a.json"), "--eval", str(tmp_path / "b.json"),
+                         "--dense", str(tmp_path / "a.json"), "--dense", str(tmp_path / "b.json"),
+                         "--out", str(tmp_path / "r.md")]) == 0
+    md = (tmp_path / "r.md").read_text()
+    first = next(iter(dense["models"].values()))["name"]
+    # every table has the second report's model as often as the first's (7 rows here)
+    assert md.count("| T |") == md.count(f"| {first} |") == 7
 
 
 def test_identification_with_several_enrolled_photos(tmp_path):
@@ -448,6 +473,34 @@ def test_relational_distillation_ignores_rotation_and_masks():
     assert losses.relational_distillation_loss(s2, t, mask).numpy() == pytest.approx(0, abs=1e-6)
 
 
+def test_projected_distillation_learns_the_rotation():
+    """Procrustes finds the rotation between two spaces; through it the projected loss is
+    0 where the plain one is not, and it still sees a face whose neighbours differ."""
+    rng = np.random.default_rng(3)
+    t = l2_normalize(rng.normal(size=(40, 8))).astype(np.float32)
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    s = (t @ q.T).astype(np.float32)                    # the student: the teacher, rotated
+    w = losses.procrustes(s, t)
+    np.testing.assert_allclose(w @ w.T, np.eye(8), atol=1e-5)   # orthogonal
+    np.testing.assert_allclose(s @ w, t, atol=1e-5)
+    full = np.ones(40, bool)
+    proj = tf.Variable(w)
+    assert losses.distillation_loss(s, t, full).numpy() > 0.1
+    assert losses.projected_distillation_loss(s, t, full, proj).numpy() == pytest.approx(
+        0, abs=1e-6)
+    s2 = s.copy()
+    s2[0] = -s2[0]
+    assert losses.projected_distillation_loss(s2, t, full, proj).numpy() > 0.05
+    mask = full.copy()
+    mask[0] = False
+    assert losses.projected_distillation_loss(s2, t, mask, proj).numpy() == pytest.approx(
+        0, abs=1e-6)
+    # the gradient reaches the projection, which is how it keeps up with the student
+    with tf.GradientTape() as tape:
+        loss = losses.projected_distillation_loss(s2, t, full, proj)
+    assert float(tf.norm(tape.gradient(loss, proj))) > 0
+
+
 def _tiny_training_set(root: Path) -> dict:
     """8 people × 4 random 112×112 'faces' on disk and as a cache; 2 people held out."""
     import json
@@ -501,7 +554,7 @@ def test_train_then_new_leg_from_init(tmp_path):
     from export.faces.report import history_table
 
     rows = history_table(second)[2:]                     # the report shows both legs
-    assert [r.split("|")[1].strip() for r in rows] == ["1", "2"]
+    assert [r.split("|")[1].strip() for r in rows] == ["1 (a, absolute)", "2 (b, relational)"]
     # lr 0 (only the 1e-5 floor): the new leg starts from, and stays near, the old weights
     # (trainable weights: batch-norm statistics move with any forward pass in training)
     wa = [v.numpy() for v in keras.models.load_model(tmp_path / "a" / "model.keras")
@@ -522,3 +575,15 @@ def test_train_then_new_leg_from_init(tmp_path):
     fourth = train.train(train.build_parser().parse_args(
         no_width + ["--out", str(tmp_path / "e"), "--init", str(tmp_path / "a"), "--lr", "0"]))
     assert fourth["params"] == second["params"] and fourth["config"]["width"] == 0.25
+    # projected distillation: the map is saved next to the model and taken up on resume
+    proj_args = common + ["--out", str(tmp_path / "f"), "--init", str(tmp_path / "a"),
+                          "--distill-mode", "projected"]
+    train.train(train.build_parser().parse_args(proj_args))
+    w1 = np.load(tmp_path / "f" / "projection.npy")
+    assert w1.shape == (128, 128)
+    assert float(np.abs(w1 @ w1.T - np.eye(128)).max()) < 0.1   # near its Procrustes start
+    more = train.build_parser().parse_args(proj_args + ["--resume"])
+    more.epochs = 2
+    resumed = train.train(more)
+    assert resumed["epoch"] == 2
+    assert not np.allclose(np.load(tmp_path / "f" / "projection.npy"), w1)

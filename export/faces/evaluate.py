@@ -36,6 +36,7 @@ from sdk.paths import SHARED_DIR
 from . import data as fdata
 from .metrics import accuracy_at, operating_points, pair_rates, roc_curve, roc_metrics, ten_fold
 
+TEACHER = "teacher"  # --model name of the dlib distillation teacher
 PEER = SHARED_DIR / "models" / "peers" / "mobilefacenet" / "mobilefacenet.tflite"
 
 
@@ -58,14 +59,22 @@ class Encoder:
         # augmentation); the file's thresholds were fitted without it, so they are dropped
         # and fitted again on the pairs like a Keras model's
         self.flip = flip
-        if not self.path.is_file():
-            raise EvaluationError(f"{self.path}: model file not found")
         self.threshold: float | None = None
         self.operating_points: dict[str, float] = {}
         self._pre = None  # sdk.contract.Preprocessing of models that carry one
         self._keras = None
         self._model = None
-        if self.path.suffix == ".keras":
+        self._teacher = None
+        if str(path) == TEACHER:
+            # the distillation teacher on the same aligned crops as in training: the
+            # ceiling the student is pulled towards, measured with the same code
+            from .teacher import DlibTeacher
+
+            self._teacher = DlibTeacher()
+            self.name = "dlib ResNet teacher (aligned crop)"
+        elif not self.path.is_file():
+            raise EvaluationError(f"{self.path}: model file not found")
+        elif self.path.suffix == ".keras":
             import keras
 
             from . import model as _m  # noqa: F401  (registers L2Normalize)
@@ -101,6 +110,8 @@ class Encoder:
         return self._embed(faces_bgr)
 
     def _embed(self, faces_bgr: np.ndarray) -> np.ndarray:
+        if self._teacher is not None:
+            return self._teacher.embed_chips([self._teacher.chip_aligned(f) for f in faces_bgr])
         x = self._input(faces_bgr)
         if self._keras is not None:
             out = [np.asarray(self._keras(x[s:s + 64], training=False))
@@ -223,6 +234,27 @@ def evaluate_pairs(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
 #: False-accept rates the all-pairs (``--dense``) evaluation reports TAR and τ at.
 DENSE_FAR_TARGETS = (1e-2, 1e-3, 1e-4, 1e-5)
 
+#: The named operating points fitted on every pair of the held-out photos (a release's,
+#: and a model's without any when evaluated with ``--dense``): name -> its FAR target.
+#: 1e-5 is left out: on about a million different-person pairs it rests on ~10 of them.
+DENSE_OPERATING_POINTS = {"far_1e-2": 1e-2, "far_1e-3": 1e-3, "far_1e-4": 1e-4}
+
+
+def dense_operating_points(dense: dict) -> dict[str, float]:
+    """``{"far_1e-2": τ, "far_1e-3": τ, "far_1e-4": τ}`` from an :func:`evaluate_dense`
+    result: the loosest τ whose false-accept rate over all its different-person pairs
+    is at most the target."""
+    return {name: dense["at_far"][f"{target:g}"]["threshold"]
+            for name, target in DENSE_OPERATING_POINTS.items()}
+
+
+def rates_at_thresholds(dense: dict, taus: dict[str, float]) -> None:
+    """Add the false- and true-accept rates of each named τ to an :func:`evaluate_dense`
+    result that still holds its distances (``_dist``/``_same``)."""
+    for name, tau in taus.items():
+        dense["at_threshold"][name] = {"threshold": float(tau),
+                                       **pair_rates(dense["_dist"], dense["_same"], tau)}
+
 
 def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropper,
                    taus: dict[str, float] | None = None, chunk: int = 256) -> dict:
@@ -232,8 +264,9 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
     one or two of them; the same photos give ~N²/2 pairs (about a million for the
     held-out list), which resolve FAR down to 1e-5.  Identity is the pair entry's name.
     Reports TAR and τ at each of :data:`DENSE_FAR_TARGETS`, the false- and true-accept
-    rates at each τ in ``taus`` (e.g. the file's operating points), and the nearest
-    different-person pairs.
+    rates at each τ in ``taus`` (e.g. the file's operating points; more can be added
+    with :func:`rates_at_thresholds` while the private ``_dist``/``_same`` arrays are
+    kept: callers pop them), and the nearest different-person pairs.
     """
     t0 = time.time()
     parsed, _ = fdata.parse_lfw_pairs(pairs_file)
@@ -264,8 +297,8 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
         ok = far <= target
         res["at_far"][f"{target:g}"] = {"tar": float(tar[ok].max()),
                                         "threshold": max(float(thr[ok][-1]), 0.0)}
-    for name, tau in (taus or {}).items():
-        res["at_threshold"][name] = {"threshold": float(tau), **pair_rates(d, s, tau)}
+    res["_dist"], res["_same"] = d, s
+    rates_at_thresholds(res, taus or {})
     # where the false accepts at FAR 1e-3 come from: the photo sets (the first folder of
     # an identity's name) of both sides of each accepted different-person pair
     tau3 = res["at_far"]["0.001"]["threshold"]
@@ -431,10 +464,18 @@ def run(models: list[str], pairs: list[tuple[Path, Path]], identify: list[Path],
         for root in identify:
             out["identification"].append(evaluate_identification(root, enc, crop, tau,
                                                                  enroll=enroll))
+        if dense:
+            out["dense"] = [evaluate_dense(pf, images, enc, crop)
+                            for pf, images in pairs if pf.suffix.lower() != ".csv"]
         # the file's own operating points; for a model without them (Keras, the peer)
-        # fitted like τ, on the first pair list
+        # fitted like a release's: on every pair of the first list's photos with --dense,
+        # else (coarser: ~1500 different pairs) on the first pair list
         points, points_source = dict(enc.operating_points), "model metadata"
-        if not points and out["pairs"] and "threshold_at_far_1e-3" in out["pairs"][0]:
+        if not points and out.get("dense"):
+            points = dense_operating_points(out["dense"][0])
+            points_source = ("fitted on every pair of "
+                             f"{Path(out['dense'][0]['pairs_file']).name}'s photos")
+        elif not points and out["pairs"] and "threshold_at_far_1e-3" in out["pairs"][0]:
             first = out["pairs"][0]
             points = operating_points(first)
             points_source = f"fitted on {Path(first['pairs_file']).name}"
@@ -442,10 +483,10 @@ def run(models: list[str], pairs: list[tuple[Path, Path]], identify: list[Path],
         if points:
             out["operating_points"] = at_operating_points(out, points)
             out["operating_points_source"] = points_source
-        if dense:
-            taus = {**({"threshold": tau} if tau is not None else {}), **points}
-            out["dense"] = [evaluate_dense(pf, images, enc, crop, taus)
-                            for pf, images in pairs if pf.suffix.lower() != ".csv"]
+        for r in out.get("dense", []):
+            rates_at_thresholds(r, {**({"threshold": tau} if tau is not None else {}),
+                                    **points})
+            r.pop("_dist"), r.pop("_same")
         for r in out["pairs"]:
             curves.setdefault(Path(r["pairs_file"]).name, []).append(
                 (enc.name, r.pop("_dist"), r.pop("_same")))
@@ -528,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export faces evaluate",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append",
-                    help="model file (.keras, .tflite, .onnx) or 'peer'; repeat for several "
+                    help="model file (.keras, .tflite, .onnx), 'peer' (MobileFaceNet) or "
+                         "'teacher' (the dlib descriptor distilled from); repeat for several "
                          "(default: models/faces/face_encoder_int8.tflite)")
     ap.add_argument("--pairs", action="append", default=[], type=Path,
                     help="pairs.txt (LFW format) or master.csv; repeat, each with --images")

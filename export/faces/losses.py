@@ -19,6 +19,7 @@ matrix D and labels y:
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -112,6 +113,28 @@ def distillation_loss(student: tf.Tensor, teacher: tf.Tensor, mask: tf.Tensor) -
     Both are unit vectors, so this is 2·(1 − cos); 0 when no row has a teacher."""
     w = tf.cast(tf.reshape(mask, [-1]), tf.float32)
     return tf.reduce_sum(squared_l2(student, teacher) * w) / tf.maximum(tf.reduce_sum(w), 1.0)
+
+
+def projected_distillation_loss(student: tf.Tensor, teacher: tf.Tensor, mask: tf.Tensor,
+                                projection: tf.Variable) -> tf.Tensor:
+    """:func:`distillation_loss` between the teacher and ``normalise(student @ projection)``.
+
+    ``projection`` (D_s, D_t) is a training-only linear map (never exported): it absorbs
+    the rotation between the student's own axes (chosen by the CosFace term) and dlib's,
+    so each face's whole teacher descriptor can be matched, not only the distances within
+    a batch as in :func:`relational_distillation_loss`."""
+    projected = student @ projection
+    projected = projected * tf.math.rsqrt(
+        tf.maximum(tf.reduce_sum(projected * projected, -1, keepdims=True), 1e-12))
+    return distillation_loss(projected, teacher, mask)
+
+
+def procrustes(student: np.ndarray, teacher: np.ndarray) -> np.ndarray:
+    """The orthogonal W minimising ‖student·W − teacher‖_F (SVD solution): the starting
+    point of the projection, so the first steps pull on the encoder no harder than the
+    two spaces really differ."""
+    u, _, vt = np.linalg.svd(student.T @ teacher)
+    return (u @ vt).astype(np.float32)
 
 
 def relational_distillation_loss(student: tf.Tensor, teacher: tf.Tensor,

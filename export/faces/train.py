@@ -184,10 +184,11 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _save(out: Path, model, optimizer, state: dict, classifier=None) -> None:
-    if classifier is not None:
-        np.save(out / "classifier.tmp.npy", np.asarray(classifier))
-        os.replace(out / "classifier.tmp.npy", out / "classifier.npy")
+def _save(out: Path, model, optimizer, state: dict, classifier=None, projection=None) -> None:
+    for name, var in (("classifier", classifier), ("projection", projection)):
+        if var is not None:
+            np.save(out / f"{name}.tmp.npy", np.asarray(var))
+            os.replace(out / f"{name}.tmp.npy", out / f"{name}.npy")
     model.save(out / "model.keras.tmp.keras")
     os.replace(out / "model.keras.tmp.keras", out / "model.keras")
     opt_vars = {f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
@@ -293,7 +294,20 @@ def train(args: argparse.Namespace) -> dict:
             if prev.shape == init.shape:  # same identities: keep the learnt class centres
                 init = prev
         classifier = tf.Variable(init, name="classifier")
-    train_vars = list(model.trainable_variables) + ([classifier] if classifier is not None else [])
+    projection = None
+    if args.distill_mode == "projected" and teacher_emb is not None:
+        if args.resume and (out / "projection.npy").is_file():
+            init = np.load(out / "projection.npy")
+        else:
+            # start from the best rotation of the student's space onto the teacher's,
+            # fitted on up to 2048 training faces the teacher knows
+            rows = np.flatnonzero(teacher_ok & ~np.isin(labels, hold))
+            rows = np.random.default_rng(args.seed).permutation(rows)[:2048]
+            init = losses.procrustes(embed_images(model, cache["images"][np.sort(rows)]),
+                                     teacher_emb[np.sort(rows)])
+        projection = tf.Variable(init, name="projection")
+    train_vars = (list(model.trainable_variables)
+                  + [v for v in (classifier, projection) if v is not None])
     optimizer.build(train_vars)
     if args.resume and (out / "optimizer.npz").is_file():
         with np.load(out / "optimizer.npz") as z:
@@ -318,6 +332,8 @@ def train(args: argparse.Namespace) -> dict:
             trip, st = losses.triplet_loss(emb, y, args.margin, args.mining)
             if args.distill_mode == "relational":
                 dist = losses.relational_distillation_loss(emb, t, tmask)
+            elif projection is not None:
+                dist = losses.projected_distillation_loss(emb, t, tmask, projection)
             else:
                 dist = losses.distillation_loss(emb, t, tmask)
             loss = trip + args.distill * dist
@@ -395,11 +411,11 @@ def train(args: argparse.Namespace) -> dict:
             print(f"== epoch {rec['epoch']:.2f}: loss {m[0]:.4f} held-out pairs 10-fold "
                   f"acc {tf_['accuracy_mean']:.4f}±{tf_['accuracy_std']:.4f} "
                   f"AUC {rm['auc']:.4f} ({state['elapsed'] / 60:.1f} min)", flush=True)
-            _save(out, model, optimizer, state, classifier)
+            _save(out, model, optimizer, state, classifier, projection)
             plot_curves(state["history"], out / "curve.png")
     except KeyboardInterrupt:
         state["elapsed"] = time.time() - t_start
-        _save(out, model, optimizer, state, classifier)
+        _save(out, model, optimizer, state, classifier, projection)
         print("interrupted: checkpoint saved; continue with --resume", flush=True)
     finally:
         signal.signal(signal.SIGTERM, old_term)
@@ -444,9 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--hard-pool", type=int, default=24,
                     help="how many nearest identities a look-alike batch draws P-1 from")
     ap.add_argument("--distill", type=float, default=1.0, help="weight of the distillation term")
-    ap.add_argument("--distill-mode", choices=("absolute", "relational"), default="absolute",
+    ap.add_argument("--distill-mode", choices=("absolute", "relational", "projected"),
+                    default="absolute",
                     help="absolute: d(student, teacher) per face; relational: match the "
-                         "teacher's pairwise distances within the batch")
+                         "teacher's pairwise distances within the batch; projected: "
+                         "d(student·W, teacher) per face through a learnt linear map W "
+                         "(training only, starts at the Procrustes rotation)")
     ap.add_argument("--no-centre-teacher", dest="centre_teacher", action="store_false",
                     help="distil to dlib's raw descriptors instead of centred ones")
     ap.add_argument("--merge-duplicates", action="store_true",

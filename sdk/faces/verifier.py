@@ -88,9 +88,9 @@ class FaceVerifierOptions:
         threshold: override of the model's calibrated τ (a squared L2
             distance, in (0, 4]); ``None`` uses the model's own.
         operating_point: use one of the model's named thresholds instead
-            of its default τ, e.g. ``"far_1e-3"`` (at most one false accept in
-            a thousand impostor pairs on the calibration set: what a door
-            wants) or ``"far_1e-2"``; the names a model carries are in
+            of its default τ, e.g. ``"far_1e-4"`` (at most one false accept in
+            ten thousand impostor pairs on the calibration set: what a door
+            wants), ``"far_1e-3"`` or ``"far_1e-2"``; the names a model carries are in
             ``model.info.operating_points``.  Exclusive with ``threshold``.
         detector: options of the YuNet detector built alongside.
         batch_size: faces per model call in batch embedding, for models
