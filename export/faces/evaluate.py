@@ -34,7 +34,8 @@ from sdk.distance import l2_normalize, squared_l2
 from sdk.paths import SHARED_DIR
 
 from . import data as fdata
-from .metrics import accuracy_at, operating_points, pair_rates, roc_curve, roc_metrics, ten_fold
+from .metrics import (FAR_TARGETS, accuracy_at, operating_points, pair_rates, roc_curve,
+                      roc_metrics, ten_fold)
 
 TEACHER = "teacher"  # --model name of the dlib distillation teacher
 PEER = SHARED_DIR / "models" / "peers" / "mobilefacenet" / "mobilefacenet.tflite"
@@ -237,7 +238,7 @@ DENSE_FAR_TARGETS = (1e-2, 1e-3, 1e-4, 1e-5)
 #: The named operating points fitted on every pair of the held-out photos (a release's,
 #: and a model's without any when evaluated with ``--dense``): name -> its FAR target.
 #: 1e-5 is left out: on about a million different-person pairs it rests on ~10 of them.
-DENSE_OPERATING_POINTS = {"far_1e-2": 1e-2, "far_1e-3": 1e-3, "far_1e-4": 1e-4}
+DENSE_OPERATING_POINTS = {**FAR_TARGETS, "far_1e-4": 1e-4}
 
 
 def dense_operating_points(dense: dict) -> dict[str, float]:
@@ -257,16 +258,16 @@ def rates_at_thresholds(dense: dict, taus: dict[str, float]) -> None:
 
 
 def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropper,
-                   taus: dict[str, float] | None = None, chunk: int = 256) -> dict:
+                   chunk: int = 256) -> dict:
     """Every pair of the photos an LFW-format pair list names, not just its listed pairs.
 
     A 10-fold list holds ~1500 different-person pairs, so its "TAR at FAR 1e-3" rests on
     one or two of them; the same photos give ~N²/2 pairs (about a million for the
     held-out list), which resolve FAR down to 1e-5.  Identity is the pair entry's name.
-    Reports TAR and τ at each of :data:`DENSE_FAR_TARGETS`, the false- and true-accept
-    rates at each τ in ``taus`` (e.g. the file's operating points; more can be added
-    with :func:`rates_at_thresholds` while the private ``_dist``/``_same`` arrays are
-    kept: callers pop them), and the nearest different-person pairs.
+    Reports TAR and τ at each of :data:`DENSE_FAR_TARGETS` and the nearest
+    different-person pairs.  The distances stay in the private ``_dist``/``_same``
+    entries, so that :func:`rates_at_thresholds` can add the rates of named τ values
+    (e.g. the file's operating points) to ``at_threshold``; callers pop them.
     """
     t0 = time.time()
     parsed, _ = fdata.parse_lfw_pairs(pairs_file)
@@ -298,7 +299,6 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
         res["at_far"][f"{target:g}"] = {"tar": float(tar[ok].max()),
                                         "threshold": max(float(thr[ok][-1]), 0.0)}
     res["_dist"], res["_same"] = d, s
-    rates_at_thresholds(res, taus or {})
     # where the false accepts at FAR 1e-3 come from: the photo sets (the first folder of
     # an identity's name) of both sides of each accepted different-person pair
     tau3 = res["at_far"]["0.001"]["threshold"]
