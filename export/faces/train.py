@@ -302,9 +302,9 @@ def train(args: argparse.Namespace) -> dict:
             # start from the best rotation of the student's space onto the teacher's,
             # fitted on up to 2048 training faces the teacher knows
             rows = np.flatnonzero(teacher_ok & ~np.isin(labels, hold))
-            rows = np.random.default_rng(args.seed).permutation(rows)[:2048]
-            init = losses.procrustes(embed_images(model, cache["images"][np.sort(rows)]),
-                                     teacher_emb[np.sort(rows)])
+            rows = np.sort(np.random.default_rng(args.seed).permutation(rows)[:2048])
+            init = losses.procrustes(embed_images(model, cache["images"][rows]),
+                                     teacher_emb[rows])
         projection = tf.Variable(init, name="projection")
     train_vars = (list(model.trainable_variables)
                   + [v for v in (classifier, projection) if v is not None])
