@@ -587,3 +587,12 @@ def test_train_then_new_leg_from_init(tmp_path):
     resumed = train.train(more)
     assert resumed["epoch"] == 2
     assert not np.allclose(np.load(tmp_path / "f" / "projection.npy"), w1)
+    # a leg after a projected one (here widened) starts from its learnt map, not from a
+    # fresh Procrustes rotation (a map at half scale tells the two apart)
+    learnt = 0.5 * np.load(tmp_path / "f" / "projection.npy")
+    np.save(tmp_path / "f" / "projection.npy", learnt)
+    wide_proj = [a if a != "0.25" else "0.5" for a in common]
+    train.train(train.build_parser().parse_args(
+        wide_proj + ["--out", str(tmp_path / "g"), "--init", str(tmp_path / "f"),
+                     "--distill-mode", "projected", "--lr", "0"]))
+    assert np.allclose(np.load(tmp_path / "g" / "projection.npy"), learnt, atol=1e-3)

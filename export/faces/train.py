@@ -296,8 +296,13 @@ def train(args: argparse.Namespace) -> dict:
         classifier = tf.Variable(init, name="classifier")
     projection = None
     if args.distill_mode == "projected" and teacher_emb is not None:
+        earlier = init_dir / "projection.npy" if init_dir is not None else None
         if args.resume and (out / "projection.npy").is_file():
             init = np.load(out / "projection.npy")
+        elif earlier is not None and earlier.is_file():
+            # a new leg after a projected one: its learnt map still fits, since widening
+            # keeps the encoder's function (a Procrustes restart would throw that map away)
+            init = np.load(earlier)
         else:
             # start from the best rotation of the student's space onto the teacher's,
             # fitted on up to 2048 training faces the teacher knows
