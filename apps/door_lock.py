@@ -1,6 +1,7 @@
 """Door lock: enroll people, then open the door for them and nobody else.
 
     python -m apps.door_lock enroll NAME IMAGE... [--gallery FILE]
+    python -m apps.door_lock enroll NAME --source CAMERA_INDEX|VIDEO|FOLDER [--shots N] [--every K]
     python -m apps.door_lock run --source CAMERA_INDEX|VIDEO|FOLDER [--gallery FILE]
         [--unlock-cmd CMD] [--cooldown S] [--max-failures N] [--audit FILE.jsonl]
     python -m apps.door_lock list|remove NAME [--gallery FILE]
@@ -40,7 +41,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sdk  # noqa: E402
-from sdk.errors import SdkError  # noqa: E402
+from sdk.errors import NoFaceError, SdkError  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 DEFAULT_GALLERY = "gallery.npz"
@@ -244,14 +245,50 @@ def _read_image(path: str) -> np.ndarray:
 RECOMMENDED_PHOTOS = 3
 
 
+def collect_shots(verifier: sdk.FaceVerifier, frames: Iterator[tuple[str, np.ndarray | None]],
+                  shots: int, every: int, out: TextIO) -> list[np.ndarray]:
+    """Embeddings of the first ``shots`` frames that show exactly one face, taken at
+    least ``every`` frames apart (so a camera gets a moment of new pose or light
+    between shots: identical frames add nothing to a gallery).  Frames with no face,
+    several faces or no picture are skipped and said so on ``out``."""
+    taken: list[np.ndarray] = []
+    last = None
+    for index, (frame_id, frame) in enumerate(frames):
+        if last is not None and index - last < every:
+            continue
+        if frame is None:
+            print(f"{frame_id}: skipped (unreadable)", file=out, flush=True)
+            continue
+        faces = verifier.detect(frame)
+        if len(faces) != 1:
+            # several faces: whose would it be? enrolment needs the person alone
+            why = "no face" if not faces else f"{len(faces)} faces"
+            print(f"{frame_id}: skipped ({why})", file=out, flush=True)
+            continue
+        taken.append(verifier.embed(frame, faces[0]))
+        last = index
+        print(f"{frame_id}: shot {len(taken)}/{shots}", file=out, flush=True)
+        if len(taken) == shots:
+            break
+    return taken
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     with _verifier(args) as verifier:
         gallery = (_load_gallery(args, verifier) if Path(args.gallery).exists()
                    else sdk.Gallery(verifier))
-        images = [_read_image(p) for p in args.images]
-        n = gallery.enroll(args.name, images)
+        if args.source is not None:
+            added = collect_shots(verifier, iter_frames(args.source), args.shots, args.every,
+                                  sys.stdout)
+            if len(added) < args.shots:  # all or nothing, like a list of photos
+                raise NoFaceError(f"--source {args.source}: {len(added)} of {args.shots} shots "
+                                  f"showed exactly one face before it ended; nothing enrolled")
+            n = gallery.enroll_embeddings(args.name, np.stack(added))
+        else:
+            added = [_read_image(p) for p in args.images]
+            n = gallery.enroll(args.name, added)
         gallery.save(args.gallery)
-    print(f"enrolled {args.name!r}: {len(images)} photo(s) added, {n} in all; "
+    print(f"enrolled {args.name!r}: {len(added)} photo(s) added, {n} in all; "
           f"{len(gallery)} people in {args.gallery}")
     if n < RECOMMENDED_PHOTOS:
         # measured at the door's default point (docs/FACES.md, "How many photos to enrol"):
@@ -328,7 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("enroll", parents=[common], help="add photos of a person")
     p.add_argument("name")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="photos of the person")
+    p.add_argument("--source", default=None,
+                   help="instead of photos: take shots from a camera index, video or image folder")
+    p.add_argument("--shots", type=int, default=RECOMMENDED_PHOTOS,
+                   help=f"--source: frames to enrol (default {RECOMMENDED_PHOTOS})")
+    p.add_argument("--every", type=int, default=15,
+                   help="--source: at least this many frames between shots (default 15, "
+                        "half a second of a 30 fps camera: turn the head a little between shots)")
     p.set_defaults(func=cmd_enroll)
     p = sub.add_parser("run", parents=[common], help="watch a source and open for enrolled people")
     p.add_argument("--source", required=True, help="camera index, video file or image folder")
@@ -353,7 +397,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on any error: the door stays locked)."""
     # OpenCV 5 warns on every YuNet load that its new graph engine ignores the target
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "enroll":
+        if bool(args.images) == (args.source is not None):
+            parser.error("enroll: give photos or --source, not both or neither")
+        if args.shots < 1 or args.every < 1:
+            parser.error(f"enroll: --shots and --every must be >= 1, got {args.shots}, "
+                         f"{args.every}")
     try:
         return args.func(args)
     except (SdkError, ValueError, OSError) as exc:

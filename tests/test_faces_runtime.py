@@ -511,6 +511,43 @@ def test_door_lock_app_errors(exported, yunet, door, tmp_path, photos, capsys):
                            str(tmp_path / "nomodel.onnx")]) == 2
 
 
+def test_door_lock_enrolls_from_a_source(exported, yunet, photos, tmp_path, capsys):
+    """`enroll NAME --source`: shots of exactly one face, --every frames apart, all or
+    nothing, the embeddings the same as enrolling those photos."""
+    door_lock = _app("door_lock")
+    frames = tmp_path / "camera"
+    frames.mkdir()
+    two = np.hstack([photos["a1"], photos["b1"]])
+    for name, image in [("0_wall", BLANK), ("1_a1", photos["a1"]), ("2_a1", photos["a1"]),
+                        ("3_two", two), ("4_a2", photos["a2"]), ("5_b1", photos["b1"])]:
+        cv2.imwrite(str(frames / f"{name}.png"), image)
+    gallery = tmp_path / "g.npz"
+    common = ["--gallery", str(gallery), "--model", str(exported["onnx_fp32"]),
+              "--yunet", str(yunet), "--operating-point", "model"]
+    assert door_lock.main(["enroll", "alice", "--source", str(frames), "--shots", "2",
+                           "--every", "2", *common]) == 0
+    out = capsys.readouterr().out
+    # the wall has no face; 2_a1 is too soon after the first shot; 3_two shows two people
+    assert "0_wall.png: skipped (no face)" in out and "1_a1.png: shot 1/2" in out
+    assert "2_a1.png" not in out and "3_two.png: skipped (2 faces)" in out
+    assert "4_a2.png: shot 2/2" in out and "5_b1.png" not in out
+    with FaceVerifier.create(exported["onnx_fp32"], yunet) as v:
+        enrolled = Gallery.load(gallery, v)
+        assert enrolled.counts() == {"alice": 2}
+        for key in ("a1", "a2"):                      # both shots are those photos' embeddings
+            assert enrolled.identify(photos[key]).distance < 1e-6
+    # fewer shots than asked before the source ends: an error and the gallery unchanged
+    before = gallery.read_bytes()
+    assert door_lock.main(["enroll", "bob", "--source", str(frames), "--shots", "4",
+                           *common]) == 2
+    assert "1 of 4 shots" in capsys.readouterr().err
+    assert gallery.read_bytes() == before
+    for bad in (["enroll", "bob", str(frames / "5_b1.png"), "--source", str(frames)],
+                ["enroll", "bob"], ["enroll", "bob", "--source", str(frames), "--shots", "0"]):
+        with pytest.raises(SystemExit):
+            door_lock.main(bad + common)
+
+
 def test_door_lock_video_source(exported, yunet, photos, tmp_path):
     door_lock = _app("door_lock")
     video = tmp_path / "door.avi"
