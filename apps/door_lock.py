@@ -11,7 +11,8 @@ shell command (it gets the person in $DOOR_NAME and the distance in
 $DOOR_DISTANCE, never spliced into the command line) or, without one, the
 printed ``UNLOCK name`` line.  The lock fails closed: an unreadable frame, a
 model error or a failing hook all leave the door locked.  After
-``--max-failures`` refused faces in a row it ignores faces for
+``--max-failures`` failed attempts in a row (refusals within
+``--attempt-seconds`` of each other are one attempt) it ignores faces for
 ``--cooldown`` seconds.  Every decision can be appended to a JSONL audit log
 (time, source, frame, decision, name, distance, threshold; never images).
 
@@ -103,8 +104,12 @@ class LockOptions:
 
     Attributes:
         unlock_cmd: shell command run to open the door; ``None`` prints instead.
-        max_failures: refused faces in a row that start a cooldown.
+        max_failures: failed attempts in a row that start a cooldown.
         cooldown_s: seconds faces are ignored (door locked) after that.
+        attempt_s: refusals closer together than this are one failed attempt.  A
+            live camera refuses the same face on many consecutive frames while the
+            person settles in front of it; counting frames would start the cooldown
+            within a tenth of a second.  0 counts every refused frame.
         hook_timeout_s: an unlock command running longer counts as failed.
     """
 
@@ -112,12 +117,15 @@ class LockOptions:
     max_failures: int = 3
     cooldown_s: float = 30.0
     hook_timeout_s: float = 10.0
+    attempt_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_failures < 1:
             raise ValueError(f"max_failures must be >= 1, got {self.max_failures}")
         if self.cooldown_s < 0:
             raise ValueError(f"cooldown must be >= 0 seconds, got {self.cooldown_s}")
+        if self.attempt_s < 0:
+            raise ValueError(f"attempt time must be >= 0 seconds, got {self.attempt_s}")
         if self.hook_timeout_s <= 0:
             raise ValueError(f"hook timeout must be > 0 seconds, got {self.hook_timeout_s}")
 
@@ -137,6 +145,7 @@ class DoorLock:
         self._out = out if out is not None else sys.stdout
         self._clock = clock
         self._failures = 0
+        self._last_failure = float("-inf")
         self._locked_until = float("-inf")
 
     def _unlock(self, name: str, distance: float) -> str | None:
@@ -180,16 +189,20 @@ class DoorLock:
                     if failed is None:
                         record["decision"] = UNLOCK
                         self._failures = 0
+                        self._last_failure = float("-inf")
                     else:
                         record["decision"] = UNLOCK_FAILED
                         record["error"] = failed
                 else:
                     record["decision"] = DENY
                     record["nearest"] = result.candidates[0].name
-                    self._failures += 1
+                    if now - self._last_failure >= self.options.attempt_s:  # a new attempt
+                        self._failures += 1
+                        self._last_failure = now
                     if self._failures >= self.options.max_failures:
                         self._locked_until = now + self.options.cooldown_s
                         self._failures = 0
+                        self._last_failure = float("-inf")
                         record["cooldown_started_s"] = self.options.cooldown_s
         except Exception as exc:  # fail closed: whatever went wrong, the door stays locked
             record["decision"] = ERROR
@@ -319,7 +332,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     options = LockOptions(unlock_cmd=args.unlock_cmd, max_failures=args.max_failures,
-                          cooldown_s=args.cooldown)
+                          cooldown_s=args.cooldown, attempt_s=args.attempt_seconds)
     counts: dict[str, int] = {}
     with _verifier(args) as verifier:
         gallery = _load_gallery(args, verifier)
@@ -381,7 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cooldown", type=float, default=30.0,
                    help="seconds locked out after --max-failures refusals (default 30)")
     p.add_argument("--max-failures", type=int, default=3,
-                   help="refused faces in a row before the cooldown (default 3)")
+                   help="failed attempts in a row before the cooldown (default 3)")
+    p.add_argument("--attempt-seconds", type=float, default=1.0,
+                   help="refusals within this many seconds are one failed attempt "
+                        "(default 1; 0: every refused frame counts)")
     p.add_argument("--audit", default=None, help="append decisions to this JSONL file")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     p.set_defaults(func=cmd_run)

@@ -593,11 +593,21 @@ def test_door_lock_cooldown_and_fail_closed(exported, yunet, photos, tmp_path):
         lock = DoorLock(g, LockOptions(max_failures=2, cooldown_s=10), out=out, clock=clock)
         decide = lambda img: lock.process(img, "f", "test")["decision"]  # noqa: E731
         assert decide(photos["b1"]) == "deny"
-        assert decide(photos["b1"]) == "deny"           # second refusal starts the cooldown
+        clock.now += 0.5
+        assert decide(photos["b1"]) == "deny"           # the same attempt (within 1 s)
+        assert decide(photos["a1"]) == "unlock"         # so no cooldown yet
+        assert decide(photos["b1"]) == "deny"           # the unlock reset the count
+        clock.now += 1.0
+        assert decide(photos["b1"]) == "deny"           # second attempt starts the cooldown
         assert decide(photos["a1"]) == "cooldown"       # even alice waits: locked
         clock.now += 10.5
         assert decide(photos["a1"]) == "unlock"
         assert decide(BLANK.astype(np.float32)) == "error"  # bad frame: locked, not a crash
+        per_frame = DoorLock(g, LockOptions(max_failures=2, attempt_s=0), out=out, clock=clock)
+        assert [per_frame.process(photos["b1"], "f", "test")["decision"]
+                for _ in range(3)] == ["deny", "deny", "cooldown"]   # attempt_s 0: frames
+        with pytest.raises(ValueError, match="attempt"):
+            LockOptions(attempt_s=-1)
         failing = DoorLock(g, LockOptions(unlock_cmd="exit 3"), out=out, clock=clock)
         record = failing.process(photos["a1"], "f", "test")
         assert record["decision"] == "unlock_failed" and "3" in record["error"]
