@@ -191,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"\n== the door: {len(truth)} photos ({sum(v is not None for v in truth.values())}"
               f" of enrolled people, {sum(v is None for v in truth.values())} of strangers); "
-              "cooldown off so that every photo gets a decision")
+              "cooldown and hold off so that every photo gets a decision")
         status = door_lock.main(["run", "--source", str(probes), "--gallery", str(gallery),
                                  "--audit", str(audit), "--max-failures", "1000000",
-                                 "--cooldown", "0", *model_args])
+                                 "--cooldown", "0", "--hold", "0", *model_args])
         if status != 0:
             return status
         records = [json.loads(line) for line in audit.read_text().splitlines()]

@@ -10,7 +10,8 @@ Each frame: detect -> identify (sdk.Gallery) -> unlock hook.  The hook is a
 shell command (it gets the person in $DOOR_NAME and the distance in
 $DOOR_DISTANCE, never spliced into the command line) or, without one, the
 printed ``UNLOCK name`` line.  The lock fails closed: an unreadable frame, a
-model error or a failing hook all leave the door locked.  After
+model error or a failing hook all leave the door locked.  After an unlock the
+door stays open for ``--hold`` seconds without re-running the hook.  After
 ``--max-failures`` failed attempts in a row (refusals within
 ``--attempt-seconds`` of each other are one attempt) it ignores faces for
 ``--cooldown`` seconds.  Every decision can be appended to a JSONL audit log
@@ -51,8 +52,8 @@ DEFAULT_OPERATING_POINT = "far_1e-4"
 MODEL_TAU = "model"
 
 #: Decisions written to the audit log.  Only "unlock" opens the door.
-UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED = (
-    "unlock", "deny", "no_face", "cooldown", "error", "unlock_failed")
+UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED, OPEN = (
+    "unlock", "deny", "no_face", "cooldown", "error", "unlock_failed", "open")
 
 
 class SourceError(SdkError, ValueError):
@@ -106,6 +107,9 @@ class LockOptions:
         unlock_cmd: shell command run to open the door; ``None`` prints instead.
         max_failures: failed attempts in a row that start a cooldown.
         cooldown_s: seconds faces are ignored (door locked) after that.
+        hold_s: seconds the door stays open after an unlock: frames in that time
+            are logged as ``open`` and run no hook (a camera would otherwise fire
+            the unlock command on every frame of the person walking through).
         attempt_s: refusals closer together than this are one failed attempt.  A
             live camera refuses the same face on many consecutive frames while the
             person settles in front of it; counting frames would start the cooldown
@@ -118,12 +122,15 @@ class LockOptions:
     cooldown_s: float = 30.0
     hook_timeout_s: float = 10.0
     attempt_s: float = 1.0
+    hold_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_failures < 1:
             raise ValueError(f"max_failures must be >= 1, got {self.max_failures}")
         if self.cooldown_s < 0:
             raise ValueError(f"cooldown must be >= 0 seconds, got {self.cooldown_s}")
+        if self.hold_s < 0:
+            raise ValueError(f"hold time must be >= 0 seconds, got {self.hold_s}")
         if self.attempt_s < 0:
             raise ValueError(f"attempt time must be >= 0 seconds, got {self.attempt_s}")
         if self.hook_timeout_s <= 0:
@@ -147,6 +154,8 @@ class DoorLock:
         self._failures = 0
         self._last_failure = float("-inf")
         self._locked_until = float("-inf")
+        self._open_until = float("-inf")
+        self._opened_for: str | None = None
 
     def _unlock(self, name: str, distance: float) -> str | None:
         """Run the hook; the error text when it failed (the door then stays locked)."""
@@ -172,7 +181,11 @@ class DoorLock:
         now = self._clock()
         try:
             record["threshold"] = self.gallery.threshold
-            if now < self._locked_until:
+            if now < self._open_until:
+                record["decision"] = OPEN
+                record["name"] = self._opened_for
+                record["open_left_s"] = round(self._open_until - now, 3)
+            elif now < self._locked_until:
                 record["decision"] = COOLDOWN
                 record["cooldown_left_s"] = round(self._locked_until - now, 3)
             elif frame is None:
@@ -190,6 +203,8 @@ class DoorLock:
                         record["decision"] = UNLOCK
                         self._failures = 0
                         self._last_failure = float("-inf")
+                        self._open_until = now + self.options.hold_s
+                        self._opened_for = result.name
                     else:
                         record["decision"] = UNLOCK_FAILED
                         record["error"] = failed
@@ -332,7 +347,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     options = LockOptions(unlock_cmd=args.unlock_cmd, max_failures=args.max_failures,
-                          cooldown_s=args.cooldown, attempt_s=args.attempt_seconds)
+                          cooldown_s=args.cooldown, attempt_s=args.attempt_seconds,
+                          hold_s=args.hold)
     counts: dict[str, int] = {}
     with _verifier(args) as verifier:
         gallery = _load_gallery(args, verifier)
@@ -395,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds locked out after --max-failures refusals (default 30)")
     p.add_argument("--max-failures", type=int, default=3,
                    help="failed attempts in a row before the cooldown (default 3)")
+    p.add_argument("--hold", type=float, default=5.0,
+                   help="seconds the door stays open after an unlock, without re-running "
+                        "the unlock command (default 5; 0: every frame decides)")
     p.add_argument("--attempt-seconds", type=float, default=1.0,
                    help="refusals within this many seconds are one failed attempt "
                         "(default 1; 0: every refused frame counts)")

@@ -457,7 +457,7 @@ def test_door_lock_end_to_end(exported, yunet, door, tmp_path, capsys):
     assert "tip: " not in capsys.readouterr().out      # three in all now
     hook_log = tmp_path / "hook.txt"
     audit = tmp_path / "audit.jsonl"
-    status = door_lock.main(["run", "--source", str(folder), "--audit", str(audit),
+    status = door_lock.main(["run", "--source", str(folder), "--audit", str(audit), "--hold", "0",
                              "--unlock-cmd", f'echo "$DOOR_NAME" >> "{hook_log}"', *common])
     assert status == 0
     records = [json.loads(line) for line in audit.read_text().splitlines()]
@@ -566,7 +566,8 @@ def test_door_lock_video_source(exported, yunet, photos, tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), first)
     assert door_lock.main(["enroll", "alice", str(tmp_path / "a.png"), *common]) == 0
     audit = tmp_path / "audit.jsonl"
-    assert door_lock.main(["run", "--source", str(video), "--audit", str(audit), *common]) == 0
+    assert door_lock.main(["run", "--source", str(video), "--audit", str(audit), "--hold", "0",
+                           *common]) == 0
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [(r["frame"], r["decision"]) for r in records] == [
         ("0", "unlock"), ("1", "no_face"), ("2", "deny")]
@@ -590,7 +591,8 @@ def test_door_lock_cooldown_and_fail_closed(exported, yunet, photos, tmp_path):
         g = Gallery(v)
         g.enroll("alice", photos["a1"])
         clock, out = _Clock(), io.StringIO()
-        lock = DoorLock(g, LockOptions(max_failures=2, cooldown_s=10), out=out, clock=clock)
+        lock = DoorLock(g, LockOptions(max_failures=2, cooldown_s=10, hold_s=0), out=out,
+                        clock=clock)
         decide = lambda img: lock.process(img, "f", "test")["decision"]  # noqa: E731
         assert decide(photos["b1"]) == "deny"
         clock.now += 0.5
@@ -603,6 +605,20 @@ def test_door_lock_cooldown_and_fail_closed(exported, yunet, photos, tmp_path):
         clock.now += 10.5
         assert decide(photos["a1"]) == "unlock"
         assert decide(BLANK.astype(np.float32)) == "error"  # bad frame: locked, not a crash
+        # after an unlock the door stays open for hold_s: later frames run no hook
+        hook_log = tmp_path / "hook.txt"
+        held = DoorLock(g, LockOptions(hold_s=5, unlock_cmd=f'echo x >> "{hook_log}"'),
+                        out=out, clock=clock)
+        assert held.process(photos["a1"], "f", "test")["decision"] == "unlock"
+        clock.now += 4.0
+        record = held.process(photos["b1"], "f", "test")
+        assert record["decision"] == "open" and record["name"] == "alice"
+        clock.now += 1.0
+        assert held.process(photos["b1"], "f", "test")["decision"] == "deny"
+        assert held.process(photos["a1"], "f", "test")["decision"] == "unlock"
+        assert hook_log.read_text().split() == ["x", "x"]     # one hook run per opening
+        with pytest.raises(ValueError, match="hold"):
+            LockOptions(hold_s=-1)
         per_frame = DoorLock(g, LockOptions(max_failures=2, attempt_s=0), out=out, clock=clock)
         assert [per_frame.process(photos["b1"], "f", "test")["decision"]
                 for _ in range(3)] == ["deny", "deny", "cooldown"]   # attempt_s 0: frames
