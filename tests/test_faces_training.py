@@ -370,7 +370,17 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
 
     table = dense_table(dense)
     assert table[2].startswith(f"| {next(iter(dense['models'].values()))['name']} |")
-    assert len(table) == 3 + 3 + 1 + 5 + 2   # table; false-accept origins; pairs
+    assert len(table) == 3 + 3 + 1 + 6 + 5 + 2   # table; false-accept origins; by set; pairs
+    # same-person pairs by photo set: one set here, so its TAR is the overall one
+    g = r["genuine_by_set"]
+    assert set(g) == {"set"} and g["set"]["pairs"] == 2
+    assert g["set"]["tar_at_far_0.001"] == pytest.approx(r["at_far"]["0.001"]["tar"])
+    by_hand = evaluate.genuine_by_set(
+        np.array([0.1, 0.5, 0.2, 0.9]), np.array([True, True, True, False]),
+        np.array(["x", "x", "y", "x"]),
+        {"0.001": {"threshold": 0.3}, "0.0001": {"threshold": 0.15}})
+    assert by_hand == {"x": {"pairs": 2, "tar_at_far_0.001": 0.5, "tar_at_far_0.0001": 0.5},
+                       "y": {"pairs": 1, "tar_at_far_0.001": 1.0, "tar_at_far_0.0001": 0.0}}
     # the false accepts at FAR 1e-3 grouped by photo set: both sides are in "set" here
     assert set(r["false_accepts_at_far_1e-3"]) <= {"set ~ set"}
     # report: several evaluate reports (e.g. a new run, the teacher) fill the same tables
@@ -387,8 +397,8 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
                          "--out", str(tmp_path / "r.md")]) == 0
     md = (tmp_path / "r.md").read_text()
     first = next(iter(dense["models"].values()))["name"]
-    # every table has the second report's model as often as the first's (7 rows here)
-    assert md.count("| T |") == md.count(f"| {first} |") == 7
+    # every table has the second report's model as often as the first's (8 rows here)
+    assert md.count("| T |") == md.count(f"| {first} |") == 8
 
 
 def test_identification_with_several_enrolled_photos(tmp_path):

@@ -257,6 +257,24 @@ def rates_at_thresholds(dense: dict, taus: dict[str, float]) -> None:
                                        **pair_rates(dense["_dist"], dense["_same"], tau)}
 
 
+#: FAR targets whose τ the same-person pairs of each photo set are scored at.
+GENUINE_FARS = ("0.001", "0.0001")
+
+
+def genuine_by_set(d: np.ndarray, same: np.ndarray, set_of_pair: np.ndarray,
+                   at_far: dict) -> dict[str, dict]:
+    """Where the true accepts are lost: per photo set (both sides of a same-person pair
+    share it), the number of same-person pairs and the share accepted at the τ of
+    each of :data:`GENUINE_FARS` (``at_far`` as :func:`evaluate_dense` fills it)."""
+    out = {}
+    for name in sorted(set(set_of_pair[same].tolist())):
+        k = same & (set_of_pair == name)
+        out[name] = {"pairs": int(k.sum()),
+                     **{f"tar_at_far_{f}": float(np.mean(d[k] <= at_far[f]["threshold"]))
+                        for f in GENUINE_FARS if f in at_far}}
+    return out
+
+
 def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropper,
                    chunk: int = 256) -> dict:
     """Every pair of the photos an LFW-format pair list names, not just its listed pairs.
@@ -309,6 +327,7 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
         key = " ~ ".join(sorted((sets[rows_all[k]], sets[cols_all[k]])))
         by_set[key] = by_set.get(key, 0) + 1
     res["false_accepts_at_far_1e-3"] = dict(sorted(by_set.items(), key=lambda kv: -kv[1]))
+    res["genuine_by_set"] = genuine_by_set(d, s, sets[rows_all], res["at_far"])
     def rel(q: str) -> str:
         return str(Path(q).relative_to(images)) if Path(q).is_relative_to(images) else q
 

@@ -120,6 +120,18 @@ def dense_table(ev: dict) -> list[str]:
         total = sum(fa.values())
         top = ", ".join(f"{k} {v}" for k, v in list(fa.items())[:3])
         lines.append(f"- {name}: {total} pairs; {top}")
+    by_set = [(name, r["genuine_by_set"]) for name, r in rows if r.get("genuine_by_set")]
+    if by_set:
+        sets = list(by_set[0][1])
+        lines += ["", "Where the true accepts are lost: TAR % at FAR 1e-3 / 1e-4 (each "
+                      "model's own τ) on the same-person pairs of each photo set:", "",
+                  "| model | " + " | ".join(f"{k} ({by_set[0][1][k]['pairs']} pairs)"
+                                           for k in sets) + " |",
+                  "|---|" + "---|" * len(sets)]
+        for name, g in by_set:
+            cells = [f"{_pct(g[k]['tar_at_far_0.001'])} / {_pct(g[k]['tar_at_far_0.0001'])}"
+                     if k in g else "–" for k in sets]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     first = rows[0][1]
     lines += ["", f"{first['photos']} photos of {first['identities']} identities: "
                   f"{first['same']} same-person and {first['different']} different-person "
