@@ -52,8 +52,8 @@ DEFAULT_OPERATING_POINT = "far_1e-4"
 MODEL_TAU = "model"
 
 #: Decisions written to the audit log.  Only "unlock" opens the door.
-UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED, OPEN = (
-    "unlock", "deny", "no_face", "cooldown", "error", "unlock_failed", "open")
+UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED, OPEN, TOO_SMALL = (
+    "unlock", "deny", "no_face", "cooldown", "error", "unlock_failed", "open", "too_small")
 
 
 class SourceError(SdkError, ValueError):
@@ -107,6 +107,11 @@ class LockOptions:
         unlock_cmd: shell command run to open the door; ``None`` prints instead.
         max_failures: failed attempts in a row that start a cooldown.
         cooldown_s: seconds faces are ignored (door locked) after that.
+        min_face_px: the largest face's box must be at least this many pixels on its
+            shorter side to be judged; a smaller one (someone passing far behind the
+            door) is logged as ``too_small`` and is not a failed attempt, so passers-by
+            cannot start a cooldown that locks out the next resident.  Its embedding
+            would come from a few dozen pixels enlarged to 112 anyway.
         hold_s: seconds the door stays open after an unlock: frames in that time
             are logged as ``open`` and run no hook (a camera would otherwise fire
             the unlock command on every frame of the person walking through).
@@ -123,12 +128,15 @@ class LockOptions:
     hook_timeout_s: float = 10.0
     attempt_s: float = 1.0
     hold_s: float = 5.0
+    min_face_px: float = 48.0
 
     def __post_init__(self) -> None:
         if self.max_failures < 1:
             raise ValueError(f"max_failures must be >= 1, got {self.max_failures}")
         if self.cooldown_s < 0:
             raise ValueError(f"cooldown must be >= 0 seconds, got {self.cooldown_s}")
+        if self.min_face_px < 0:
+            raise ValueError(f"min face size must be >= 0 pixels, got {self.min_face_px}")
         if self.hold_s < 0:
             raise ValueError(f"hold time must be >= 0 seconds, got {self.hold_s}")
         if self.attempt_s < 0:
@@ -192,6 +200,9 @@ class DoorLock:
                 record["error"] = "unreadable frame"
             elif not (faces := self.gallery.verifier.detect(frame)):
                 record["decision"] = NO_FACE
+            elif (size := float(min(faces[0].box[2:4]))) < self.options.min_face_px:
+                record["decision"] = TOO_SMALL
+                record["face_px"] = round(size, 1)
             else:  # the largest face is the one at the door
                 embedding = self.gallery.verifier.embed(frame, faces[0])
                 result = self.gallery.identify_embedding(embedding, top_k=1)
@@ -228,6 +239,8 @@ class DoorLock:
     def _log(self, record: dict) -> None:
         d = record["distance"]
         extra = f"d={d:.4f} τ={record['threshold']:.4f}" if d is not None else ""
+        if "face_px" in record:
+            extra = f"face {record['face_px']:.0f} px < {self.options.min_face_px:.0f} px"
         if record["name"]:
             who = record["name"]
         elif "nearest" in record:
@@ -348,7 +361,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     options = LockOptions(unlock_cmd=args.unlock_cmd, max_failures=args.max_failures,
                           cooldown_s=args.cooldown, attempt_s=args.attempt_seconds,
-                          hold_s=args.hold)
+                          hold_s=args.hold, min_face_px=args.min_face)
     counts: dict[str, int] = {}
     with _verifier(args) as verifier:
         gallery = _load_gallery(args, verifier)
@@ -411,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds locked out after --max-failures refusals (default 30)")
     p.add_argument("--max-failures", type=int, default=3,
                    help="failed attempts in a row before the cooldown (default 3)")
+    p.add_argument("--min-face", type=float, default=48.0, metavar="PX",
+                   help="faces smaller than this (box, shorter side) are too far away to "
+                        "judge: no decision, no failed attempt (default 48)")
     p.add_argument("--hold", type=float, default=5.0,
                    help="seconds the door stays open after an unlock, without re-running "
                         "the unlock command (default 5; 0: every frame decides)")

@@ -619,6 +619,17 @@ def test_door_lock_cooldown_and_fail_closed(exported, yunet, photos, tmp_path):
         assert hook_log.read_text().split() == ["x", "x"]     # one hook run per opening
         with pytest.raises(ValueError, match="hold"):
             LockOptions(hold_s=-1)
+        # a face far from the camera is not judged and is no failed attempt
+        far = cv2.copyMakeBorder(cv2.resize(photos["b1"], None, fx=0.5, fy=0.5,
+                                            interpolation=cv2.INTER_AREA),
+                                 40, 40, 40, 40, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+        strict = DoorLock(g, LockOptions(max_failures=1, attempt_s=0), out=out, clock=clock)
+        record = strict.process(far, "f", "test")
+        assert record["decision"] == "too_small" and record["face_px"] < 48
+        assert strict.process(photos["b1"], "f", "test")["decision"] == "deny"
+        assert strict.process(photos["a1"], "f", "test")["decision"] == "cooldown"
+        with pytest.raises(ValueError, match="face size"):
+            LockOptions(min_face_px=-1)
         per_frame = DoorLock(g, LockOptions(max_failures=2, attempt_s=0), out=out, clock=clock)
         assert [per_frame.process(photos["b1"], "f", "test")["decision"]
                 for _ in range(3)] == ["deny", "deny", "cooldown"]   # attempt_s 0: frames
