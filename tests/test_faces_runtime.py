@@ -518,8 +518,12 @@ def test_door_lock_enrolls_from_a_source(exported, yunet, photos, tmp_path, caps
     frames = tmp_path / "camera"
     frames.mkdir()
     two = np.hstack([photos["a1"], photos["b1"]])
-    for name, image in [("0_wall", BLANK), ("1_a1", photos["a1"]), ("2_a1", photos["a1"]),
-                        ("3_two", two), ("4_a2", photos["a2"]), ("5_b1", photos["b1"])]:
+    far = cv2.copyMakeBorder(cv2.resize(photos["a1"], None, fx=0.5, fy=0.5,
+                                        interpolation=cv2.INTER_AREA),
+                             40, 40, 40, 40, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+    for name, image in [("0_wall", BLANK), ("0_far", far), ("1_a1", photos["a1"]),
+                        ("2_a1", photos["a1"]), ("3_two", two), ("4_a2", photos["a2"]),
+                        ("5_b1", photos["b1"])]:
         cv2.imwrite(str(frames / f"{name}.png"), image)
     gallery = tmp_path / "g.npz"
     common = ["--gallery", str(gallery), "--model", str(exported["onnx_fp32"]),
@@ -529,6 +533,7 @@ def test_door_lock_enrolls_from_a_source(exported, yunet, photos, tmp_path, caps
     out = capsys.readouterr().out
     # the wall has no face; 2_a1 is too soon after the first shot; 3_two shows two people
     assert "0_wall.png: skipped (no face)" in out and "1_a1.png: shot 1/2" in out
+    assert "0_far.png: skipped (face " in out and "come closer" in out
     assert "2_a1.png" not in out and "3_two.png: skipped (2 faces)" in out
     assert "4_a2.png: shot 2/2" in out and "5_b1.png" not in out
     with FaceVerifier.create(exported["onnx_fp32"], yunet) as v:
