@@ -399,6 +399,12 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     first = next(iter(dense["models"].values()))["name"]
     # every table has the second report's model as often as the first's (8 rows here)
     assert md.count("| T |") == md.count(f"| {first} |") == 8
+    # two runs' files with the same display name are told apart by their folders
+    (tmp_path / "c.json").write_text(json.dumps(
+        {"models": {"runs/r1/f.onnx": {"name": "f.onnx"}, "runs/r2/f.onnx": {"name": "f.onnx"},
+                    "peer.tflite": {"name": "peer"}}}))
+    merged = freport.merged_reports([tmp_path / "c.json"])
+    assert [m["name"] for m in merged["models"].values()] == ["r1/f.onnx", "r2/f.onnx", "peer"]
 
 
 def test_identification_with_several_enrolled_photos(tmp_path):

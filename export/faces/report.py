@@ -219,6 +219,12 @@ def merged_reports(paths: list[Path]) -> dict:
     merged: dict = {"models": {}}
     for path in paths:
         merged["models"].update(json.loads(Path(path).read_text())["models"])
+    # two runs' files share a display name ("face_encoder_int8.onnx (int8, onnxruntime)"):
+    # name those by their folder too, so the tables say which is which
+    names = [m["name"] for m in merged["models"].values()]
+    for key, m in merged["models"].items():
+        if names.count(m["name"]) > 1 and Path(key).parent.name:
+            m["name"] = f"{Path(key).parent.name}/{m['name']}"
     return merged
 
 
