@@ -190,10 +190,30 @@ class _Reader:
         return next(self._it, None)
 
 
+def _stem_convs(model) -> list[str]:
+    """Names of the Conv nodes that read the graph input, directly or through layout and
+    elementwise pre-processing ops (the normalisation inside the model, a transpose)."""
+    feeds = {model.graph.input[0].name}
+    names = []
+    for node in model.graph.node:  # topological order
+        if not feeds.intersection(node.input):
+            continue
+        if node.op_type == "Conv":
+            names.append(node.name)
+        elif node.op_type in ("Transpose", "Reshape", "Identity", "Cast",
+                              "Mul", "Add", "Sub", "Div"):
+            feeds.update(node.output)
+    return names
+
+
 def quantize_onnx_int8(src: str | Path, dst: str | Path,
-                       calibration: Sequence[np.ndarray]) -> Path:
+                       calibration: Sequence[np.ndarray], *, float_stem: bool = False) -> Path:
     """Static int8 QDQ quantisation of an ONNX model (per-channel int8 weights,
-    uint8 activations: as accurate as int8 and faster with ONNX Runtime on x86)."""
+    uint8 activations: as accurate as int8 and faster with ONNX Runtime on x86).
+
+    ``float_stem`` keeps the convolution(s) reading the model input in float (a few
+    per cent of a face encoder's MACs): measured on the 0.875-wide face encoder, an int8
+    stem alone cost a fifth of its true accepts at FAR 1e-4 (docs/RESULTS_faces.md)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -205,11 +225,17 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path,
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        import onnx
+
+        float_nodes = _stem_convs(onnx.load(str(pre))) if float_stem else []
         quantize_static(str(pre), str(dst), _Reader(name, calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=float_nodes)
     quant = {"scheme": "qdq", "weights": "int8 per-channel", "activations": "uint8",
              "calibration_samples": len(calibration)}
+    if float_nodes:
+        quant["float_nodes"] = float_nodes
     set_onnx_metadata(dst, _finish(dst, info, "int8", quant))
     return dst
 

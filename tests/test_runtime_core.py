@@ -48,6 +48,30 @@ def test_quantised_models_agree_with_float(fmt, min_cos, exported, sample_images
     assert agreement(keras_ref, got).min_cosine >= min_cos
 
 
+def test_onnx_int8_float_stem(exported, sample_images, keras_ref, tmp_path):
+    """float_stem: the conv reading the input stays float (no quantised weight feeds it),
+    every other conv is quantised, the file says so and still agrees with float."""
+    import onnx
+
+    from export.formats import agreement, quantize_onnx_int8
+
+    calib = [x[None] for x in sample_images[:24]]
+    path = quantize_onnx_int8(exported["onnx_fp32"], tmp_path / "stem.onnx", calib,
+                              float_stem=True)
+    graph = onnx.load(str(path)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    float_convs = [n.name for n in convs if not dequantized.intersection(n.input[1:2])]
+    assert len(convs) > 1 and len(float_convs) == 1
+    with sdk.load_model(path) as model:
+        assert model.info.quantization["float_nodes"] == float_convs
+        got = np.concatenate([model(x[None]) for x in sample_images])
+    assert agreement(keras_ref, got).min_cosine >= 0.95
+    plain = onnx.load(str(exported["onnx_int8"])).graph      # the default: every conv int8
+    dq = {o for n in plain.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert all(dq.intersection(n.input[1:2]) for n in plain.node if n.op_type == "Conv")
+
+
 def test_int8_tflite_has_no_float_compute(exported):
     from export.formats import float_ops
 
