@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
-FACES_RUN ?= runs/faces/run6
+FACES_RUN ?= runs/faces/run7
 
 .PHONY: help setup demo test export-tflite export-onnx export-jetson jetson-check device-bundle bench \
         faces-data faces-teacher train-faces release-faces eval-faces \
@@ -34,14 +34,16 @@ faces-teacher: faces-data ## dlib teacher embeddings of every training face (~30
 	$(PY) -m pip install -q -e ".[teacher]"
 	$(PY) -m export faces teacher --per-identity 0
 
-train-faces: setup ## train the face encoder in four legs (60 + 80 + 95 + 80 min, checkpointed: rerun to resume)
+train-faces: setup ## train the face encoder in five legs (60 + 80 + 95 + 80 + 80 min, checkpointed: rerun to resume)
 	$(PY) -m export faces train --out runs/faces/run1 --minutes 60 --cls 1.0 --resume
 	$(PY) -m export faces train --out runs/faces/run2 --init runs/faces/run1 --minutes 80 --cls 1.0 \
 	    --distill 5 --distill-mode relational --lr 2e-3 --seed 1 --resume
 	$(PY) -m export faces train --out runs/faces/run3 --init runs/faces/run2 --width 0.75 --minutes 95 \
 	    --cls 1.0 --distill 5 --distill-mode relational --lr 2e-3 --seed 2 --resume
-	$(PY) -m export faces train --out $(FACES_RUN) --init runs/faces/run3 --minutes 80 --cls 1.0 \
+	$(PY) -m export faces train --out runs/faces/run6 --init runs/faces/run3 --minutes 80 --cls 1.0 \
 	    --distill 10 --distill-mode projected --lr 2e-3 --seed 6 --resume
+	$(PY) -m export faces train --out $(FACES_RUN) --init runs/faces/run6 --width 0.875 --minutes 80 \
+	    --cls 1.0 --distill 10 --distill-mode projected --lr 2e-3 --seed 7 --resume
 
 release-faces: setup ## fp32/fp16/int8 TFLite + ONNX, accuracy gate, copy to models/faces
 	$(PY) -m export faces release --model $(FACES_RUN)/model.keras --json runs/faces/release.json
