@@ -60,6 +60,11 @@ UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED, OPEN, TOO_SMALL = (
     "unlock", "deny", "no_face", "cooldown", "error", "unlock_failed", "open", "too_small")
 
 
+def face_px(face) -> float:
+    """A detected face's size for the ``--min-face`` rule: its box's shorter side."""
+    return float(min(face.box[2:4]))
+
+
 class SourceError(SdkError, ValueError):
     """The --source cannot be opened."""
 
@@ -204,7 +209,7 @@ class DoorLock:
                 record["error"] = "unreadable frame"
             elif not (faces := self.gallery.verifier.detect(frame)):
                 record["decision"] = NO_FACE
-            elif (size := float(min(faces[0].box[2:4]))) < self.options.min_face_px:
+            elif (size := face_px(faces[0])) < self.options.min_face_px:
                 record["decision"] = TOO_SMALL
                 record["face_px"] = round(size, 1)
             else:  # the largest face is the one at the door
@@ -311,7 +316,7 @@ def collect_shots(verifier: sdk.FaceVerifier, frames: Iterator[tuple[str, np.nda
             why = "no face" if not faces else f"{len(faces)} faces"
             print(f"{frame_id}: skipped ({why})", file=out, flush=True)
             continue
-        if (size := float(min(faces[0].box[2:4]))) < min_face_px:
+        if (size := face_px(faces[0])) < min_face_px:
             print(f"{frame_id}: skipped (face {size:.0f} px < {min_face_px:.0f} px: come closer)",
                   file=out, flush=True)
             continue

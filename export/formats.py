@@ -213,7 +213,8 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path,
 
     ``float_stem`` keeps the convolution(s) reading the model input in float (a few
     per cent of a face encoder's MACs): measured on the 0.875-wide face encoder, an int8
-    stem alone cost a fifth of its true accepts at FAR 1e-4 (docs/RESULTS_faces.md)."""
+    stem alone cost a fifth of its true accepts at FAR 1e-4 (scripts/onnx_int8_probe.py)."""
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -225,8 +226,6 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path,
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        import onnx
-
         float_nodes = _stem_convs(onnx.load(str(pre))) if float_stem else []
         quantize_static(str(pre), str(dst), _Reader(name, calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True,
