@@ -206,18 +206,38 @@ def _stem_convs(model) -> list[str]:
     return names
 
 
-def quantize_onnx_int8(src: str | Path, dst: str | Path,
-                       calibration: Sequence[np.ndarray], *, float_stem: bool = False) -> Path:
-    """Static int8 QDQ quantisation of an ONNX model (per-channel int8 weights,
-    uint8 activations: as accurate as int8 and faster with ONNX Runtime on x86).
+#: ``quantize_onnx_int8`` weight encodings.  "uint8" and "int8-7bit" exist because x86
+#: CPUs without VNNI (AVX2, AVX-512 before VNNI) multiply uint8 activations by int8
+#: weights with VPMADDUBSW, whose int16 pair sums saturate: measured on this AVX2 CPU,
+#: full int8 weights cost the face encoder a fifth of its true accepts at FAR 1e-4 and
+#: the stylizers 8-13 dB of PSNR (scripts/onnx_int8_probe.py, scripts/style_int8_probe.py);
+#: uint8 weights (U8U8) and 7-bit int8 weights cannot overflow it, and both agree with
+#: the float model; U8U8 runs a slower kernel there (4.0 vs 3.2 ms for the face encoder),
+#: so 7-bit is the default.  ARM and VNNI CPUs never saturate, so "int8" is exact there.
+ONNX_WEIGHTS = {"uint8": ("QUInt8", False), "int8-7bit": ("QInt8", True), "int8": ("QInt8", False)}
 
-    ``float_stem`` keeps the convolution(s) reading the model input in float (a few
-    per cent of a face encoder's MACs): measured on the 0.875-wide face encoder, an int8
-    stem alone cost a fifth of its true accepts at FAR 1e-4 (scripts/onnx_int8_probe.py)."""
+
+def quantize_onnx_int8(src: str | Path, dst: str | Path,
+                       calibration: Sequence[np.ndarray], *, weights: str = "int8-7bit",
+                       float_stem: bool = False) -> Path:
+    """Static int8 QDQ quantisation of an ONNX model (per-channel weights, uint8
+    activations, min/max calibrated on ``calibration``).
+
+    ``weights``: "int8-7bit" (default: int8 with the top bit unused, as fast as "int8"
+    and as accurate as the float model on every CPU), "uint8" (as accurate, slower on
+    x86) or "int8" (full range; saturates on x86 CPUs without VNNI, see ``ONNX_WEIGHTS``).  ``float_stem`` keeps the convolution(s)
+    reading the model input in float and lists them in the contract.
+
+    Raises:
+        ValueError: an unknown ``weights`` or fewer than 16 calibration inputs.
+    """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if weights not in ONNX_WEIGHTS:
+        raise ValueError(f"weights={weights!r}; choose one of {list(ONNX_WEIGHTS)}")
+    weight_type, reduce_range = ONNX_WEIGHTS[weights]
     src, dst = Path(src), Path(dst)
     with sdk.load_model(src) as m:
         info, name = m.info, m.inputs[0].name
@@ -229,9 +249,10 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path,
         float_nodes = _stem_convs(onnx.load(str(pre))) if float_stem else []
         quantize_static(str(pre), str(dst), _Reader(name, calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8,
+                        weight_type=getattr(QuantType, weight_type), reduce_range=reduce_range,
                         nodes_to_exclude=float_nodes)
-    quant = {"scheme": "qdq", "weights": "int8 per-channel", "activations": "uint8",
+    quant = {"scheme": "qdq", "weights": f"{weights} per-channel", "activations": "uint8",
              "calibration_samples": len(calibration)}
     if float_nodes:
         quant["float_nodes"] = float_nodes

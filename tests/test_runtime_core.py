@@ -72,6 +72,43 @@ def test_onnx_int8_float_stem(exported, sample_images, keras_ref, tmp_path):
     assert all(dq.intersection(n.input[1:2]) for n in plain.node if n.op_type == "Conv")
 
 
+def _conv_weights(path):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    return [numpy_helper.to_array(i) for i in graph.initializer
+            if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and len(i.dims) == 4]
+
+
+def test_onnx_int8_default_weights_cannot_saturate_avx2(exported):
+    """The default QDQ file holds 7-bit weights: |w| <= 64, so a uint8 activation pair
+    times a weight pair (2·255·64 = 32640) fits the int16 sums of x86's VPMADDUBSW on CPUs
+    without VNNI (full-range weights overflow them; scripts/onnx_int8_probe.py)."""
+    weights = _conv_weights(exported["onnx_int8"])
+    assert weights and all(w.dtype == np.int8 for w in weights)
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    with sdk.load_model(exported["onnx_int8"]) as model:
+        assert model.info.quantization["weights"] == "int8-7bit per-channel"
+
+
+def test_onnx_int8_weight_encodings(exported, sample_images, keras_ref, tmp_path):
+    from export.formats import agreement, quantize_onnx_int8
+
+    calib = [x[None] for x in sample_images[:24]]
+    path = quantize_onnx_int8(exported["onnx_fp32"], tmp_path / "u8.onnx", calib,
+                              weights="uint8")
+    assert all(w.dtype == np.uint8 for w in _conv_weights(path))
+    with sdk.load_model(path) as model:
+        assert model.info.quantization["weights"] == "uint8 per-channel"
+        got = np.concatenate([model(x[None]) for x in sample_images])
+    assert agreement(keras_ref, got).min_cosine >= 0.95
+    path = quantize_onnx_int8(exported["onnx_fp32"], tmp_path / "s8.onnx", calib, weights="int8")
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in _conv_weights(path)) == 127
+    with pytest.raises(ValueError, match="int8-7bit"):
+        quantize_onnx_int8(exported["onnx_fp32"], tmp_path / "x.onnx", calib, weights="int4")
+
+
 def test_int8_tflite_has_no_float_compute(exported):
     from export.formats import float_ops
 

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         elif precision == "fp32":
             fmt.to_onnx(model, path, info)
         else:
-            fmt.quantize_onnx_int8(out / "face_encoder_fp32.onnx", path, calib, float_stem=True)
+            fmt.quantize_onnx_int8(out / "face_encoder_fp32.onnx", path, calib)
         e = Encoder(path)
         agree = fmt.agreement(reference(check_inputs), e(check_inputs[..., ::-1].astype(np.uint8)))
         r = evaluate_pairs(pairs, images, e, crop, None)

@@ -16,13 +16,13 @@ import numpy as np
 from .student import SIZE_MULTIPLE
 
 #: Minimum PSNR (dB, peak 255) of each format against the Keras student.  Float
-#: exports must be near-identical.  int8 redraws some texture (the measured values
-#: are in docs/RESULTS_style.md); ONNX Runtime's QDQ model (uint8 activations,
-#: calibrated by min/max) agrees less well than TFLite's int8 (23 dB on a
-#: half-trained udnie student), so its floor is lower.  A broken conversion
-#: (wrong layout, unfolded BN, saturated output) lands far below both floors.
+#: exports must be near-identical.  int8 redraws some texture (the measured values are
+#: in docs/RESULTS_style.md: 35-37 dB for both int8 formats since session 8; until then
+#: the ONNX file's full-range int8 weights saturated x86's u8·s8 instruction and agreed
+#: to 23-29 dB only, see export.formats.ONNX_WEIGHTS).  A broken conversion (wrong
+#: layout, unfolded BN, saturated output) lands far below both floors.
 MIN_PSNR = {"tflite_fp32": 45.0, "onnx_fp32": 45.0, "tflite_fp16": 35.0,
-            "tflite_int8": 25.0, "onnx_int8": 21.0}
+            "tflite_int8": 25.0, "onnx_int8": 30.0}
 
 FORMATS = tuple(MIN_PSNR)
 
@@ -195,11 +195,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, calibration_dir: str
             raise
         report, error = exc.report, exc
     record = Path(out_dir, f"{options.style_name}_export.json")
+    run_name = str(run_dir)
     if record.is_file():  # keep the other formats' entries of the same weights
         old = json.loads(record.read_text())
         if old.get("source_hash") == info.source_hash:
             report = {**old.get("formats", {}), **report}
-    summary = {"style": options.style_name, "run": str(run_dir), "train_steps": steps,
+            # re-exporting from the kept <style>_student/ copy: the training run that
+            # made these weights is still the one to name
+            run_name = old.get("run", run_name)
+    summary = {"style": options.style_name, "run": run_name, "train_steps": steps,
                "source_hash": info.source_hash, "formats": report}
     record.write_text(json.dumps(summary, indent=1))
     if error is not None:
