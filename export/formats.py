@@ -212,8 +212,9 @@ def _stem_convs(model) -> list[str]:
 #: full int8 weights cost the face encoder a fifth of its true accepts at FAR 1e-4 and
 #: the stylizers 8-13 dB of PSNR (scripts/onnx_int8_probe.py, scripts/style_int8_probe.py);
 #: uint8 weights (U8U8) and 7-bit int8 weights cannot overflow it, and both agree with
-#: the float model; U8U8 runs a slower kernel there (4.0 vs 3.2 ms for the face encoder),
-#: so 7-bit is the default.  ARM and VNNI CPUs never saturate, so "int8" is exact there.
+#: the float model; U8U8 runs a slower kernel there (a quarter slower for the face
+#: encoder), so 7-bit is the default.  ARM and VNNI CPUs never saturate: "int8" is exact
+#: there.
 ONNX_WEIGHTS = {"uint8": ("QUInt8", False), "int8-7bit": ("QInt8", True), "int8": ("QInt8", False)}
 
 
@@ -225,8 +226,9 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path,
 
     ``weights``: "int8-7bit" (default: int8 with the top bit unused, as fast as "int8"
     and as accurate as the float model on every CPU), "uint8" (as accurate, slower on
-    x86) or "int8" (full range; saturates on x86 CPUs without VNNI, see ``ONNX_WEIGHTS``).  ``float_stem`` keeps the convolution(s)
-    reading the model input in float and lists them in the contract.
+    x86) or "int8" (full range; saturates on x86 CPUs without VNNI, see
+    ``ONNX_WEIGHTS``).  ``float_stem`` keeps the convolution(s) reading the model input
+    in float and lists them in the contract (session 7's workaround for that saturation).
 
     Raises:
         ValueError: an unknown ``weights`` or fewer than 16 calibration inputs.
