@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sdk  # noqa: E402
-from export.formats import _stem_convs  # noqa: E402
+from export.formats import _Reader, _stem_convs  # noqa: E402
 
 
 def held_out_names(pairs_txt: Path) -> set[str]:
@@ -104,14 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         files = {"fp32": args.model}
         for label, method, activations, excluded, *extra in variants:
             dst = Path(tmp) / "q.onnx"
-            feed = iter([{name: x} for x in inputs])
-
-            class Reader:
-                def get_next(self):
-                    return next(feed, None)
-
             options = {"weight_type": QuantType.QInt8, **(extra[0] if extra else {})}
-            quantize_static(str(prepared), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+            quantize_static(str(prepared), str(dst), _Reader(name, inputs),
+                            quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=activations,
                             calibrate_method=method, nodes_to_exclude=excluded, **options)
             q = onnx.load(str(dst))  # the contract, so that sdk.load_model takes it
@@ -126,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label}: cos min {cos.min():.3f} mean {cos.mean():.4f}; TAR@1e-3/1e-4 "
                   + " / ".join(f"{100 * t:.2f} %" for t in tar_at(e, same)), flush=True)
         # time every file in turn on the same face, round after round, so that drifts of
-        # the machine's speed hit all of them alike (sequential timings moved by 20 %)
+        # the machine's speed hit all of them alike (timed one after another, the medians
+        # drifted by more than the files differ)
         print("median / p90 ms per face, one thread, 300 interleaved rounds after 30:")
         models = {label: sdk.load_model(path, threads=1) for label, path in files.items()}
         x = {label: m.info.preprocessing.apply(faces[:1]) for label, m in models.items()}
