@@ -220,6 +220,29 @@ def test_augment_batch_shapes_and_change():
     assert x.dtype == np.float32 and x[0, 0, 0, 0] == imgs[0, 0, 0, 2]
 
 
+def test_augment_side_light_shades_one_side():
+    grey = np.full((8, 112, 112, 3), 128, np.uint8)
+    # strength 0: no jitter, blur or occlusion, so only the shading changes a flat face
+    out = fdata.augment_batch(grey, np.random.default_rng(0), strength=0.0, side_light=1.0)
+    for img in out.astype(np.float32):
+        lit, far = np.percentile(img, 99), np.percentile(img, 1)
+        assert far <= 0.72 * lit, (far, lit)  # the far side at least 30 % darker
+    # off by default, and then drawing nothing: earlier runs' augmentation is unchanged
+    imgs = np.random.default_rng(1).integers(0, 255, size=(4, 112, 112, 3), dtype=np.uint8)
+    a = fdata.augment_batch(imgs, np.random.default_rng(2))
+    b = fdata.augment_batch(imgs, np.random.default_rng(2), side_light=0.0)
+    assert np.array_equal(a, b)
+
+
+def test_greyscale_batch():
+    imgs = np.random.default_rng(3).integers(0, 255, size=(2, 8, 8, 3), dtype=np.uint8)
+    g = fdata.greyscale(imgs)
+    assert g.shape == imgs.shape and g.dtype == np.uint8
+    assert np.array_equal(g[..., 0], g[..., 2]) and np.array_equal(g[..., 0], g[..., 1])
+    b, gr, r = (imgs[0, 0, 0].astype(float))
+    assert abs(int(g[0, 0, 0, 0]) - (0.114 * b + 0.587 * gr + 0.299 * r)) <= 0.5
+
+
 def test_encoder_contract_and_l2norm():
     from export.faces.model import build_encoder, build_pair_head, count_macs, pair_features
 

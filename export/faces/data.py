@@ -277,16 +277,22 @@ def parse_lfw_pairs(path: str | os.PathLike) -> tuple[list[tuple[str, int, str, 
 
 # --------------------------------------------------------------------------- augmentation
 
-def augment_batch(images: np.ndarray, rng: np.random.Generator, strength: float = 1.0
-                  ) -> np.ndarray:
+def augment_batch(images: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
+                  side_light: float = 0.0) -> np.ndarray:
     """Randomly augmented copies of aligned BGR uint8 faces (N,112,112,3) -> same shape.
 
     Horizontal flip, small scale/shift/rotation, brightness/contrast/colour
     jitter, blur, greyscale and a random occluding rectangle, each with its
     own probability, so the encoder also holds up on grey and badly lit faces.
+    ``side_light``: probability of light from one side, a shading ramp in a random
+    direction that darkens the far side of the face by up to 30-90 % (a lamp
+    beside a door, a window); 0 draws nothing, so earlier runs' augmentation is unchanged.
     """
     out = np.empty_like(images)
     n, h, w = images.shape[:3]
+    if side_light > 0:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        xx, yy = xx / (w - 1) * 2 - 1, yy / (h - 1) * 2 - 1
     for k in range(n):
         img = images[k]
         if rng.random() < 0.5:
@@ -309,6 +315,14 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, strength: float 
             if rng.random() < 0.2 * strength:  # gamma: dark / washed-out light
                 g = rng.uniform(0.6, 1.6)
                 img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** g
+        if side_light > 0 and rng.random() < side_light:
+            a = rng.uniform(0, 2 * np.pi)
+            # 0 on the lit side, 1 on the far side along a random direction; a soft or a
+            # sharp edge (a shadow along the nose under a lamp to one side)
+            along = np.cos(a) * xx + np.sin(a) * yy - rng.uniform(-0.3, 0.3)
+            t = 1 / (1 + np.exp(-rng.uniform(2, 8) * along))
+            gain = (1 - rng.uniform(0.3, 0.9) * t) * rng.uniform(1.0, 1.3)
+            img = img * gain[..., None]
         if rng.random() < 0.2 * strength:
             img = np.repeat(img @ np.array([0.114, 0.587, 0.299], np.float32), 3
                             ).reshape(h, w, 3)
@@ -328,6 +342,12 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, strength: float 
             img[y:y + oh, x:x + ow] = rng.integers(0, 255, size=3, dtype=np.uint8)
         out[k] = img
     return out
+
+
+def greyscale(images: np.ndarray) -> np.ndarray:
+    """BGR uint8 faces (N,H,W,3) -> the same faces in grey, still 3 channels (uint8)."""
+    grey = np.asarray(images, np.float32) @ np.array([0.114, 0.587, 0.299], np.float32)
+    return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def bgr_to_model_input(images: np.ndarray) -> np.ndarray:

@@ -373,8 +373,13 @@ def train(args: argparse.Namespace) -> dict:
                     # the centres move: refresh who looks like whom (and at once on resume)
                     sampler.set_lookalikes(classifier.numpy(), class_of)
                 rows = sampler.batch()
-                x = fdata.bgr_to_model_input(fdata.augment_batch(cache["images"][rows], aug_rng,
-                                                                 args.augment))
+                faces = fdata.augment_batch(cache["images"][rows], aug_rng, args.augment,
+                                            args.side_light)
+                if args.grey_batches > 0 and aug_rng.random() < args.grey_batches:
+                    # every face grey, the negatives too: per-face greyscale alone almost
+                    # never pairs two grey strangers, and grey strangers came out too close
+                    faces = fdata.greyscale(faces)
+                x = fdata.bgr_to_model_input(faces)
                 y = train_labels[rows]
                 if use_teacher:
                     t, tm = teacher_emb[rows], teacher_ok[rows]
@@ -481,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cls-scale", type=float, default=30.0)
     ap.add_argument("--cls-margin", type=float, default=0.2)
     ap.add_argument("--augment", type=float, default=1.0, help="augmentation strength")
+    ap.add_argument("--side-light", type=float, default=0.0,
+                    help="probability of light from one side (a shading ramp that darkens "
+                         "the far side of the face); 0 keeps earlier runs' augmentation")
+    ap.add_argument("--grey-batches", type=float, default=0.0,
+                    help="share of batches made wholly grey (anchors, positives and "
+                         "negatives), so grey strangers are told apart; 0: none")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2)
