@@ -14,7 +14,11 @@ one and three photos enrolled, a quarter of the people never enrolled: enrolled 
 let in as themselves, unknown probes let in at all -- for the plain distance, the
 normalised score, and both together (distance ≤ the ``far_1e-3`` τ *and* score ≤ z).
 Part 3: the median same-person and different-person distance and the 0.1 % quantile of
-the different-person ones on each photo set: where a set's strangers sit in the space.
+the different-person ones on each photo set, and on the held-out photos split by the
+training set they come from (strangers from one set, i.e. photographed alike, against
+strangers from two different sets): where strangers photographed alike sit in the space.
+Part 4: the held-out photos made grey (as an infrared door camera would see them): TAR
+and the real FAR at the colour photos' ``far_1e-3`` / ``far_1e-4`` τ.
 
     python scripts/cohort_norm_probe.py [--model models/faces/face_encoder_int8.onnx]
                                         [--model peer] [--k 100]
@@ -181,14 +185,35 @@ def main(argv: list[str] | None = None) -> int:
             files = sorted(f for p in (faces / setname).iterdir() if p.is_dir()
                            for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
             sets[setname] = (files, np.array([f.parent.name for f in files]))
+        def row(label: str, d: np.ndarray, s: np.ndarray) -> str:
+            return (f"| {label} | {np.median(d[s]):.2f} | {np.median(d[~s]):.2f} | "
+                    f"{np.quantile(d[~s], 1e-3):.2f} |")
+
         for setname, (files, who) in sets.items():
             em = _embed_paths(files, crop, enc)
             x = np.stack([em[str(f)] for f in files])
             ju = np.triu_indices(len(x), 1)
             d = squared_l2(x[:, None, :], x[None, :, :])[ju]
             s = (who[:, None] == who[None, :])[ju]
-            print(f"| {setname} | {np.median(d[s]):.2f} | {np.median(d[~s]):.2f} | "
-                  f"{np.quantile(d[~s], 1e-3):.2f} |")
+            print(row(setname, d, s))
+        # the held-out photos by the training set each comes from (first part of the name)
+        src = np.array([n.split("/")[0] for n in names])
+        d, same = dd[iu], (names[:, None] == names[None, :])[iu]
+        one_set = (src[:, None] == src[None, :])[iu]
+        print(row("held-out, strangers from two sets", d[~one_set | same],
+                  same[~one_set | same]))
+        for name in np.unique(src):
+            mine = one_set & (src[iu[0]] == name)
+            if (mine & ~same).sum() >= 1000 and (mine & same).any():
+                print(row(f"held-out, within {name}", d[mine], same[mine]))
+        grey = enc(fdata.greyscale(np.stack([crop.cache[str(q)] for q in paths])))
+        dg = squared_l2(grey[:, None, :], grey[None, :, :])[iu]
+        print("\n| held-out photos | τ | FAR | TAR % |\n|---|---|---|---|")
+        for f in (1e-3, 1e-4):
+            for label, dist in (("colour", d), ("grey", dg)):
+                tau = points[f]
+                print(f"| {label} | far_{f:g} {tau:.3f} | {np.mean(dist[~same] <= tau):.1e} | "
+                      f"{100 * np.mean(dist[same] <= tau):.1f} |")
         enc.close()
     return 0
 

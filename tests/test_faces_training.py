@@ -210,6 +210,28 @@ def test_lookalike_batches_draw_from_the_nearest_identities():
         s.set_lookalikes(centres, np.full(12, -1))
 
 
+def test_one_set_batches_draw_from_one_photo_set():
+    labels = np.repeat(np.arange(14), 3)
+    # identities 0-7 from set "a", 8-11 from "b" (too few for P = 5), 12-13 from "c";
+    # identity 7 has one photo in "b" but most in "a"
+    sources = np.array(["a"] * 24 + ["b"] * 12 + ["c"] * 6)
+    sources[23] = "b"
+    s = PKSampler(labels, np.arange(len(labels)), p=5, k=2, teacher_ok=None, seed=0,
+                  source_fraction=1.0, sources=sources)
+    for _ in range(20):
+        ids = set(labels[s.batch()].tolist())
+        assert len(ids) == 5 and ids <= set(range(8))  # only set "a" can fill a batch
+    mixed = PKSampler(labels, np.arange(len(labels)), p=5, k=2, teacher_ok=None, seed=0,
+                      source_fraction=0.0, sources=sources)
+    assert any(not set(labels[mixed.batch()].tolist()) <= set(range(8)) for _ in range(20))
+    with pytest.raises(ValueError, match="sources"):
+        PKSampler(labels, np.arange(len(labels)), p=5, k=2, teacher_ok=None, seed=0,
+                  source_fraction=0.5)
+    with pytest.raises(fdata.FacesDataError, match="no photo set"):
+        PKSampler(labels, np.arange(len(labels)), p=9, k=2, teacher_ok=None, seed=0,
+                  source_fraction=0.5, sources=sources)
+
+
 def test_augment_batch_shapes_and_change():
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 255, size=(6, 112, 112, 3), dtype=np.uint8)

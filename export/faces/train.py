@@ -67,12 +67,24 @@ class PKSampler:
     share of batches is one random identity and P−1 of its ``hard_pool`` nearest
     identities (doppelgänger batches, Smirnov et al. 2017): batch-hard mining can only
     find the negatives a batch holds, and in random batches of 16 out of 656 people
-    the look-alikes that decide a strict threshold almost never meet."""
+    the look-alikes that decide a strict threshold almost never meet.
+
+    With ``source_fraction`` > 0 and ``sources`` (each row's photo set), that share of
+    batches draws all P identities from one photo set (one with at least P identities,
+    chosen in proportion to its identities): in mixed batches a stranger from another
+    set can be told apart by the set's camera, light and crop, and an encoder that
+    learns those cues puts strangers photographed alike (one door camera) too close."""
 
     def __init__(self, labels: np.ndarray, rows: np.ndarray, p: int, k: int,
                  teacher_ok: np.ndarray | None, seed: int, hard_fraction: float = 0.0,
-                 hard_pool: int = 24) -> None:
+                 hard_pool: int = 24, source_fraction: float = 0.0,
+                 sources: np.ndarray | None = None) -> None:
         self.p, self.k = p, k
+        if not 0.0 <= source_fraction <= 1.0:
+            raise ValueError(f"source_fraction must be in [0, 1], got {source_fraction}")
+        if source_fraction > 0 and sources is None:
+            raise ValueError("source_fraction > 0 needs each row's photo set (sources)")
+        self.source_fraction = source_fraction
         if not 0.0 <= hard_fraction <= 1.0:
             raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
         if hard_fraction > 0 and hard_pool < p - 1:
@@ -93,6 +105,22 @@ class PKSampler:
         if len(self.ids) < p:
             raise fdata.FacesDataError(f"need at least {p} identities with 2+ photos, "
                                        f"have {len(self.ids)}")
+        self.by_source: list[np.ndarray] = []
+        if source_fraction > 0:
+            # an identity's set is that of most of its photos (a few names are in two sets)
+            of = {}
+            for i, r in self.by_id.items():
+                values, counts = np.unique(np.asarray(sources)[r], return_counts=True)
+                of[i] = values[np.argmax(counts)]
+            for src in sorted(set(of.values())):
+                members = np.array([i for i in self.ids if of[int(i)] == src])
+                if len(members) >= p:
+                    self.by_source.append(members)
+            if not self.by_source:
+                raise fdata.FacesDataError(f"no photo set has {p} identities for "
+                                           "one-set batches")
+            sizes = np.array([len(m) for m in self.by_source], float)
+            self.source_weights = sizes / sizes.sum()
 
     def set_lookalikes(self, centres: np.ndarray, column_of: np.ndarray) -> None:
         """Nearest identities of each identity by the cosine of their class centres.
@@ -116,6 +144,10 @@ class PKSampler:
             seed = int(self.rng.integers(len(self.ids)))
             near = self.rng.choice(self.lookalikes[seed], size=self.p - 1, replace=False)
             return self.ids[np.r_[seed, near]]
+        if self.by_source and self.rng.random() < self.source_fraction:
+            members = self.by_source[self.rng.choice(len(self.by_source),
+                                                     p=self.source_weights)]
+            return self.rng.choice(members, size=self.p, replace=False)
         return self.rng.choice(self.ids, size=self.p, replace=False)
 
     def batch(self) -> np.ndarray:
@@ -324,7 +356,8 @@ def train(args: argparse.Namespace) -> dict:
     budget = args.minutes * 60 if args.minutes else float("inf")
     sampler = PKSampler(train_labels, train_rows, args.p, args.k, teacher_ok,
                         seed=args.seed + state["step"], hard_fraction=args.hard_identities,
-                        hard_pool=args.hard_pool)
+                        hard_pool=args.hard_pool, source_fraction=args.source_batches,
+                        sources=cache["sources"])
     aug_rng = np.random.default_rng(args.seed + 7 * state["step"] + 1)
     va, vb, vsame, vfold = holdout_pairs_on_cache(cache, Path(args.pairs), Path(args.root))
     use_teacher = teacher_emb is not None
@@ -469,6 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "identities by class centre (look-alike batches; needs --cls)")
     ap.add_argument("--hard-pool", type=int, default=24,
                     help="how many nearest identities a look-alike batch draws P-1 from")
+    ap.add_argument("--source-batches", type=float, default=0.0,
+                    help="share of batches whose identities all come from one photo set, "
+                         "so set-specific cues (camera, light, crop) cannot tell strangers "
+                         "apart")
     ap.add_argument("--distill", type=float, default=1.0, help="weight of the distillation term")
     ap.add_argument("--distill-mode", choices=("absolute", "relational", "projected"),
                     default="absolute",
