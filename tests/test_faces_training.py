@@ -633,9 +633,12 @@ def test_train_then_new_leg_from_init(tmp_path):
     assert third["params"] > 2 * second["params"] and third["init"]["from"] == str(tmp_path / "a")
     # no --width: a leg keeps its --init run's width (the 0.5 default would mean narrowing)
     no_width = [a for i, a in enumerate(common) if a != "--width" and common[i - 1] != "--width"]
+    # (and the grey batches and side light of run 9 go through a real step)
     fourth = train.train(train.build_parser().parse_args(
-        no_width + ["--out", str(tmp_path / "e"), "--init", str(tmp_path / "a"), "--lr", "0"]))
+        no_width + ["--out", str(tmp_path / "e"), "--init", str(tmp_path / "a"), "--lr", "0",
+                    "--grey-batches", "1", "--side-light", "1"]))
     assert fourth["params"] == second["params"] and fourth["config"]["width"] == 0.25
+    assert fourth["config"]["grey_batches"] == 1.0 and fourth["config"]["side_light"] == 1.0
     # projected distillation: the map is saved next to the model and taken up on resume
     proj_args = common + ["--out", str(tmp_path / "f"), "--init", str(tmp_path / "a"),
                           "--distill-mode", "projected"]

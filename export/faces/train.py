@@ -357,7 +357,7 @@ def train(args: argparse.Namespace) -> dict:
     sampler = PKSampler(train_labels, train_rows, args.p, args.k, teacher_ok,
                         seed=args.seed + state["step"], hard_fraction=args.hard_identities,
                         hard_pool=args.hard_pool, source_fraction=args.source_batches,
-                        sources=cache["sources"])
+                        sources=cache.get("sources"))
     aug_rng = np.random.default_rng(args.seed + 7 * state["step"] + 1)
     va, vb, vsame, vfold = holdout_pairs_on_cache(cache, Path(args.pairs), Path(args.root))
     use_teacher = teacher_emb is not None
