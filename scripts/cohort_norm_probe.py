@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from export.faces import data as fdata  # noqa: E402
-from export.faces.evaluate import PEER, Encoder, FaceCropper, _embed_paths  # noqa: E402
+from export.faces.evaluate import (PEER, Encoder, FaceCropper, _embed_paths,  # noqa: E402
+                                   photos_of_pairs)
 from export.faces.metrics import roc_curve  # noqa: E402
 from sdk.distance import l2_normalize, squared_l2  # noqa: E402
 
@@ -65,16 +66,6 @@ def tars(score: np.ndarray, same: np.ndarray) -> tuple[list[float], dict[float, 
     far, tar, thr = roc_curve(score, same)
     return ([100 * float(tar[far <= f].max()) for f in FARS],
             {f: float(thr[far <= f][-1]) for f in FARS})
-
-
-def held_out(pairs: Path, faces: Path) -> tuple[list[Path], np.ndarray]:
-    parsed, _ = fdata.parse_lfw_pairs(pairs)
-    person = {}
-    for a, i, b, j, _ in parsed:
-        person[str(fdata.resolve_lfw_image(faces, a, i))] = a
-        person[str(fdata.resolve_lfw_image(faces, b, j))] = b
-    paths = sorted(person)
-    return [Path(p) for p in paths], np.array([person[p] for p in paths])
 
 
 def centroids(enc: Encoder, cache: dict, holdout: set[str], per_identity: int = 4
@@ -140,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     faces = Path(args.shared) / "data" / "faces"
     cache = fdata.load_cache(args.cache)
     holdout = set(json.loads(Path(args.split).read_text())["holdout"])
-    paths, names = held_out(Path(args.pairs), faces)
+    photos, names = photos_of_pairs(Path(args.pairs), faces)
+    paths = [Path(p) for p in photos]
     crop = FaceCropper()
     for model in models:
         enc = Encoder(PEER if model == "peer" else model, threads=2)

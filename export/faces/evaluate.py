@@ -275,6 +275,17 @@ def genuine_by_set(d: np.ndarray, same: np.ndarray, set_of_pair: np.ndarray,
     return out
 
 
+def photos_of_pairs(pairs_file: Path, images: Path) -> tuple[list[str], np.ndarray]:
+    """The photos an LFW-format pair list names (sorted paths) and each one's identity."""
+    parsed, _ = fdata.parse_lfw_pairs(pairs_file)
+    person: dict[str, str] = {}
+    for a, i, b, j, _ in parsed:
+        person[str(fdata.resolve_lfw_image(images, a, i))] = a
+        person[str(fdata.resolve_lfw_image(images, b, j))] = b
+    paths = sorted(person)
+    return paths, np.array([person[q] for q in paths])
+
+
 def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropper,
                    chunk: int = 256) -> dict:
     """Every pair of the photos an LFW-format pair list names, not just its listed pairs.
@@ -288,13 +299,7 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
     (e.g. the file's operating points) to ``at_threshold``; callers pop them.
     """
     t0 = time.time()
-    parsed, _ = fdata.parse_lfw_pairs(pairs_file)
-    person: dict[str, str] = {}
-    for a, i, b, j, _ in parsed:
-        person[str(fdata.resolve_lfw_image(images, a, i))] = a
-        person[str(fdata.resolve_lfw_image(images, b, j))] = b
-    paths = sorted(person)
-    names = np.array([person[q] for q in paths])
+    paths, names = photos_of_pairs(pairs_file, images)
     emb = _embed_paths([Path(q) for q in paths], crop, enc)
     e = np.stack([emb[q] for q in paths])
     n = len(paths)
