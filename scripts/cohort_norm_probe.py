@@ -10,7 +10,8 @@ each one's photos; no held-out identity), i.e. what a released model could carry
 Part 1: TAR at FAR 1e-2 / 1e-3 / 1e-4 over every pair of the held-out photos (the
 ``evaluate --dense`` set), plain distance against the normalised score for several ``k``.
 Part 2: the door at FAR 1e-4 (points fitted on part 1's pairs) on att-orl and yale,
-one and three photos enrolled, a quarter of the people never enrolled: enrolled probes
+one and three photos enrolled, a quarter of the people never enrolled (the split of
+``export faces evaluate``): enrolled probes
 let in as themselves, unknown probes let in at all -- for the plain distance, the
 normalised score, and both together (distance ≤ the ``far_1e-3`` τ *and* score ≤ z).
 Part 3: the median same-person and different-person distance and the 0.1 % quantile of
@@ -38,12 +39,11 @@ sys.path.insert(0, str(ROOT))
 
 from export.faces import data as fdata  # noqa: E402
 from export.faces.evaluate import (PEER, Encoder, FaceCropper, _embed_paths,  # noqa: E402
-                                   photos_of_pairs)
+                                   identification_split, photos_of_pairs)
 from export.faces.metrics import roc_curve  # noqa: E402
 from sdk.distance import l2_normalize, squared_l2  # noqa: E402
 
 FARS = (1e-2, 1e-3, 1e-4)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".gif")
 
 
 class Cohort:
@@ -82,11 +82,10 @@ def centroids(enc: Encoder, cache: dict, holdout: set[str], per_identity: int = 
 def door(enc: Encoder, crop: FaceCropper, root: Path, enrol: int, cohort: Cohort,
          rules: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
     """% of enrolled probes let in as themselves, % of unknown probes let in, per rule."""
-    people = sorted(p for p in root.iterdir() if p.is_dir())
-    unknown = set(np.random.default_rng(0).permutation(len(people))[:max(1, len(people) // 4)])
+    # the people, photos and never-enrolled quarter of `export faces evaluate --identify`
+    people, by_person, unknown = identification_split(root)
     gal, glab, probes, plab, unk = [], [], [], [], []
-    for i, p in enumerate(people):
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    for i, files in by_person.items():
         if i in unknown:
             unk += files
             continue
@@ -174,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
               "different-person 0.1 % quantile |\n|---|---|---|---|")
         sets = {"held-out": (paths, names)}
         for setname in ("att-orl", "yale"):
-            files = sorted(f for p in (faces / setname).iterdir() if p.is_dir()
-                           for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            _, by_person, _ = identification_split(faces / setname)
+            files = [f for fs in by_person.values() for f in fs]
             sets[setname] = (files, np.array([f.parent.name for f in files]))
         def row(label: str, d: np.ndarray, s: np.ndarray) -> str:
             return (f"| {label} | {np.median(d[s]):.2f} | {np.median(d[~s]):.2f} | "

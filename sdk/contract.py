@@ -34,6 +34,8 @@ KINDS = ("face_encoder", "stylizer", "encoder", "generic")
 #: The one distance used from training to runtime (see ``sdk.distance``).
 METRICS = ("squared_l2",)
 PRECISIONS = ("fp32", "fp16", "int8")
+#: luma weights of a BGR pixel (ITU-R BT.601, as ``cv2.COLOR_BGR2GRAY``)
+LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class Preprocessing:
         if self.channel_order == "RGB":
             x = x[..., ::-1]
         elif self.channel_order == "GRAY":
-            x = (x @ np.array([0.114, 0.587, 0.299], np.float32))[..., None]
+            x = (x @ LUMA_BGR)[..., None]
         lo, hi = self.pixel_range
         x = x * np.float32((hi - lo) / 255.0) + np.float32(lo)
         c = x.shape[-1]

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sdk.contract import LUMA_BGR
 from sdk.paths import SHARED_DIR
 
 #: Training sets under ``../shared/data/faces``.
@@ -277,9 +278,6 @@ def parse_lfw_pairs(path: str | os.PathLike) -> tuple[list[tuple[str, int, str, 
 
 # --------------------------------------------------------------------------- augmentation
 
-#: luma weights of a BGR pixel (ITU-R BT.601, as cv2.COLOR_BGR2GRAY)
-GREY_WEIGHTS = np.array([0.114, 0.587, 0.299], np.float32)
-
 def augment_batch(images: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
                   side_light: float = 0.0) -> np.ndarray:
     """Randomly augmented copies of aligned BGR uint8 faces (N,112,112,3) -> same shape.
@@ -327,7 +325,7 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, strength: float 
             gain = (1 - rng.uniform(0.3, 0.9) * t) * rng.uniform(1.0, 1.3)
             img = img * gain[..., None]
         if rng.random() < 0.2 * strength:
-            img = np.repeat(img @ GREY_WEIGHTS, 3).reshape(h, w, 3)
+            img = np.repeat(img @ LUMA_BGR, 3).reshape(h, w, 3)
         img = np.clip(img, 0, 255).astype(np.uint8)
         if rng.random() < 0.2 * strength:
             kz = int(rng.choice([3, 5]))
@@ -348,7 +346,7 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, strength: float 
 
 def greyscale(images: np.ndarray) -> np.ndarray:
     """BGR uint8 faces (N,H,W,3) -> the same faces in grey, still 3 channels (uint8)."""
-    grey = np.asarray(images, np.float32) @ GREY_WEIGHTS
+    grey = np.asarray(images, np.float32) @ LUMA_BGR
     return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 

@@ -345,6 +345,19 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
     return res
 
 
+def identification_split(root: Path, unknown_fraction: float = 0.25, seed: int = 0
+                         ) -> tuple[list[Path], dict[int, list[Path]], set[int]]:
+    """``root/<person>/<images>`` -> (person folders, each one's photos by index, the
+    indices of the people never enrolled: ``unknown_fraction`` of them, random by ``seed``)."""
+    people = sorted(p for p in root.iterdir() if p.is_dir())
+    if len(people) < 4:
+        raise EvaluationError(f"{root}: need at least 4 person folders")
+    order = np.random.default_rng(seed).permutation(len(people))
+    n_unknown = max(1, int(round(unknown_fraction * len(people))))
+    files = {i: fdata.list_images(p) for i, p in enumerate(people)}
+    return people, files, {int(i) for i in order[:n_unknown]}
+
+
 def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: float | None,
                             unknown_fraction: float = 0.25, seed: int = 0,
                             enroll: int = 1) -> dict:
@@ -359,14 +372,7 @@ def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: fl
     """
     if enroll < 1:
         raise EvaluationError(f"enroll must be >= 1 photo per person, got {enroll}")
-    people = sorted(p for p in root.iterdir() if p.is_dir())
-    if len(people) < 4:
-        raise EvaluationError(f"{root}: need at least 4 person folders")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(people))
-    n_unknown = max(1, int(round(unknown_fraction * len(people))))
-    unknown = {int(i) for i in order[:n_unknown]}
-    files = {i: fdata.list_images(p) for i, p in enumerate(people)}
+    people, files, unknown = identification_split(root, unknown_fraction, seed)
     n_fb = len(crop.fallbacks)
     emb = _embed_paths([f for fs in files.values() for f in fs], crop, enc)
     known = [i for i in range(len(people)) if i not in unknown]

@@ -410,7 +410,8 @@ def train(args: argparse.Namespace) -> dict:
                                             args.side_light)
                 if args.grey_batches > 0 and aug_rng.random() < args.grey_batches:
                     # every face grey, the negatives too: per-face greyscale alone almost
-                    # never pairs two grey strangers, and grey strangers came out too close
+                    # never pairs two grey strangers (strangers on grey studio photos came
+                    # out too close; greying in-the-wild photos alone did not do that)
                     faces = fdata.greyscale(faces)
                 x = fdata.bgr_to_model_input(faces)
                 y = train_labels[rows]
@@ -528,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "the far side of the face); 0 keeps earlier runs' augmentation")
     ap.add_argument("--grey-batches", type=float, default=0.0,
                     help="share of batches made wholly grey (anchors, positives and "
-                         "negatives), so grey strangers are told apart; 0: none")
+                         "negatives), so strangers are told apart without colour; 0: none")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2)
