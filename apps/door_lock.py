@@ -6,6 +6,7 @@
         [--unlock-cmd CMD] [--cooldown S] [--max-failures N] [--attempt-seconds S]
         [--hold S] [--min-face PX] [--audit FILE.jsonl]
     python -m apps.door_lock list|remove NAME [--gallery FILE]
+    python -m apps.door_lock calibrate --source FOLDER [--far 1e-4] [--json FILE]
 
 Each frame: detect -> identify (sdk.Gallery) -> unlock hook.  The hook is a
 shell command (it gets the person in $DOOR_NAME and the distance in
@@ -32,7 +33,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
@@ -44,7 +45,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sdk  # noqa: E402
-from sdk.errors import NoFaceError, SdkError  # noqa: E402
+from sdk.errors import CalibrationError, NoFaceError, SdkError  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 DEFAULT_GALLERY = "gallery.npz"
@@ -397,6 +398,83 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def site_photos(folder: str) -> dict[str, list[Path]]:
+    """``FOLDER/<person>/<photos>`` -> each person's photo files (sorted)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise SourceError(f"--source {folder!r} is not a folder")
+    people = {}
+    for person in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            people[person.name] = files
+    if not people:
+        raise SourceError(f"{root}: expected one sub-folder of photos per person "
+                          f"({root}/<person>/<photo>), found none")
+    return people
+
+
+def _rates_row(label: str, r: "sdk.faces.calibration.PairRates") -> str:
+    tar = "-" if r.tar is None else f"{100 * r.tar:.1f} %"
+    return (f"{label:<20} {r.threshold:>7.4f}  {r.false_accepts:>6} / {r.impostor_pairs:<8} "
+            f"{r.far:>9.1e} {r.far_upper:>11.1e}  {tar:>7}")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sdk.faces.calibration import calibrate_threshold, pair_rates
+
+    people = site_photos(args.source)
+    embeddings, labels, skipped = [], [], 0
+    with _verifier(args) as verifier:
+        for name, files in people.items():
+            for f in files:
+                image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+                faces = verifier.detect(image) if image is not None else []
+                if len(faces) != 1:  # as at enrolment: whose face would it be?
+                    why = "unreadable" if image is None else (
+                        "no face" if not faces else f"{len(faces)} faces")
+                    print(f"{f}: skipped ({why})")
+                    skipped += 1
+                    continue
+                embeddings.append(verifier.embed(image, faces[0]))
+                labels.append(name)
+        info, model_id = verifier.info, verifier.model_id
+        points = dict(sorted(info.operating_points.items(), key=lambda kv: kv[1]))
+        if info.threshold is not None and info.threshold not in points.values():
+            points[MODEL_TAU] = info.threshold
+    if len(embeddings) < 2:
+        raise NoFaceError(f"{args.source}: fewer than two photos with exactly one face")
+    e = np.stack(embeddings)
+    print(f"{len(e)} photos of {len(set(labels))} people ({skipped} skipped), "
+          f"model {model_id}")
+    print(f"{'threshold':<20} {'τ':>7}  {'false accepts':<17} {'FAR':>9} "
+          f"{'FAR ≤ (' + format(args.confidence, '.0%') + ')':>11}  {'TAR':>7}")
+    report = {"source": str(args.source), "model_id": model_id, "photos": len(e),
+              "people": len(set(labels)), "skipped": skipped, "confidence": args.confidence,
+              "model_points": {}}
+    for name, tau in points.items():
+        r = pair_rates(e, labels, tau, args.confidence)
+        report["model_points"][name] = {**asdict(r), "far_upper": r.far_upper}
+        print(_rates_row(f"file: {name}", r))
+    try:
+        site = calibrate_threshold(e, labels, target_far=args.far, confidence=args.confidence)
+    except CalibrationError as exc:  # the file's points were measured: keep them
+        report["site"] = {"target_far": args.far, "error": str(exc)}
+        raise
+    else:
+        print(_rates_row("site: far_" + f"{args.far:.0e}".replace("e-0", "e-"), site.rates))
+        print("nearest different-person pairs: " + "; ".join(
+            f"{a} ~ {b} {d:.3f}" for a, b, d in site.nearest_impostors))
+        report["site"] = {**asdict(site.rates), "far_upper": site.rates.far_upper,
+                          "target_far": site.target_far,
+                          "nearest_impostors": site.nearest_impostors}
+    finally:
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"to use it: door_lock.py run --source ... --threshold {site.threshold:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--gallery", default=DEFAULT_GALLERY,
@@ -453,6 +531,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit", default=None, help="append decisions to this JSONL file")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("calibrate", parents=[common],
+                       help="measure the thresholds on your camera's photos and fit one")
+    p.add_argument("--source", required=True,
+                   help="folder of photos from the door's camera: one sub-folder per person")
+    p.add_argument("--far", type=float, default=1e-4,
+                   help="false-accept rate the fitted τ must stay under (default 1e-4; "
+                        "needs about 30,000 different-person pairs, e.g. 30 people x 6 photos)")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="confidence of that bound (default 0.95)")
+    p.add_argument("--json", default=None, help="write the measurements to this file")
+    p.set_defaults(func=cmd_calibrate)
     p = sub.add_parser("list", parents=[common], help="list enrolled people")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("remove", parents=[common], help="remove a person")

@@ -25,6 +25,8 @@ _LAZY = {
     "FaceVerifier": "sdk.faces.verifier",
     "FaceVerifierOptions": "sdk.faces.verifier",
     "Gallery": "sdk.faces.gallery",
+    "calibrate_threshold": "sdk.faces.calibration",
+    "pair_rates": "sdk.faces.calibration",
     "Stylizer": "sdk.style",
     "StylizerOptions": "sdk.style",
 }

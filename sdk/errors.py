@@ -96,6 +96,11 @@ class MultipleFacesError(FaceError):
     """Several faces were found where exactly one was required (enrollment)."""
 
 
+class CalibrationError(SdkError, ValueError):
+    """A site's photos cannot support the requested threshold fit (too few people or
+    different-person pairs for the target false-accept rate)."""
+
+
 class GalleryError(SdkError):
     """A gallery file is corrupt, of an unknown version, or the operation is invalid."""
 
