@@ -134,3 +134,26 @@ def test_door_lock_calibrate(tmp_path, capsys):
     assert "cannot show a false-accept rate of 0.0001" in err and "29956" in err
     assert door_lock.main(["calibrate", "--model", str(model), "--yunet", str(yunet),
                            "--source", str(tmp_path / "nowhere")]) == 2
+
+
+def test_people_bound_matches_copying_the_drawn_people():
+    """The bootstrap's closed form against its definition: draw people with replacement,
+    copy each drawn person's photos as often as drawn, count different-person pairs."""
+    from sdk.faces.calibration import _Pairs
+
+    e, labels = _people(6, 3, spread=1.0, seed=2)
+    pairs = _Pairs(e, labels, draws=7, seed=3)
+    k = len(pairs.impostor) // 3
+    tau = float(pairs.impostor[k - 1] + pairs.impostor[k]) / 2  # clear of rounding
+    lab = np.array(labels)
+    brute = []
+    for w in pairs._weights.astype(int):
+        idx = [i for p, name in enumerate(pairs.names) for _ in range(w[p])
+               for i in np.flatnonzero(lab == name)]
+        who, x = lab[idx], e[idx]
+        i, j = np.triu_indices(len(idx), 1)
+        diff = who[i] != who[j]
+        d = sdk.squared_l2(x[i[diff]], x[j[diff]])
+        brute.append((d <= tau).mean() if diff.any() else 0.0)
+    assert pairs.people_bound(k, 0.95) == pytest.approx(float(np.quantile(brute, 0.95)))
+    assert pairs.people_bound(k, 0.5) == pytest.approx(float(np.quantile(brute, 0.5)))
