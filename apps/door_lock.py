@@ -6,7 +6,7 @@
         [--unlock-cmd CMD] [--cooldown S] [--max-failures N] [--attempt-seconds S]
         [--hold S] [--min-face PX] [--audit FILE.jsonl]
     python -m apps.door_lock list|remove NAME [--gallery FILE]
-    python -m apps.door_lock calibrate --source FOLDER [--far 1e-4] [--json FILE]
+    python -m apps.door_lock calibrate --source FOLDER [--far 1e-4] [--json FILE] [--plot PNG]
 
 Each frame: detect -> identify (sdk.Gallery) -> unlock hook.  The hook is a
 shell command (it gets the person in $DOOR_NAME and the distance in
@@ -420,6 +420,38 @@ def _rates_row(label: str, r: "sdk.faces.calibration.PairRates") -> str:
             f"{r.far:>9.1e} {r.far_upper:>11.1e}  {tar:>7}")
 
 
+def plot_site(embeddings: np.ndarray, labels: list[str], thresholds: dict[str, float],
+              path: str) -> None:
+    """Histograms of the site's same- and different-person distances, each τ a line."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise SdkError("--plot needs matplotlib (pip install matplotlib)") from exc
+    matplotlib.use("Agg")  # a file, no display: this runs on devices
+    import matplotlib.pyplot as plt
+
+    same, diff = sdk.pair_distances(embeddings, labels)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    bins = np.linspace(0.0, 4.0, 161)
+    for d, color, name in ((same, "tab:green", "same person"),
+                           (diff, "tab:red", "different people")):
+        if len(d):
+            ax.hist(d, bins=bins, density=True, alpha=0.5, color=color,
+                    label=f"{name} ({len(d)} pairs)")
+    ax.set_yscale("log")  # the strict thresholds live in the different-person tail
+    for i, (name, tau) in enumerate(thresholds.items()):
+        ax.axvline(tau, color=f"C{i % 10}", ls="--", lw=1.2, label=f"{name} τ {tau:.3f}")
+    ax.set_xlabel("d = ‖f(a) − f(b)‖²  (a pair is accepted when d ≤ τ)")
+    ax.set_ylabel("density (log)")
+    top = max([float(d[-1]) for d in (same, diff) if len(d)] + list(thresholds.values()))
+    ax.set_xlim(0.0, min(4.0, top + 0.5))  # room on the right for the legend
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from sdk.faces.calibration import calibrate_threshold, pair_rates
 
@@ -471,6 +503,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     finally:
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        if args.plot:
+            lines = {f"file {k}": v for k, v in points.items()}
+            if "threshold" in report.get("site", {}):
+                lines["site far_" + f"{args.far:.0e}".replace("e-0", "e-")] = (
+                    report["site"]["threshold"])
+            plot_site(e, labels, lines, args.plot)
     print(f"to use it: door_lock.py run --source ... --threshold {site.threshold:.4f}")
     return 0
 
@@ -541,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=float, default=0.95,
                    help="confidence of that bound (default 0.95)")
     p.add_argument("--json", default=None, help="write the measurements to this file")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="draw both distance histograms and the thresholds (needs matplotlib)")
     p.set_defaults(func=cmd_calibrate)
     p = sub.add_parser("list", parents=[common], help="list enrolled people")
     p.set_defaults(func=cmd_list)

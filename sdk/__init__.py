@@ -26,6 +26,7 @@ _LAZY = {
     "FaceVerifierOptions": "sdk.faces.verifier",
     "Gallery": "sdk.faces.gallery",
     "calibrate_threshold": "sdk.faces.calibration",
+    "pair_distances": "sdk.faces.calibration",
     "pair_rates": "sdk.faces.calibration",
     "Stylizer": "sdk.style",
     "StylizerOptions": "sdk.style",

@@ -11,12 +11,14 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 import sdk
 from sdk.errors import CalibrationError, InputShapeError
-from sdk.faces.calibration import calibrate_threshold, far_upper_bound, pair_rates
+from sdk.faces.calibration import (calibrate_threshold, far_upper_bound, pair_distances,
+                                   pair_rates)
 
 from conftest import shared_path
 from test_faces_runtime import _app
@@ -75,6 +77,8 @@ def test_calibrated_threshold_is_the_largest_that_meets_the_target():
     assert site.rates.impostor_pairs == len(imp) and site.rates.genuine_pairs == 40 * 28
     assert 0.0 < site.rates.tar < 1.0
     assert site.nearest_impostors[0][2] == pytest.approx(float(imp[0]))
+    same, diff = pair_distances(e, labels)
+    assert np.array_equal(diff, imp) and len(same) == 40 * 28
     # a stricter target gives a smaller τ
     assert calibrate_threshold(e, labels, target_far=2e-4).threshold < site.threshold
 
@@ -120,7 +124,10 @@ def test_door_lock_calibrate(tmp_path, capsys):
     door_lock = _app("door_lock")
     common = ["--model", str(model), "--yunet", str(yunet), "--source", str(site)]
     out_json = tmp_path / "site.json"
-    assert door_lock.main(["calibrate", "--far", "1e-2", "--json", str(out_json), *common]) == 0
+    png = tmp_path / "site.png"
+    assert door_lock.main(["calibrate", "--far", "1e-2", "--json", str(out_json),
+                           "--plot", str(png), *common]) == 0
+    assert cv2.imread(str(png)) is not None
     out = capsys.readouterr().out
     assert "80 photos of 8 people" in out and "--threshold" in out
     report = json.loads(out_json.read_text())

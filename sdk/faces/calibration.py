@@ -177,6 +177,13 @@ class _Pairs:
 DRAWS = 2000
 
 
+def pair_distances(embeddings: np.ndarray, labels: Sequence[str]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """d over every pair of ``embeddings``: (same-person, different-person), each sorted."""
+    pairs = _Pairs(embeddings, labels, draws=1)
+    return pairs.genuine, pairs.impostor
+
+
 def pair_rates(embeddings: np.ndarray, labels: Sequence[str], threshold: float,
                confidence: float = 0.95, draws: int = DRAWS) -> PairRates:
     """False- and true-accept rates of ``threshold`` over every pair of ``embeddings``,
