@@ -414,6 +414,11 @@ def site_photos(folder: str) -> dict[str, list[Path]]:
     return people
 
 
+def _far_name(far: float) -> str:
+    """1e-4 -> "far_1e-4", the files' own operating-point names."""
+    return "far_" + f"{far:.0e}".replace("e-0", "e-")
+
+
 def _rates_row(label: str, r: "sdk.faces.calibration.PairRates") -> str:
     tar = "-" if r.tar is None else f"{100 * r.tar:.1f} %"
     return (f"{label:<20} {r.threshold:>7.4f}  {r.false_accepts:>6} / {r.impostor_pairs:<8} "
@@ -457,7 +462,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     people = site_photos(args.source)
     embeddings, labels, skipped = [], [], 0
-    with _verifier(args) as verifier:
+    # no τ is applied here, so no operating point is asked of the file
+    with sdk.FaceVerifier.create(args.model, args.yunet, backend=args.backend,
+                                 threads=args.threads) as verifier:
         for name, files in people.items():
             for f in files:
                 image = cv2.imread(str(f), cv2.IMREAD_COLOR)
@@ -494,7 +501,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         report["site"] = {"target_far": args.far, "error": str(exc)}
         raise
     else:
-        print(_rates_row("site: far_" + f"{args.far:.0e}".replace("e-0", "e-"), site.rates))
+        print(_rates_row(f"site: {_far_name(args.far)}", site.rates))
         print("nearest different-person pairs: " + "; ".join(
             f"{a} ~ {b} {d:.3f}" for a, b, d in site.nearest_impostors))
         report["site"] = {**asdict(site.rates), "far_upper": site.rates.far_upper,
@@ -506,22 +513,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if args.plot:
             lines = {f"file {k}": v for k, v in points.items()}
             if "threshold" in report.get("site", {}):
-                lines["site far_" + f"{args.far:.0e}".replace("e-0", "e-")] = (
-                    report["site"]["threshold"])
+                lines[f"site {_far_name(args.far)}"] = report["site"]["threshold"]
             plot_site(e, labels, lines, args.plot)
     print(f"to use it: door_lock.py run --source ... --threshold {site.threshold:.4f}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    runtime = argparse.ArgumentParser(add_help=False)
+    runtime.add_argument("--model", default=None,
+                         help="face encoder (default: models/faces/face_encoder_int8.onnx)")
+    runtime.add_argument("--backend", default=None, help="force onnxruntime, tflite or tensorrt")
+    runtime.add_argument("--threads", type=int, default=None)
+    runtime.add_argument("--yunet", default=None, help="YuNet detector .onnx (default: found)")
+    common = argparse.ArgumentParser(add_help=False, parents=[runtime])
     common.add_argument("--gallery", default=DEFAULT_GALLERY,
                         help=f"gallery file (default: {DEFAULT_GALLERY})")
-    common.add_argument("--model", default=None,
-                        help="face encoder (default: models/faces/face_encoder_int8.onnx)")
-    common.add_argument("--backend", default=None, help="force onnxruntime, tflite or tensorrt")
-    common.add_argument("--threads", type=int, default=None)
-    common.add_argument("--yunet", default=None, help="YuNet detector .onnx (default: found)")
     common.add_argument("--threshold", type=float, default=None,
                         help="override the model's τ (squared L2)")
     common.add_argument("--operating-point", default=DEFAULT_OPERATING_POINT, metavar="NAME",
@@ -569,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit", default=None, help="append decisions to this JSONL file")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("calibrate", parents=[common],
+    p = sub.add_parser("calibrate", parents=[runtime],
                        help="measure the thresholds on your camera's photos and fit one")
     p.add_argument("--source", required=True,
                    help="folder of photos from the door's camera: one sub-folder per person")
