@@ -18,9 +18,11 @@ The statistics: two upper bounds on the false-accept rate, and τ must meet both
   all of another person's, and the next visitor is a new person, not a new photo.  The
   second bound resamples the *people* (a bootstrap over people: each draw weighs each
   pair of people by how often both were drawn) and takes the ``confidence`` quantile of
-  the resampled false-accept rate.  Measured on att-orl (scripts/site_calibration_probe.py):
-  fitted on 20 people with the pair bound alone, τ let the other 20 people's pairs in at
-  1.6 times the target on average.
+  the resampled false-accept rate.
+
+Neither bound foresees a look-alike pair that is not among the photos: fitted on 7–20
+people of one camera, τ went over its target on the camera's other people in 6 of 20
+random splits (scripts/site_calibration_probe.py, docs/FACES.md).  Photograph more people.
 """
 
 from __future__ import annotations
