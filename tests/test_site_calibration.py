@@ -164,3 +164,14 @@ def test_people_bound_matches_copying_the_drawn_people():
         brute.append((d <= tau).mean() if diff.any() else 0.0)
     assert pairs.people_bound(k, 0.95) == pytest.approx(float(np.quantile(brute, 0.95)))
     assert pairs.people_bound(k, 0.5) == pytest.approx(float(np.quantile(brute, 0.5)))
+
+
+def test_pairs_by_blocks_equal_every_pair_at_once():
+    """The block-wise pair distances are squared_l2's, bit for bit, in triu order."""
+    from sdk.faces.calibration import _upper_pairs
+
+    e, _ = _people(13, 5, seed=4)
+    (i, j), d = _upper_pairs(e, rows=7)  # blocks that do not divide the 65 rows
+    iu = np.triu_indices(len(e), 1)
+    assert np.array_equal(i, iu[0]) and np.array_equal(j, iu[1])
+    assert np.array_equal(d, sdk.squared_l2(e[:, None, :], e[None, :, :])[iu])

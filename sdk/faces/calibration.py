@@ -121,6 +121,24 @@ class SiteThreshold:
     nearest_impostors: list[tuple[str, str, float]] = field(default_factory=list)
 
 
+def _upper_pairs(e: np.ndarray, rows: int = 64) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                          np.ndarray]:
+    """(i, j) with i < j in ``np.triu_indices`` order, and d(e[i], e[j]) by
+    :func:`~sdk.distance.squared_l2` itself (the runtime's d to the last bit), a block of
+    rows at a time: all rows at once would hold N·N·D floats (1 GB for 1400 photos)."""
+    n = len(e)
+    ii, jj, dd = [], [], []
+    for start in range(0, n - 1, rows):
+        r = np.arange(start, min(start + rows, n))
+        block = squared_l2(e[r, None, :], e[None, :, :])
+        keep = np.arange(n)[None, :] > r[:, None]
+        i, j = np.nonzero(keep)
+        ii.append(r[i])
+        jj.append(j)
+        dd.append(block[i, j])
+    return (np.concatenate(ii), np.concatenate(jj)), np.concatenate(dd)
+
+
 class _Pairs:
     """Every pair of a set of labelled embeddings, split into same- and different-person,
     with the people bootstrap's fixed draws."""
@@ -135,8 +153,7 @@ class _Pairs:
             raise InputShapeError(f"{len(lab)} labels for {len(e)} embeddings")
         self.labels = lab
         self.names, person = np.unique(lab, return_inverse=True)
-        iu = np.triu_indices(len(e), 1)
-        d = squared_l2(e[:, None, :], e[None, :, :])[iu]
+        iu, d = _upper_pairs(e)
         same = person[iu[0]] == person[iu[1]]
         order = np.argsort(d[~same], kind="stable")
         self.impostor = d[~same][order]
