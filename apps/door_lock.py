@@ -348,7 +348,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
           f"{len(gallery)} people in {args.gallery}")
     if n < RECOMMENDED_PHOTOS:
         # measured at the door's default point (docs/FACES.md, "How many photos to enrol"):
-        # one photo let 76 % / 36 % of att-orl / yale attempts in, three 91 % / 84 %
+        # one photo let 81 % / 42 % of att-orl / yale attempts in, three 93 % / 86 %
         print(f"tip: at the door's strict threshold one photo per person refuses many genuine "
               f"attempts; enrol {RECOMMENDED_PHOTOS} or more (different light and pose): "
               f"door_lock.py enroll {args.name} a.jpg b.jpg c.jpg, or from the camera: "
