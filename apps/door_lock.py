@@ -425,8 +425,28 @@ def _rates_row(label: str, r: "sdk.faces.calibration.PairRates") -> str:
             f"{r.far:>9.1e} {r.far_upper:>11.1e}  {tar:>7}")
 
 
-def plot_site(embeddings: np.ndarray, labels: list[str], thresholds: dict[str, float],
-              path: str) -> None:
+def embed_site(verifier: sdk.FaceVerifier, people: dict[str, list[Path]]
+               ) -> tuple[np.ndarray, list[str], list[str]]:
+    """(embeddings, each one's person, the skipped photos with why) of
+    :func:`site_photos`' photos; as at enrolment, a photo counts only with exactly one face."""
+    embeddings, labels, skipped = [], [], []
+    for name, files in people.items():
+        for f in files:
+            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            faces = verifier.detect(image) if image is not None else []
+            if len(faces) != 1:  # whose face would it be?
+                why = "unreadable" if image is None else (
+                    "no face" if not faces else f"{len(faces)} faces")
+                skipped.append(f"{f}: skipped ({why})")
+                continue
+            embeddings.append(verifier.embed(image, faces[0]))
+            labels.append(name)
+    if len(embeddings) < 2:
+        raise NoFaceError("fewer than two photos with exactly one face")
+    return np.stack(embeddings), labels, skipped
+
+
+def plot_site(pairs: "sdk.SitePairs", thresholds: dict[str, float], path: str) -> None:
     """Histograms of the site's same- and different-person distances, each τ a line."""
     try:
         import matplotlib
@@ -435,7 +455,7 @@ def plot_site(embeddings: np.ndarray, labels: list[str], thresholds: dict[str, f
     matplotlib.use("Agg")  # a file, no display: this runs on devices
     import matplotlib.pyplot as plt
 
-    same, diff = sdk.pair_distances(embeddings, labels)
+    same, diff = pairs.genuine, pairs.impostor
     fig, ax = plt.subplots(figsize=(9, 4.5))
     bins = np.linspace(0.0, 4.0, 161)
     for d, color, name in ((same, "tab:green", "same person"),
@@ -458,45 +478,31 @@ def plot_site(embeddings: np.ndarray, labels: list[str], thresholds: dict[str, f
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from sdk.faces.calibration import calibrate_threshold, pair_rates
-
     people = site_photos(args.source)
-    embeddings, labels, skipped = [], [], 0
     # no τ is applied here, so no operating point is asked of the file
     with sdk.FaceVerifier.create(args.model, args.yunet, backend=args.backend,
                                  threads=args.threads) as verifier:
-        for name, files in people.items():
-            for f in files:
-                image = cv2.imread(str(f), cv2.IMREAD_COLOR)
-                faces = verifier.detect(image) if image is not None else []
-                if len(faces) != 1:  # as at enrolment: whose face would it be?
-                    why = "unreadable" if image is None else (
-                        "no face" if not faces else f"{len(faces)} faces")
-                    print(f"{f}: skipped ({why})")
-                    skipped += 1
-                    continue
-                embeddings.append(verifier.embed(image, faces[0]))
-                labels.append(name)
+        e, labels, skipped = embed_site(verifier, people)
         info, model_id = verifier.info, verifier.model_id
         points = dict(sorted(info.operating_points.items(), key=lambda kv: kv[1]))
         if info.threshold is not None and info.threshold not in points.values():
             points[MODEL_TAU] = info.threshold
-    if len(embeddings) < 2:
-        raise NoFaceError(f"{args.source}: fewer than two photos with exactly one face")
-    e = np.stack(embeddings)
-    print(f"{len(e)} photos of {len(set(labels))} people ({skipped} skipped), "
+    for line in skipped:
+        print(line)
+    pairs = sdk.SitePairs(e, labels)  # every pair once, for every threshold below
+    print(f"{len(e)} photos of {len(pairs.names)} people ({len(skipped)} skipped), "
           f"model {model_id}")
     print(f"{'threshold':<20} {'τ':>7}  {'false accepts':<17} {'FAR':>9} "
           f"{'FAR ≤ (' + format(args.confidence, '.0%') + ')':>11}  {'TAR':>7}")
     report = {"source": str(args.source), "model_id": model_id, "photos": len(e),
-              "people": len(set(labels)), "skipped": skipped, "confidence": args.confidence,
-              "model_points": {}}
+              "people": len(pairs.names), "skipped": len(skipped),
+              "confidence": args.confidence, "model_points": {}}
     for name, tau in points.items():
-        r = pair_rates(e, labels, tau, args.confidence)
+        r = pairs.rates(tau, args.confidence)
         report["model_points"][name] = {**asdict(r), "far_upper": r.far_upper}
         print(_rates_row(f"file: {name}", r))
     try:
-        site = calibrate_threshold(e, labels, target_far=args.far, confidence=args.confidence)
+        site = pairs.calibrate(args.far, args.confidence)
     except CalibrationError as exc:  # the file's points were measured: keep them
         report["site"] = {"target_far": args.far, "error": str(exc)}
         raise
@@ -514,7 +520,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             lines = {f"file {k}": v for k, v in points.items()}
             if "threshold" in report.get("site", {}):
                 lines[f"site {_far_name(args.far)}"] = report["site"]["threshold"]
-            plot_site(e, labels, lines, args.plot)
+            plot_site(pairs, lines, args.plot)
     print(f"to use it: door_lock.py run --source ... --threshold {site.threshold:.4f}")
     return 0
 

@@ -28,20 +28,9 @@ sys.path.insert(0, str(ROOT))
 import cv2  # noqa: E402
 
 import sdk  # noqa: E402
+from apps.door_lock import embed_site, site_photos  # noqa: E402  (what `calibrate` embeds)
 from sdk.errors import CalibrationError  # noqa: E402
-from sdk.faces.calibration import calibrate_threshold, pair_rates  # noqa: E402
-
-
-def embed_folder(fv: sdk.FaceVerifier, root: Path) -> tuple[np.ndarray, np.ndarray]:
-    emb, who = [], []
-    for person in sorted(p for p in root.iterdir() if p.is_dir()):
-        for f in sorted(person.iterdir()):
-            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            faces = fv.detect(image) if image is not None else []
-            if len(faces) == 1:
-                emb.append(fv.embed(image, faces[0]))
-                who.append(person.name)
-    return np.stack(emb), np.array(who)
+from sdk.faces.calibration import calibrate_threshold  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,17 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     fars = args.far or [1e-3, 1e-2]
     with sdk.FaceVerifier.create(args.model, threads=1) as fv:
         points = dict(sorted(fv.info.operating_points.items(), key=lambda kv: kv[1]))
-        sets = {name: embed_folder(fv, Path(args.shared) / "data" / "faces" / name)
-                for name in ("att-orl", "yale")}
+        sets = {}
+        for name in ("att-orl", "yale"):
+            e, who, _ = embed_site(fv, site_photos(str(Path(args.shared) / "data" / "faces"
+                                                       / name)))
+            sets[name] = (e, np.array(who))
         print(f"## {Path(args.model).name} ({fv.model_id})\n")
     print("Each whole set at the file's thresholds (every pair of its photos):\n")
     print("| set | photos / people | different-person pairs | "
           + " | ".join(f"{k} τ {v:.3f}: FAR / TAR %" for k, v in points.items()) + " |")
     print("|---|---|---|" + "---|" * len(points))
     for name, (e, who) in sets.items():
-        cells = []
+        cells, pairs = [], sdk.SitePairs(e, who)
         for tau in points.values():
-            r = pair_rates(e, who, tau)
+            r = pairs.rates(tau)
             cells.append(f"{r.far:.1e} / {100 * r.tar:.1f}")
         print(f"| {name} | {len(e)} / {len(set(who))} | {r.impostor_pairs} | "
               + " | ".join(cells) + " |")
@@ -89,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                 except CalibrationError:
                     refused += 1
                     continue
+                unseen = sdk.SitePairs(e[~a], who[~a])
                 for key, tau in zip(rows, (site, points[point])):
-                    r = pair_rates(e[~a], who[~a], tau)
+                    r = unseen.rates(tau)
                     rows[key].append((tau, r.far, r.far > far, r.tar))
             for key, vals in rows.items():
                 label = f"| {name}, {far:g}, {key} |"

@@ -25,6 +25,7 @@ _LAZY = {
     "FaceVerifier": "sdk.faces.verifier",
     "FaceVerifierOptions": "sdk.faces.verifier",
     "Gallery": "sdk.faces.gallery",
+    "SitePairs": "sdk.faces.calibration",
     "calibrate_threshold": "sdk.faces.calibration",
     "pair_distances": "sdk.faces.calibration",
     "pair_rates": "sdk.faces.calibration",

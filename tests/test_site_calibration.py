@@ -77,6 +77,7 @@ def test_calibrated_threshold_is_the_largest_that_meets_the_target():
     assert site.rates.impostor_pairs == len(imp) and site.rates.genuine_pairs == 40 * 28
     assert 0.0 < site.rates.tar < 1.0
     assert site.nearest_impostors[0][2] == pytest.approx(float(imp[0]))
+    assert sdk.SitePairs(e, labels).rates(site.threshold) == site.rates  # one pair set, reused
     same, diff = pair_distances(e, labels)
     assert np.array_equal(diff, imp) and len(same) == 40 * 28
     # a stricter target gives a smaller τ
@@ -146,10 +147,10 @@ def test_door_lock_calibrate(tmp_path, capsys):
 def test_people_bound_matches_copying_the_drawn_people():
     """The bootstrap's closed form against its definition: draw people with replacement,
     copy each drawn person's photos as often as drawn, count different-person pairs."""
-    from sdk.faces.calibration import _Pairs
+    from sdk.faces.calibration import SitePairs
 
     e, labels = _people(6, 3, spread=1.0, seed=2)
-    pairs = _Pairs(e, labels, draws=7, seed=3)
+    pairs = SitePairs(e, labels, draws=7, seed=3)
     k = len(pairs.impostor) // 3
     tau = float(pairs.impostor[k - 1] + pairs.impostor[k]) / 2  # clear of rounding
     lab = np.array(labels)

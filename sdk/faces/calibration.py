@@ -139,11 +139,21 @@ def _upper_pairs(e: np.ndarray, rows: int = 64) -> tuple[tuple[np.ndarray, np.nd
     return (np.concatenate(ii), np.concatenate(jj)), np.concatenate(dd)
 
 
-class _Pairs:
-    """Every pair of a set of labelled embeddings, split into same- and different-person,
-    with the people bootstrap's fixed draws."""
+#: Bootstrap draws of people behind ``far_upper_people``.
+DRAWS = 2000
 
-    def __init__(self, embeddings: np.ndarray, labels: Sequence[str], draws: int,
+
+class SitePairs:
+    """Every pair of a site's labelled embeddings, computed once: the same-person and
+    different-person distances (``genuine``, ``impostor``; sorted) and the people
+    bootstrap's fixed draws.  Measure any number of thresholds with :meth:`rates` and fit
+    one with :meth:`calibrate` without computing the pairs again.
+
+    ``embeddings``: (N, D) unit vectors, one per photo, from the encoder that will use τ;
+    ``labels[i]``: the person of photo i.  ``InputShapeError`` on mismatched inputs.
+    """
+
+    def __init__(self, embeddings: np.ndarray, labels: Sequence[str], *, draws: int = DRAWS,
                  seed: int = 0) -> None:
         e = np.asarray(embeddings, dtype=np.float32)
         if e.ndim != 2 or len(e) < 2:
@@ -181,85 +191,90 @@ class _Pairs:
         far = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
         return float(np.quantile(far, confidence))
 
-    def rates(self, tau: float, confidence: float) -> PairRates:
+    def rates(self, threshold: float, confidence: float = 0.95) -> PairRates:
+        """False- and true-accept rates of ``threshold``, with both upper bounds on the
+        false-accept rate (module docstring)."""
+        tau = float(threshold)
         n = len(self.impostor)
         k = int(np.searchsorted(self.impostor, tau, side="right"))
         g = len(self.genuine)
         tar = float(np.searchsorted(self.genuine, tau, side="right") / g) if g else None
-        return PairRates(threshold=float(tau), false_accepts=k, impostor_pairs=n, far=k / n,
+        return PairRates(threshold=tau, false_accepts=k, impostor_pairs=n, far=k / n,
                          far_upper_pairs=far_upper_bound(k, n, confidence),
                          far_upper_people=self.people_bound(k, confidence),
                          tar=tar, genuine_pairs=g)
 
+    def calibrate(self, target_far: float = 1e-4, confidence: float = 0.95,
+                  min_people: int = MIN_PEOPLE) -> SiteThreshold:
+        """The largest τ whose false-accept rate is at most ``target_far`` with
+        probability ``confidence``, over pairs and over people alike.  Raises
+        :class:`~sdk.errors.CalibrationError` when the photos cannot support the target
+        (too few people or different-person pairs: the message says how many are needed).
+        """
+        if not 0.0 < target_far < 1.0:
+            raise ValueError(f"target_far must be in (0, 1), got {target_far}")
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        people = len(self.names)
+        if people < min_people:
+            raise CalibrationError(f"{people} people: a site calibration needs photos of "
+                                   f"at least {min_people} different people")
+        n = len(self.impostor)
+        if far_upper_bound(0, n, confidence) > target_far:
+            need = math.ceil(math.log(1.0 - confidence) / math.log1p(-target_far))
+            raise CalibrationError(
+                f"{n} different-person pairs cannot show a false-accept rate of "
+                f"{target_far:g} at {confidence:.0%} confidence, even with none accepted: "
+                f"that needs at least {need}; photograph more people (N photos of P people "
+                f"give about N²/2·(1−1/P) such pairs), or ask for a looser target")
 
-#: Bootstrap draws of people behind ``far_upper_people``.
-DRAWS = 2000
+        def meets(k: int) -> bool:  # both bounds grow with k
+            return (far_upper_bound(k, n, confidence) <= target_far
+                    and self.people_bound(k, confidence) <= target_far)
+
+        # the most false accepts whose bounds still meet the target (0 always does)
+        k, hi = 0, n - 1
+        while k < hi:
+            mid = (k + hi + 1) // 2
+            if meets(mid):
+                k = mid
+            else:
+                hi = mid - 1
+        # just below the (k+1)-th nearest different-person pair: it accepts at most k
+        tau = float(np.nextafter(np.float32(self.impostor[k]), np.float32(-np.inf)))
+        i, j = self.impostor_ij
+        nearest = [(str(self.labels[a]), str(self.labels[b]), float(d))
+                   for a, b, d in zip(i[:5], j[:5], self.impostor[:5])]
+        return SiteThreshold(threshold=tau, target_far=float(target_far),
+                             confidence=confidence, rates=self.rates(tau, confidence),
+                             people=people, photos=len(self.labels),
+                             nearest_impostors=nearest)
 
 
 def pair_distances(embeddings: np.ndarray, labels: Sequence[str]
                    ) -> tuple[np.ndarray, np.ndarray]:
     """d over every pair of ``embeddings``: (same-person, different-person), each sorted."""
-    pairs = _Pairs(embeddings, labels, draws=1)
+    pairs = SitePairs(embeddings, labels, draws=1)
     return pairs.genuine, pairs.impostor
 
 
 def pair_rates(embeddings: np.ndarray, labels: Sequence[str], threshold: float,
                confidence: float = 0.95, draws: int = DRAWS) -> PairRates:
-    """False- and true-accept rates of ``threshold`` over every pair of ``embeddings``,
-    with both upper bounds on the false-accept rate (module docstring).
-
-    ``labels[i]`` names the person of ``embeddings[i]`` (unit vectors, one per photo).
-    """
-    return _Pairs(embeddings, labels, draws).rates(float(threshold), confidence)
+    """:meth:`SitePairs.rates` of one threshold (build a :class:`SitePairs` to measure
+    several).  ``labels[i]`` names the person of ``embeddings[i]``."""
+    return SitePairs(embeddings, labels, draws=draws).rates(threshold, confidence)
 
 
 def calibrate_threshold(embeddings: np.ndarray, labels: Sequence[str], *,
                         target_far: float = 1e-4, confidence: float = 0.95,
                         min_people: int = MIN_PEOPLE, draws: int = DRAWS) -> SiteThreshold:
-    """Fit τ on a site's own photos: the largest τ whose false-accept rate is at most
-    ``target_far`` with probability ``confidence``, over pairs and over people alike
-    (module docstring for the statistics).
+    """Fit τ on a site's own photos (:meth:`SitePairs.calibrate`; module docstring for
+    the statistics).
 
     ``embeddings``: (N, D) unit vectors, one per photo, from the encoder that will use
     τ; ``labels[i]``: the person of photo i.  Raises :class:`~sdk.errors.CalibrationError`
-    when the photos cannot support the target (too few people or different-person pairs:
-    the message says how many are needed), ``InputShapeError`` on mismatched inputs.
+    when the photos cannot support the target, ``InputShapeError`` on mismatched inputs,
+    ``ValueError`` on a target or confidence outside (0, 1).
     """
-    if not 0.0 < target_far < 1.0:
-        raise ValueError(f"target_far must be in (0, 1), got {target_far}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    pairs = _Pairs(embeddings, labels, draws)
-    people = len(pairs.names)
-    if people < min_people:
-        raise CalibrationError(f"{people} people: a site calibration needs photos of at "
-                               f"least {min_people} different people")
-    n = len(pairs.impostor)
-    if far_upper_bound(0, n, confidence) > target_far:
-        need = math.ceil(math.log(1.0 - confidence) / math.log1p(-target_far))
-        raise CalibrationError(
-            f"{n} different-person pairs cannot show a false-accept rate of {target_far:g} "
-            f"at {confidence:.0%} confidence, even with none accepted: that needs at least "
-            f"{need}; photograph more people (N photos of P people give about "
-            f"N²/2·(1−1/P) such pairs), or ask for a looser target")
-
-    def meets(k: int) -> bool:  # both bounds grow with k
-        return (far_upper_bound(k, n, confidence) <= target_far
-                and pairs.people_bound(k, confidence) <= target_far)
-
-    # the most false accepts whose bounds still meet the target (0 always does)
-    k, hi = 0, n - 1
-    while k < hi:
-        mid = (k + hi + 1) // 2
-        if meets(mid):
-            k = mid
-        else:
-            hi = mid - 1
-    # just below the (k+1)-th nearest different-person pair: it accepts at most k of them
-    tau = float(np.nextafter(np.float32(pairs.impostor[k]), np.float32(-np.inf)))
-    i, j = pairs.impostor_ij
-    nearest = [(str(pairs.labels[a]), str(pairs.labels[b]), float(d))
-               for a, b, d in zip(i[:5], j[:5], pairs.impostor[:5])]
-    return SiteThreshold(threshold=tau, target_far=float(target_far), confidence=confidence,
-                         rates=pairs.rates(tau, confidence), people=people,
-                         photos=len(pairs.labels), nearest_impostors=nearest)
+    return SitePairs(embeddings, labels, draws=draws).calibrate(target_far, confidence,
+                                                                 min_people)
