@@ -206,11 +206,11 @@ def print_summary(records: list[dict], truth: dict[str, str | None]) -> None:
     """Counts of right and wrong decisions against the known identities."""
     rows = {"enrolled person let in": 0, "enrolled person refused": 0,
             "let in as someone else": 0, "stranger refused": 0, "stranger let in": 0,
-            "no face / error (locked)": 0}
+            "not judged (locked)": 0}
     for r in records:
         expected = truth.get(r["frame"])
         if r["decision"] not in (door_lock.UNLOCK, door_lock.DENY):
-            rows["no face / error (locked)"] += 1
+            rows["not judged (locked)"] += 1
         elif expected is None:
             rows["stranger let in" if r["decision"] == door_lock.UNLOCK
                  else "stranger refused"] += 1

@@ -4,7 +4,7 @@
     python -m apps.door_lock enroll NAME --source CAMERA_INDEX|VIDEO|FOLDER [--shots N] [--every K]
     python -m apps.door_lock run --source CAMERA_INDEX|VIDEO|FOLDER [--gallery FILE]
         [--unlock-cmd CMD] [--cooldown S] [--max-failures N] [--attempt-seconds S]
-        [--hold S] [--min-face PX] [--audit FILE.jsonl]
+        [--hold S] [--min-face PX] [--no-quality-check] [--audit FILE.jsonl]
     python -m apps.door_lock list|remove NAME [--gallery FILE]
     python -m apps.door_lock calibrate --source FOLDER [--far 1e-4] [--json FILE] [--plot PNG]
 
@@ -16,7 +16,10 @@ model error or a failing hook all leave the door locked.  After an unlock the
 door stays open for ``--hold`` seconds without re-running the hook.  After
 ``--max-failures`` failed attempts in a row (refusals within
 ``--attempt-seconds`` of each other are one attempt) it ignores faces for
-``--cooldown`` seconds.  Every decision can be appended to a JSONL audit log
+``--cooldown`` seconds.  A face that is too small, turned away, blurred or badly
+exposed (``sdk.QualityOptions``) is not judged: the frame is logged as
+``poor_face`` with what to change, and is no failed attempt; ``enroll`` refuses
+such photos and skips such camera frames.  Every decision can be appended to a JSONL audit log
 (time, source, frame, decision, name, distance, threshold; never images).
 
 The threshold is the model's strict operating point ``far_1e-4`` (at most one
@@ -33,7 +36,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
@@ -46,6 +49,7 @@ import numpy as np  # noqa: E402
 
 import sdk  # noqa: E402
 from sdk.errors import CalibrationError, NoFaceError, SdkError  # noqa: E402
+from sdk.faces.quality import QualityOptions  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 DEFAULT_GALLERY = "gallery.npz"
@@ -57,8 +61,9 @@ MODEL_TAU = "model"
 MIN_FACE_PX = 48.0
 
 #: Decisions written to the audit log.  Only "unlock" opens the door.
-UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED, OPEN, TOO_SMALL = (
-    "unlock", "deny", "no_face", "cooldown", "error", "unlock_failed", "open", "too_small")
+UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED, OPEN, TOO_SMALL, POOR_FACE = (
+    "unlock", "deny", "no_face", "cooldown", "error", "unlock_failed", "open", "too_small",
+    "poor_face")
 
 
 def face_px(face) -> float:
@@ -130,6 +135,12 @@ class LockOptions:
             person settles in front of it; counting frames would start the cooldown
             within a tenth of a second.  0 counts every refused frame.
         hook_timeout_s: an unlock command running longer counts as failed.
+        quality: limits a face must meet to be judged (``sdk.QualityOptions``); a
+            face that misses one is logged as ``poor_face`` with its problems and
+            is not a failed attempt: the camera waits for a better frame.  Skipping
+            never lets more strangers in (it only removes decisions) and spares
+            residents refusals on frames the encoder would place badly
+            (docs/FACES.md, "Face quality").  ``None`` judges every face.
     """
 
     unlock_cmd: str | None = None
@@ -139,6 +150,7 @@ class LockOptions:
     attempt_s: float = 1.0
     hold_s: float = 5.0
     min_face_px: float = MIN_FACE_PX
+    quality: QualityOptions | None = field(default_factory=QualityOptions)
 
     def __post_init__(self) -> None:
         if self.max_failures < 1:
@@ -213,6 +225,10 @@ class DoorLock:
             elif (size := face_px(faces[0])) < self.options.min_face_px:
                 record["decision"] = TOO_SMALL
                 record["face_px"] = round(size, 1)
+            elif self.options.quality is not None and (problems := self.gallery.verifier.quality(
+                    frame, faces[0]).problems(self.options.quality)):
+                record["decision"] = POOR_FACE
+                record["problems"] = problems
             else:  # the largest face is the one at the door
                 embedding = self.gallery.verifier.embed(frame, faces[0])
                 result = self.gallery.identify_embedding(embedding, top_k=1)
@@ -251,6 +267,8 @@ class DoorLock:
         extra = f"d={d:.4f} τ={record['threshold']:.4f}" if d is not None else ""
         if "face_px" in record:
             extra = f"face {record['face_px']:.0f} px < {self.options.min_face_px:.0f} px"
+        if "problems" in record:
+            extra = "; ".join(record["problems"])
         if record["name"]:
             who = record["name"]
         elif "nearest" in record:
@@ -297,12 +315,13 @@ RECOMMENDED_PHOTOS = 3
 
 
 def collect_shots(verifier: sdk.FaceVerifier, frames: Iterator[tuple[str, np.ndarray | None]],
-                  shots: int, every: int, out: TextIO, min_face_px: float = 0.0
-                  ) -> list[np.ndarray]:
+                  shots: int, every: int, out: TextIO, min_face_px: float = 0.0,
+                  quality: QualityOptions | None = None) -> list[np.ndarray]:
     """Embeddings of the first ``shots`` frames that show exactly one face of at least
-    ``min_face_px`` (box, shorter side), taken at least ``every`` frames apart (so a
-    camera gets a moment of new pose or light between shots: identical frames add
-    nothing to a gallery).  Other frames are skipped and said so on ``out``."""
+    ``min_face_px`` (box, shorter side) meeting ``quality``, taken at least ``every``
+    frames apart (so a camera gets a moment of new pose or light between shots:
+    identical frames add nothing to a gallery).  Other frames are skipped and said so
+    on ``out``."""
     taken: list[np.ndarray] = []
     last = None
     for index, (frame_id, frame) in enumerate(frames):
@@ -321,6 +340,10 @@ def collect_shots(verifier: sdk.FaceVerifier, frames: Iterator[tuple[str, np.nda
             print(f"{frame_id}: skipped (face {size:.0f} px < {min_face_px:.0f} px: come closer)",
                   file=out, flush=True)
             continue
+        if quality is not None and (problems := verifier.quality(frame, faces[0]).problems(
+                quality)):
+            print(f"{frame_id}: skipped ({'; '.join(problems)})", file=out, flush=True)
+            continue
         taken.append(verifier.embed(frame, faces[0]))
         last = index
         print(f"{frame_id}: shot {len(taken)}/{shots}", file=out, flush=True)
@@ -335,14 +358,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                    else sdk.Gallery(verifier))
         if args.source is not None:
             added = collect_shots(verifier, iter_frames(args.source), args.shots, args.every,
-                                  sys.stdout, args.min_face)
+                                  sys.stdout, args.min_face, quality_of(args))
             if len(added) < args.shots:  # all or nothing, like a list of photos
                 raise NoFaceError(f"--source {args.source}: {len(added)} of {args.shots} shots "
-                                  f"showed exactly one face before it ended; nothing enrolled")
+                                  f"showed exactly one good face before it ended; nothing "
+                                  f"enrolled")
             n = gallery.enroll_embeddings(args.name, np.stack(added))
         else:
             added = [_read_image(p) for p in args.images]
-            n = gallery.enroll(args.name, added)
+            n = gallery.enroll(args.name, added, quality=quality_of(args))
         gallery.save(args.gallery)
     print(f"enrolled {args.name!r}: {len(added)} photo(s) added, {n} in all; "
           f"{len(gallery)} people in {args.gallery}")
@@ -374,10 +398,16 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def quality_of(args: argparse.Namespace) -> QualityOptions | None:
+    """The face-quality limits the command applies: the defaults, or none."""
+    return None if args.no_quality_check else QualityOptions()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     options = LockOptions(unlock_cmd=args.unlock_cmd, max_failures=args.max_failures,
                           cooldown_s=args.cooldown, attempt_s=args.attempt_seconds,
-                          hold_s=args.hold, min_face_px=args.min_face)
+                          hold_s=args.hold, min_face_px=args.min_face,
+                          quality=quality_of(args))
     counts: dict[str, int] = {}
     with _verifier(args) as verifier:
         gallery = _load_gallery(args, verifier)
@@ -425,10 +455,12 @@ def _rates_row(label: str, r: "sdk.faces.calibration.PairRates") -> str:
             f"{r.far:>9.1e} {r.far_upper:>11.1e}  {tar:>7}")
 
 
-def embed_site(verifier: sdk.FaceVerifier, people: dict[str, list[Path]]
+def embed_site(verifier: sdk.FaceVerifier, people: dict[str, list[Path]],
+               quality: QualityOptions | None = None
                ) -> tuple[np.ndarray, list[str], list[str]]:
     """(embeddings, each one's person, the skipped photos with why) of
-    :func:`site_photos`' photos; as at enrolment, a photo counts only with exactly one face."""
+    :func:`site_photos`' photos; as at enrolment, a photo counts only with exactly one
+    face, and one that meets ``quality`` when given (the faces the door would judge)."""
     embeddings, labels, skipped = [], [], []
     for name, files in people.items():
         for f in files:
@@ -438,6 +470,10 @@ def embed_site(verifier: sdk.FaceVerifier, people: dict[str, list[Path]]
                 why = "unreadable" if image is None else (
                     "no face" if not faces else f"{len(faces)} faces")
                 skipped.append(f"{f}: skipped ({why})")
+                continue
+            if quality is not None and (problems := verifier.quality(image, faces[0]).problems(
+                    quality)):
+                skipped.append(f"{f}: skipped ({'; '.join(problems)})")
                 continue
             embeddings.append(verifier.embed(image, faces[0]))
             labels.append(name)
@@ -482,7 +518,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     # no τ is applied here, so no operating point is asked of the file
     with sdk.FaceVerifier.create(args.model, args.yunet, backend=args.backend,
                                  threads=args.threads) as verifier:
-        e, labels, skipped = embed_site(verifier, people)
+        # the faces the door would judge: the same quality limits as `run`
+        e, labels, skipped = embed_site(verifier, people, quality_of(args))
         info, model_id = verifier.info, verifier.model_id
         points = dict(sorted(info.operating_points.items(), key=lambda kv: kv[1]))
         if info.threshold is not None and info.threshold not in points.values():
@@ -532,6 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--backend", default=None, help="force onnxruntime, tflite or tensorrt")
     runtime.add_argument("--threads", type=int, default=None)
     runtime.add_argument("--yunet", default=None, help="YuNet detector .onnx (default: found)")
+    runtime.add_argument("--no-quality-check", action="store_true",
+                         help="judge, enrol or calibrate on every face, however small, turned, "
+                              "blurred or badly exposed (default: skip or refuse those, "
+                              "sdk.QualityOptions)")
     common = argparse.ArgumentParser(add_help=False, parents=[runtime])
     common.add_argument("--gallery", default=DEFAULT_GALLERY,
                         help=f"gallery file (default: {DEFAULT_GALLERY})")

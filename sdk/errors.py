@@ -96,6 +96,16 @@ class MultipleFacesError(FaceError):
     """Several faces were found where exactly one was required (enrollment)."""
 
 
+class PoorFaceQualityError(FaceError):
+    """A face is too small, turned, blurred or badly exposed to enrol
+    (``sdk.QualityOptions``).  ``problems`` lists what is wrong, in words a
+    user can act on."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
 class CalibrationError(SdkError, ValueError):
     """A site's photos cannot support the requested threshold fit (too few people or
     different-person pairs for the target false-accept rate)."""

@@ -127,7 +127,7 @@ def test_door_lock_calibrate(tmp_path, capsys):
     out_json = tmp_path / "site.json"
     png = tmp_path / "site.png"
     assert door_lock.main(["calibrate", "--far", "1e-2", "--json", str(out_json),
-                           "--plot", str(png), *common]) == 0
+                           "--plot", str(png), "--no-quality-check", *common]) == 0
     assert cv2.imread(str(png)) is not None
     out = capsys.readouterr().out
     assert "80 photos of 8 people" in out and "--threshold" in out
@@ -137,6 +137,14 @@ def test_door_lock_calibrate(tmp_path, capsys):
     assert pts["far_1e-4"]["false_accepts"] <= pts["far_1e-2"]["false_accepts"]
     assert report["site"]["impostor_pairs"] == 80 * 79 // 2 - 8 * 45
     assert max(report["site"]["far_upper_pairs"], report["site"]["far_upper_people"]) <= 1e-2
+    # by default only the faces the door would judge: s1's turned face (photo 3) is left
+    # out, with its reason
+    assert door_lock.main(["calibrate", "--far", "1e-2", *common]) == 0
+    out = capsys.readouterr().out
+    skipped = [line for line in out.splitlines() if ": skipped (" in line]
+    assert 0 < len(skipped) < 20 and all("need" in line for line in skipped)
+    assert f"{80 - len(skipped)} photos of 8 people ({len(skipped)} skipped)" in out
+    assert any("s1/3.png" in line and "turned sideways" in line for line in skipped)
     assert door_lock.main(["calibrate", *common]) == 2  # default 1e-4: too few pairs
     err = capsys.readouterr().err
     assert "cannot show a false-accept rate of 0.0001" in err and "29956" in err

@@ -33,10 +33,11 @@ import numpy as np
 
 from ..distance import squared_l2
 from ..errors import (GalleryError, GalleryModelMismatchError, InputDtypeError, InputShapeError,
-                      MultipleFacesError, NoFaceError, UnknownPersonError)
+                      MultipleFacesError, NoFaceError, PoorFaceQualityError, UnknownPersonError)
 from ..distance import VerifyResult
 from ..encoder import Encoder
 from .detector import check_image
+from .quality import QualityOptions, assess_face
 from .verifier import FaceVerifier
 
 #: Marker and version of the gallery file format this SDK writes and reads.
@@ -156,8 +157,10 @@ class Gallery:
 
     # --- enrollment ---------------------------------------------------------------
 
-    def _one_face(self, image: np.ndarray, what: str) -> np.ndarray:
-        """The aligned face of an enrollment photo, which must show exactly one face."""
+    def _one_face(self, image: np.ndarray, what: str, quality: QualityOptions | None
+                  ) -> np.ndarray:
+        """The aligned face of an enrollment photo, which must show exactly one face
+        that meets ``quality`` (``None``: any face)."""
         image = check_image(image, what)
         faces = self._verifier.detect(image)
         if not faces:
@@ -168,13 +171,27 @@ class Gallery:
                               for b in (f.box for f in faces))
             raise MultipleFacesError(f"{what}: {len(faces)} faces found at {boxes}; enrollment "
                                      "needs exactly one, so it cannot tell whose face to use")
-        return self._verifier.align(image, faces[0])
+        aligned = self._verifier.align(image, faces[0])
+        if quality is not None:
+            # one poor photo is the reference for every later attempt: refuse it here,
+            # where the user can still take another, not at the door
+            problems = assess_face(image, faces[0], aligned).problems(quality)
+            if problems:
+                raise PoorFaceQualityError(f"{what}: " + "; ".join(problems)
+                                           + " (enroll(..., quality=None) accepts it anyway)",
+                                           problems)
+        return aligned
 
-    def enroll(self, name: str, images: np.ndarray | Sequence[np.ndarray]) -> int:
+    def enroll(self, name: str, images: np.ndarray | Sequence[np.ndarray], *,
+               quality: QualityOptions | None = QualityOptions()) -> int:
         """Enroll one photo or several photos of ``name`` (added to earlier ones).
 
+        Each photo's face must meet ``quality`` (:class:`sdk.QualityOptions`; the
+        default limits refuse faces that are small, turned, blurred or badly
+        exposed, docs/FACES.md "Face quality"); ``quality=None`` takes any face.
         With an :class:`sdk.Encoder` instead of a face verifier, ``images`` are
-        samples shaped like its input (one, or a batch), embedded as they are.
+        samples shaped like its input (one, or a batch), embedded as they are and
+        ``quality`` does not apply.
 
         All photos are checked before any is added: if one fails, the gallery
         is unchanged.
@@ -185,6 +202,8 @@ class Gallery:
         Raises:
             NoFaceError, MultipleFacesError: a photo shows no face or several
                 (the message says which photo).
+            PoorFaceQualityError: a photo's face misses a ``quality`` limit (the
+                message says which photo and what to change; ``.problems`` lists it).
             GalleryError: invalid name or no photos.
             InputDtypeError, InputShapeError: not BGR uint8 images.
         """
@@ -195,7 +214,11 @@ class Gallery:
             else list(images)
         if not batch:
             raise GalleryError(f"enroll {name!r}: no photos given")
-        aligned = [self._one_face(img, f"{name!r} photo {i}") for i, img in enumerate(batch)]
+        if quality is not None and not isinstance(quality, QualityOptions):
+            raise TypeError(f"quality must be sdk.QualityOptions or None, "
+                            f"got {type(quality).__name__}")
+        aligned = [self._one_face(img, f"{name!r} photo {i}", quality)
+                   for i, img in enumerate(batch)]
         return self.enroll_embeddings(name, self._verifier.embed_aligned(np.stack(aligned)))
 
     def enroll_embeddings(self, name: str, embeddings: np.ndarray) -> int:

@@ -33,6 +33,7 @@ from ..errors import (InputDtypeError, InputShapeError, MetadataError, ModelForm
 from ..model import Model, load_model
 from ..paths import MODELS_DIR
 from .detector import ALIGNED_SIZE, Face, FaceDetector, FaceDetectorOptions, align_face, check_image
+from .quality import FaceQuality, assess_face
 
 #: Folder of the released face encoders (``python -m export faces release`` writes them).
 FACE_MODELS_DIR = MODELS_DIR / "faces"
@@ -320,6 +321,19 @@ class FaceVerifier:
     def align(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The 112x112 aligned BGR crop of ``face`` (what :meth:`embed_aligned` takes)."""
         return align_face(check_image(image), face.landmarks)
+
+    def quality(self, image: np.ndarray, face: Face | None = None) -> FaceQuality:
+        """Quality measurements of the largest face in ``image`` (or of ``face``);
+        ``.problems(sdk.QualityOptions())`` says what, if anything, is wrong with it.
+
+        Raises:
+            NoFaceError: no face in the image.
+        """
+        if face is None:
+            image, face = self._largest(image, "image")
+        else:
+            image = check_image(image)
+        return assess_face(image, face)
 
     # --- embedding -------------------------------------------------------------
 
