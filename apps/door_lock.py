@@ -39,7 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import Callable, Iterator, NamedTuple, TextIO
 
 if __package__ in (None, ""):  # run as a file (python apps/door_lock.py): find the sdk package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 
 import sdk  # noqa: E402
 from sdk.errors import CalibrationError, NoFaceError, SdkError  # noqa: E402
-from sdk.faces.quality import QualityOptions  # noqa: E402
+from sdk.faces.quality import QualityOptions, assess_face  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 DEFAULT_GALLERY = "gallery.npz"
@@ -167,6 +167,11 @@ class LockOptions:
             raise ValueError(f"hook timeout must be > 0 seconds, got {self.hook_timeout_s}")
 
 
+class _Crop(NamedTuple):
+    aligned: np.ndarray   # 112x112 BGR, as the encoder takes it
+    problems: list[str]   # quality limits the face misses; empty: judge it
+
+
 class DoorLock:
     """Decides, frame by frame, whether to open; locked unless a known face is seen.
 
@@ -203,6 +208,13 @@ class DoorLock:
             return f"unlock command exited with {done.returncode}: {tail}"
         return None
 
+    def _crop(self, frame: np.ndarray, face) -> "_Crop":
+        """The face aligned once, for both the quality limits and the encoder."""
+        aligned = self.gallery.verifier.align(frame, face)
+        if self.options.quality is None:
+            return _Crop(aligned, [])
+        return _Crop(aligned, assess_face(frame, face, aligned).problems(self.options.quality))
+
     def process(self, frame: np.ndarray | None, frame_id: str, source: str) -> dict:
         """Decide on one frame; returns (and logs) the audit record."""
         record: dict = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -225,12 +237,11 @@ class DoorLock:
             elif (size := face_px(faces[0])) < self.options.min_face_px:
                 record["decision"] = TOO_SMALL
                 record["face_px"] = round(size, 1)
-            elif self.options.quality is not None and (problems := self.gallery.verifier.quality(
-                    frame, faces[0]).problems(self.options.quality)):
+            elif (crop := self._crop(frame, faces[0])).problems:
                 record["decision"] = POOR_FACE
-                record["problems"] = problems
+                record["problems"] = crop.problems
             else:  # the largest face is the one at the door
-                embedding = self.gallery.verifier.embed(frame, faces[0])
+                embedding = self.gallery.verifier.embed_aligned(crop.aligned)
                 result = self.gallery.identify_embedding(embedding, top_k=1)
                 record["distance"] = result.distance
                 if result.is_known:

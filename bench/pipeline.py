@@ -1,8 +1,10 @@
-"""The end-to-end face pipeline on real photos, timed per stage: detect / align / embed.
+"""The end-to-end face pipeline on real photos, timed per stage: detect / align / quality /
+embed.
 
 Stages are the SDK's own: YuNet through ``sdk.faces.FaceDetector``, the
 5-point similarity warp ``sdk.faces.align_face`` to the encoder's input size,
-then the encoder's pre-processing and inference.  Reading the photo from disk
+the quality measurements the door and enrolment apply (``sdk.faces.quality``,
+on the 112x112 crop), then the encoder's pre-processing and inference.  Reading the photo from disk
 is outside the timings (a camera hands frames over in memory).
 """
 
@@ -40,7 +42,8 @@ def face_pipeline(encoder: Path, meta: ModelMeta, photos: Sequence[Path], *,
     """
     import cv2
 
-    from sdk.faces import FaceDetector, align_face
+    from sdk.faces import ALIGNED_SIZE, FaceDetector, align_face
+    from sdk.faces.quality import assess_face
 
     images = [img for img in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in photos)
               if img is not None]
@@ -62,11 +65,15 @@ def face_pipeline(encoder: Path, meta: ModelMeta, photos: Sequence[Path], *,
                     return None
                 crop = align_face(img, faces[0].landmarks, size=size)
                 t2 = time.perf_counter()
-                emb = model.run(preprocess(crop, pre))[0]
+                # measured on the 112x112 template crop, whatever the encoder's size
+                assess_face(img, faces[0], crop if size == ALIGNED_SIZE else None)
                 t3 = time.perf_counter()
+                emb = model.run(preprocess(crop, pre))[0]
+                t4 = time.perf_counter()
                 if not np.all(np.isfinite(emb)):
                     raise ValueError(f"{encoder}: non-finite embedding")
-                return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+                return ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
+                        (t4 - t3) * 1e3)
 
             for _ in range(warmup):  # first calls allocate and pick kernels: not counted
                 once(images[0])
@@ -77,11 +84,11 @@ def face_pipeline(encoder: Path, meta: ModelMeta, photos: Sequence[Path], *,
         cv2.setNumThreads(previous_cv_threads)
     if not rows:
         raise NoFaceError(f"no face found in any of {len(images)} photos")
-    d, a, e = (list(col) for col in zip(*rows))
+    d, a, q, e = (list(col) for col in zip(*rows))
     return {
         "encoder": encoder.stem, "path": str(encoder), "backend": backend, "runtime": runtime,
         "precision": meta.precision, "threads": threads, "detector": detector_name,
         "photos": len(images), "faces": len(rows), "aligned_size": size,
-        "detect_ms": summarize(d), "align_ms": summarize(a), "embed_ms": summarize(e),
-        "total_ms": summarize([x + y + z for x, y, z in rows]),
+        "detect_ms": summarize(d), "align_ms": summarize(a), "quality_ms": summarize(q),
+        "embed_ms": summarize(e), "total_ms": summarize([sum(r) for r in rows]),
     }

@@ -8,7 +8,8 @@ JSON schema (``schema`` 1)::
                    latency_ms: {median, p90, p99, mean, min, max, n}, throughput_per_s,
                    peak_rss_delta_mb (null where unmeasurable)}],
      "pipeline": [{encoder, path, backend, runtime, precision, threads, detector, photos,
-                   faces, aligned_size, detect_ms, align_ms, embed_ms, total_ms}],
+                   faces, aligned_size, detect_ms, align_ms, quality_ms, embed_ms,
+                   total_ms}],
      "skipped":  [{path, reason}]}
 """
 
@@ -80,18 +81,23 @@ def table(results: dict) -> str:
                      f"{lat['p99']:8.2f} {r['throughput_per_s']:7.1f} {mem:>7s}")
     if results["pipeline"]:
         lines += ["", "face pipeline (median ms per photo; largest face)",
-                  f"{'encoder':44s} {'faces':>7s} {'detect':>8s} {'align':>8s} {'embed':>8s} "
-                  f"{'total':>8s} {'p90':>8s}"]
+                  f"{'encoder':44s} {'faces':>7s} {'detect':>8s} {'align':>8s} {'quality':>8s} "
+                  f"{'embed':>8s} {'total':>8s} {'p90':>8s}"]
         for p in results["pipeline"]:
             t = "" if p["threads"] is None else f" t{p['threads']}"
             label = f"{p['encoder']} [{p['backend']} {p['precision']}{t}]"
             lines.append(f"{label[:44]:44s} {p['faces']:>3d}/{p['photos']:<3d} "
                          f"{p['detect_ms']['median']:8.2f} {p['align_ms']['median']:8.2f} "
-                         f"{p['embed_ms']['median']:8.2f} {p['total_ms']['median']:8.2f} "
-                         f"{p['total_ms']['p90']:8.2f}")
+                         f"{_stage(p, 'quality_ms'):>8s} {p['embed_ms']['median']:8.2f} "
+                         f"{p['total_ms']['median']:8.2f} {p['total_ms']['p90']:8.2f}")
     for s in results["skipped"]:
         lines.append(f"skipped {s['path']}: {s['reason']}")
     return "\n".join(lines)
+
+
+def _stage(p: dict, key: str) -> str:
+    """A stage's median for the text table; "-" for results written before it existed."""
+    return f"{p[key]['median']:.2f}" if key in p else "-"
 
 
 def markdown(results: dict) -> str:
@@ -121,15 +127,15 @@ def markdown(results: dict) -> str:
     if results["pipeline"]:
         out += ["", "Face pipeline on real photos (per photo, largest face; median / p90 ms):",
                 "", "| encoder | backend | precision | threads | faces/photos | detect | align | "
-                    "embed | total |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                    "quality | embed | total |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for p in results["pipeline"]:
-            def mp(k):
-                return f"{p[k]['median']:.2f} / {p[k]['p90']:.2f}"
+            def mp(k):  # results written before the quality stage existed lack it
+                return f"{p[k]['median']:.2f} / {p[k]['p90']:.2f}" if k in p else "-"
             out.append(f"| {p['encoder']} | {p['runtime']} | {p['precision']} | "
                        f"{p['threads'] if p['threads'] is not None else 'default'} | "
                        f"{p['faces']}/{p['photos']} | {mp('detect_ms')} | {mp('align_ms')} | "
-                       f"{mp('embed_ms')} | {mp('total_ms')} |")
+                       f"{mp('quality_ms')} | {mp('embed_ms')} | {mp('total_ms')} |")
     if results["skipped"]:
         out += ["", "Not measured:", ""] + [f"- `{x['path']}`: {x['reason']}"
                                            for x in results["skipped"]]
@@ -168,8 +174,8 @@ def plot(results: dict, path: Path) -> Path:
         labels = [f"{p['encoder']} [{p['backend']} {p['precision']}]" for p in pipes]
         left = [0.0] * len(pipes)
         for stage, color in (("detect_ms", "tab:purple"), ("align_ms", "tab:cyan"),
-                             ("embed_ms", "tab:red")):
-            vals = [p[stage]["median"] for p in pipes]
+                             ("quality_ms", "tab:olive"), ("embed_ms", "tab:red")):
+            vals = [p[stage]["median"] if stage in p else 0.0 for p in pipes]
             ax.barh(labels, vals, left=left, color=color, label=stage[:-3])
             left = [a + b for a, b in zip(left, vals)]
         ax.invert_yaxis()

@@ -153,7 +153,8 @@ def run_benchmark(options: BenchOptions, command: str = "",
             results["pipeline"].append(p)
             where = "gpu" if threads is None else f"t{threads}"
             log(f"  pipeline {p['encoder']} {where}: detect {p['detect_ms']['median']:.1f} "
-                f"+ align {p['align_ms']['median']:.2f} + embed {p['embed_ms']['median']:.2f} ms")
+                f"+ align {p['align_ms']['median']:.2f} + quality {p['quality_ms']['median']:.2f} "
+                f"+ embed {p['embed_ms']['median']:.2f} ms")
     results["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") \
         else None
     return results

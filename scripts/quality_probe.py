@@ -248,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nThe door's τ for FAR 1e-4 refitted on the held-out pairs whose photos pass "
           "(what a release calibrated on good faces only would carry), and one-shot "
           "identification at each τ: enrolled probes let in as themselves % / unknown "
-          "people's probes let in % (how many) / probes skipped %. `first` enrols each person's first "
-          "photo, `good` their first photo that passes; probes `all` or only those that "
+          "people's probes let in % (how many) / probes skipped %. `first` enrols each "
+          "person's first photo, `good` their first photo that passes; probes `all` or only "
+          "those that "
           "pass (the door waits for a better frame):\n")
     print("| limits | τ | set | first, all probes | good, all probes | first, good probes "
           "| good, good probes |")

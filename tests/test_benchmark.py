@@ -96,7 +96,7 @@ def test_benchmark_face_pipeline_split(bench_run):
     assert len(res["pipeline"]) == 2  # one per face encoder measured
     for p in res["pipeline"]:
         assert p["photos"] == 2 and 1 <= p["faces"] <= 2 and p["aligned_size"] == 16
-        for stage in ("detect_ms", "align_ms", "embed_ms", "total_ms"):
+        for stage in ("detect_ms", "align_ms", "quality_ms", "embed_ms", "total_ms"):
             _check_stats(p[stage], p["faces"])
         assert p["total_ms"]["median"] >= p["detect_ms"]["min"]
 
