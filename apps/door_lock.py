@@ -19,8 +19,9 @@ door stays open for ``--hold`` seconds without re-running the hook.  After
 ``--cooldown`` seconds.  A face that is too small, turned away, blurred or badly
 exposed (``sdk.QualityOptions``) is not judged: the frame is logged as
 ``poor_face`` with what to change, and is no failed attempt; ``enroll`` refuses
-such photos and skips such camera frames.  Every decision can be appended to a JSONL audit log
-(time, source, frame, decision, name, distance, threshold; never images).
+such photos and skips such camera frames.  Every decision can be appended to a
+JSONL audit log (time, source, frame, decision, name, distance, threshold; never
+images).
 
 The threshold is the model's strict operating point ``far_1e-4`` (at most one
 false accept in 10,000 different-person pairs of the held-out photos it was
@@ -167,9 +168,19 @@ class LockOptions:
             raise ValueError(f"hook timeout must be > 0 seconds, got {self.hook_timeout_s}")
 
 
-class _Crop(NamedTuple):
+class Crop(NamedTuple):
     aligned: np.ndarray   # 112x112 BGR, as the encoder takes it
     problems: list[str]   # quality limits the face misses; empty: judge it
+
+
+def crop_face(verifier: sdk.FaceVerifier, image: np.ndarray, face,
+              quality: QualityOptions | None) -> Crop:
+    """``face`` aligned once, for both the quality limits (none: no problems) and the
+    encoder."""
+    aligned = verifier.align(image, face)
+    if quality is None:
+        return Crop(aligned, [])
+    return Crop(aligned, assess_face(image, face, aligned).problems(quality))
 
 
 class DoorLock:
@@ -208,13 +219,6 @@ class DoorLock:
             return f"unlock command exited with {done.returncode}: {tail}"
         return None
 
-    def _crop(self, frame: np.ndarray, face) -> "_Crop":
-        """The face aligned once, for both the quality limits and the encoder."""
-        aligned = self.gallery.verifier.align(frame, face)
-        if self.options.quality is None:
-            return _Crop(aligned, [])
-        return _Crop(aligned, assess_face(frame, face, aligned).problems(self.options.quality))
-
     def process(self, frame: np.ndarray | None, frame_id: str, source: str) -> dict:
         """Decide on one frame; returns (and logs) the audit record."""
         record: dict = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -237,7 +241,8 @@ class DoorLock:
             elif (size := face_px(faces[0])) < self.options.min_face_px:
                 record["decision"] = TOO_SMALL
                 record["face_px"] = round(size, 1)
-            elif (crop := self._crop(frame, faces[0])).problems:
+            elif (crop := crop_face(self.gallery.verifier, frame, faces[0],
+                                    self.options.quality)).problems:
                 record["decision"] = POOR_FACE
                 record["problems"] = crop.problems
             else:  # the largest face is the one at the door
@@ -351,11 +356,10 @@ def collect_shots(verifier: sdk.FaceVerifier, frames: Iterator[tuple[str, np.nda
             print(f"{frame_id}: skipped (face {size:.0f} px < {min_face_px:.0f} px: come closer)",
                   file=out, flush=True)
             continue
-        if quality is not None and (problems := verifier.quality(frame, faces[0]).problems(
-                quality)):
-            print(f"{frame_id}: skipped ({'; '.join(problems)})", file=out, flush=True)
+        if (crop := crop_face(verifier, frame, faces[0], quality)).problems:
+            print(f"{frame_id}: skipped ({'; '.join(crop.problems)})", file=out, flush=True)
             continue
-        taken.append(verifier.embed(frame, faces[0]))
+        taken.append(verifier.embed_aligned(crop.aligned))
         last = index
         print(f"{frame_id}: shot {len(taken)}/{shots}", file=out, flush=True)
         if len(taken) == shots:
@@ -482,11 +486,10 @@ def embed_site(verifier: sdk.FaceVerifier, people: dict[str, list[Path]],
                     "no face" if not faces else f"{len(faces)} faces")
                 skipped.append(f"{f}: skipped ({why})")
                 continue
-            if quality is not None and (problems := verifier.quality(image, faces[0]).problems(
-                    quality)):
-                skipped.append(f"{f}: skipped ({'; '.join(problems)})")
+            if (crop := crop_face(verifier, image, faces[0], quality)).problems:
+                skipped.append(f"{f}: skipped ({'; '.join(crop.problems)})")
                 continue
-            embeddings.append(verifier.embed(image, faces[0]))
+            embeddings.append(verifier.embed_aligned(crop.aligned))
             labels.append(name)
     if len(embeddings) < 2:
         raise NoFaceError("fewer than two photos with exactly one face")
