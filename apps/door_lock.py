@@ -49,7 +49,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sdk  # noqa: E402
-from sdk.errors import CalibrationError, NoFaceError, SdkError  # noqa: E402
+from sdk.errors import (CalibrationError, NoFaceError, PoorFaceQualityError,  # noqa: E402
+                        SdkError)
 from sdk.faces.quality import QualityOptions, assess_face  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -381,7 +382,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             n = gallery.enroll_embeddings(args.name, np.stack(added))
         else:
             added = [_read_image(p) for p in args.images]
-            n = gallery.enroll(args.name, added, quality=quality_of(args))
+            try:
+                n = gallery.enroll(args.name, added, quality=quality_of(args))
+            except PoorFaceQualityError as exc:  # name the file, give the CLI's way out
+                photo = args.images[exc.index] if exc.index is not None else "a photo"
+                raise PoorFaceQualityError(
+                    f"{photo}: " + "; ".join(exc.problems) + "; nothing enrolled. Use "
+                    "another photo, or --no-quality-check to enrol it anyway",
+                    exc.problems, exc.index) from None
         gallery.save(args.gallery)
     print(f"enrolled {args.name!r}: {len(added)} photo(s) added, {n} in all; "
           f"{len(gallery)} people in {args.gallery}")

@@ -101,9 +101,11 @@ class PoorFaceQualityError(FaceError):
     (``sdk.QualityOptions``).  ``problems`` lists what is wrong, in words a
     user can act on."""
 
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+    def __init__(self, message: str, problems: list[str] | None = None,
+                 index: int | None = None) -> None:
         super().__init__(message)
         self.problems = list(problems or [])
+        self.index = index  # which photo of the enroll() call, when known
 
 
 class CalibrationError(SdkError, ValueError):

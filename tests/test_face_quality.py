@@ -126,7 +126,8 @@ def test_enrolment_refuses_a_poor_photo(exported, yunet_path, att):
         with pytest.raises(PoorFaceQualityError) as info:
             gallery.enroll("ann", [att["1"], att["3"]])  # photo 1 (the second) is turned
         assert "'ann' photo 1" in str(info.value) and "turned sideways" in str(info.value)
-        assert info.value.problems and isinstance(info.value, FaceError)
+        assert info.value.problems and info.value.index == 1
+        assert isinstance(info.value, FaceError)
         assert "ann" not in gallery  # all or nothing
         assert gallery.enroll("ann", [att["1"], att["3"]], quality=None) == 2
         strict = QualityOptions(min_eye_distance=1000)
@@ -175,3 +176,18 @@ def test_camera_enrolment_skips_poor_frames(exported, yunet_path, att):
         assert len(shots) == 2
         assert out.getvalue().startswith("0: skipped (") and "turned sideways" in out.getvalue()
         assert len(door_lock.collect_shots(fv, iter(frames), 3, 1, io.StringIO())) == 3
+
+
+def test_door_lock_enroll_names_the_poor_file(exported, yunet_path, tmp_path, capsys):
+    door_lock = _door_lock()
+    att = shared_path("data", "faces", "att-orl", "s1")
+    common = ["--model", str(exported["onnx_fp32"]), "--yunet", str(yunet_path),
+              "--gallery", str(tmp_path / "g.npz"), "--threshold", "0.5"]
+    assert door_lock.main(["enroll", "ann", str(att / "1.png"), str(att / "3.png"),
+                           *common]) == 2
+    err = capsys.readouterr().err
+    assert f"{att / '3.png'}: " in err and "turned sideways" in err
+    assert "--no-quality-check" in err and not (tmp_path / "g.npz").exists()
+    assert door_lock.main(["enroll", "ann", str(att / "1.png"), str(att / "3.png"),
+                           "--no-quality-check", *common]) == 0
+    assert "2 photo(s) added" in capsys.readouterr().out

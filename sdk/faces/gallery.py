@@ -157,10 +157,11 @@ class Gallery:
 
     # --- enrollment ---------------------------------------------------------------
 
-    def _one_face(self, image: np.ndarray, what: str, quality: QualityOptions | None
-                  ) -> np.ndarray:
-        """The aligned face of an enrollment photo, which must show exactly one face
-        that meets ``quality`` (``None``: any face)."""
+    def _one_face(self, image: np.ndarray, index: int, name: str,
+                  quality: QualityOptions | None) -> np.ndarray:
+        """The aligned face of photo ``index`` of ``name``'s enrollment, which must show
+        exactly one face that meets ``quality`` (``None``: any face)."""
+        what = f"{name!r} photo {index}"
         image = check_image(image, what)
         faces = self._verifier.detect(image)
         if not faces:
@@ -178,8 +179,8 @@ class Gallery:
             problems = assess_face(image, faces[0], aligned).problems(quality)
             if problems:
                 raise PoorFaceQualityError(f"{what}: " + "; ".join(problems)
-                                           + " (enroll(..., quality=None) accepts it anyway)",
-                                           problems)
+                                           + "; use another photo (quality=None enrols it "
+                                           "anyway)", problems, index)
         return aligned
 
     def enroll(self, name: str, images: np.ndarray | Sequence[np.ndarray], *,
@@ -217,8 +218,7 @@ class Gallery:
         if quality is not None and not isinstance(quality, QualityOptions):
             raise TypeError(f"quality must be sdk.QualityOptions or None, "
                             f"got {type(quality).__name__}")
-        aligned = [self._one_face(img, f"{name!r} photo {i}", quality)
-                   for i, img in enumerate(batch)]
+        aligned = [self._one_face(img, i, name, quality) for i, img in enumerate(batch)]
         return self.enroll_embeddings(name, self._verifier.embed_aligned(np.stack(aligned)))
 
     def enroll_embeddings(self, name: str, embeddings: np.ndarray) -> int:
