@@ -23,6 +23,12 @@ def shared_path(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def yunet():
+    """The YuNet detector file in ../shared (skips the test when absent)."""
+    return shared_path("models", "yunet", "yunet_s_640_640.onnx")
+
+
+@pytest.fixture(scope="session")
 def tf():
     """TensorFlow, or skip (only the export stage and its tests need it)."""
     return pytest.importorskip("tensorflow", reason="TensorFlow is needed to build test models "

@@ -92,12 +92,12 @@ def test_options_validated(kwargs):
         QualityOptions(**kwargs)
 
 
-def test_real_photos(yunet_path):
+def test_real_photos(yunet):
     """att-orl s1/3.png (face turned away) misses the yaw limit; s1/1.png passes; the
     verifier's quality() and assess_face agree; sdk exports the names."""
     att = shared_path("data", "faces", "att-orl")
     model = ROOT / "models" / "faces" / "face_encoder_int8.onnx"
-    with sdk.FaceVerifier.create(model, yunet_path, threads=1) as fv:
+    with sdk.FaceVerifier.create(model, yunet, threads=1) as fv:
         front = cv2.imread(str(att / "s1" / "1.png"))
         turned = cv2.imread(str(att / "s1" / "3.png"))
         q = fv.quality(front)
@@ -110,18 +110,13 @@ def test_real_photos(yunet_path):
 
 
 @pytest.fixture(scope="module")
-def yunet_path():
-    return shared_path("models", "yunet", "yunet_s_640_640.onnx")
-
-
-@pytest.fixture(scope="module")
 def att():
     root = shared_path("data", "faces", "att-orl")
     return {k: cv2.imread(str(root / "s1" / f"{k}.png")) for k in ("1", "2", "3")}
 
 
-def test_enrolment_refuses_a_poor_photo(exported, yunet_path, att):
-    with sdk.FaceVerifier.create(exported["onnx_fp32"], yunet_path) as fv:
+def test_enrolment_refuses_a_poor_photo(exported, yunet, att):
+    with sdk.FaceVerifier.create(exported["onnx_fp32"], yunet) as fv:
         gallery = sdk.Gallery(fv)
         with pytest.raises(PoorFaceQualityError) as info:
             gallery.enroll("ann", [att["1"], att["3"]])  # photo 1 (the second) is turned
@@ -143,9 +138,9 @@ def _door_lock():
     return _app("door_lock")
 
 
-def test_door_skips_poor_faces_without_counting_failures(exported, yunet_path, att):
+def test_door_skips_poor_faces_without_counting_failures(exported, yunet, att):
     door_lock = _door_lock()
-    with sdk.FaceVerifier.create(exported["onnx_fp32"], yunet_path, threshold=1e-6) as fv:
+    with sdk.FaceVerifier.create(exported["onnx_fp32"], yunet, threshold=1e-6) as fv:
         gallery = sdk.Gallery(fv)
         gallery.enroll("ann", att["1"])
         now = [0.0]
@@ -166,11 +161,11 @@ def test_door_skips_poor_faces_without_counting_failures(exported, yunet_path, a
         assert lock.process(att["2"], "4", "test")["decision"] == door_lock.COOLDOWN
 
 
-def test_camera_enrolment_skips_poor_frames(exported, yunet_path, att):
+def test_camera_enrolment_skips_poor_frames(exported, yunet, att):
     door_lock = _door_lock()
     frames = [("0", att["3"]), ("1", att["1"]), ("2", att["2"])]
     out = io.StringIO()
-    with sdk.FaceVerifier.create(exported["onnx_fp32"], yunet_path) as fv:
+    with sdk.FaceVerifier.create(exported["onnx_fp32"], yunet) as fv:
         shots = door_lock.collect_shots(fv, iter(frames), shots=2, every=1, out=out,
                                         quality=QualityOptions())
         assert len(shots) == 2
@@ -178,10 +173,10 @@ def test_camera_enrolment_skips_poor_frames(exported, yunet_path, att):
         assert len(door_lock.collect_shots(fv, iter(frames), 3, 1, io.StringIO())) == 3
 
 
-def test_door_lock_enroll_names_the_poor_file(exported, yunet_path, tmp_path, capsys):
+def test_door_lock_enroll_names_the_poor_file(exported, yunet, tmp_path, capsys):
     door_lock = _door_lock()
     att = shared_path("data", "faces", "att-orl", "s1")
-    common = ["--model", str(exported["onnx_fp32"]), "--yunet", str(yunet_path),
+    common = ["--model", str(exported["onnx_fp32"]), "--yunet", str(yunet),
               "--gallery", str(tmp_path / "g.npz"), "--threshold", "0.5"]
     assert door_lock.main(["enroll", "ann", str(att / "1.png"), str(att / "3.png"),
                            *common]) == 2

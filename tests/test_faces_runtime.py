@@ -33,11 +33,6 @@ from conftest import shared_path
 
 
 @pytest.fixture(scope="module")
-def yunet():
-    return shared_path("models", "yunet", "yunet_s_640_640.onnx")
-
-
-@pytest.fixture(scope="module")
 def photos():
     """Two photos of ORL person s1, one of s2 (BGR, as cv2.imread gives)."""
     root = shared_path("data", "faces", "att-orl")
