@@ -6,8 +6,8 @@
 Identities come from ``master.csv`` (deepface-pairs: photos joined by its
 "Yes" pairs) or, for other sets, from one folder per person (att-orl, yale).
 The first ``--people`` identities are enrolled from ``--enroll-photos``
-photos each (photos with no face or several faces are skipped, as the
-enrollment refuses them); the lock then runs (``apps/door_lock.py run``) over
+photos each (photos with no face, several faces or a poor face are skipped,
+as the enrollment refuses them); the lock then runs (``apps/door_lock.py run``) over
 a folder holding their other photos and photos of everyone else (strangers).
 Each decision is printed with its distance, followed by a summary against
 the truth.  Only links to the photos and the gallery of embeddings are
