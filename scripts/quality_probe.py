@@ -9,13 +9,19 @@ model.  Then:
    ``far_1e-4`` τ over the pairs whose two photos pass each limit alone and all
    limits together, next to dropping as many photos at random (mean of 10 draws):
    a limit is worth having only when it beats chance;
-3. att-orl and yale one-shot at ``far_1e-4`` (the split of ``export faces evaluate``):
+3. held-out, att-orl and yale one-shot at ``far_1e-4`` (att-orl and yale split as in
+   ``export faces evaluate``, a random quarter of the held-out people never enrolled):
    enrolled with each person's first photo, as there, or with their first photo that
    passes the limits (what ``door_lock.py enroll`` does when it refuses a poor one);
    probes all, or only those that pass (the door waits for a better frame): enrolled
-   probes let in as themselves, unknown people's probes let in, probes skipped.
+   probes let in as themselves, unknown people's probes let in, probes skipped; also
+   with τ refitted on the good faces, with a lighting limit and with stricter limits;
+4. the share of the training cache's faces that miss the limits, per photo set;
+5. ``--plot``: held-out TAR at the file's τ against the worse photo's eye distance,
+   yaw, sharpness and detector score.
 
     python scripts/quality_probe.py [--model models/faces/face_encoder_int8.onnx]
+        [--plot docs/img/quality_heldout.png]
 """
 
 from __future__ import annotations
