@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import cv2  # noqa: E402
 
 import sdk  # noqa: E402
+from scripts.quality_probe import detected, tar_at_far  # noqa: E402
 
 _RAMP = np.linspace(0.35, 1.0, 112, dtype=np.float32)[None, :, None]
 
@@ -43,17 +44,6 @@ def variants(faces: np.ndarray) -> dict[str, list[np.ndarray]]:
     light = [gamma(0.6), gamma(1.6), shade(_RAMP), shade(_RAMP[:, ::-1])]
     return {"first photo": [], "+ mirror": mirror, "+ relit (4)": light,
             "+ mirror + relit": mirror + light}
-
-
-def aligned_faces(fv: sdk.FaceVerifier, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    out, kept = [], []
-    for i, f in enumerate(files):
-        image = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        faces = fv.detect(image) if image is not None else []
-        if faces:
-            out.append(fv.align(image, faces[0]))
-            kept.append(i)
-    return np.stack(out), np.array(kept)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                      for f in sorted(p.iterdir())]
             sets[name] = (files, np.array([f.parent.name for f in files]))
         for set_name, (files, who_all) in sets.items():
-            faces, kept = aligned_faces(fv, files)
+            found = list(detected(fv, files))
+            faces = np.stack([aligned for *_, aligned in found])
+            kept = np.array([i for i, *_ in found])
             who = who_all[kept]
             e = fv.embed_aligned(faces)
             people = sorted(set(who))
@@ -92,12 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                 # nearest entry of each person: (probes, people)
                 d = np.min([sdk.squared_l2(e[probe][:, None, :], g[None]) for g in entries],
                            axis=0)
-                gen, imp = d[same], np.sort(d[~same])
-                refit = []
-                for far in (1e-2, 1e-3, 1e-4):
-                    k = int(np.floor(far * len(imp)))
-                    refit.append(f"{100 * np.mean(gen < imp[k]):.1f}" if len(imp) >= 1 / far
-                                 else "-")
+                gen, imp = d[same], d[~same]
+                pairs = np.ones(d.shape, bool)
+                refit = [f"{100 * tar_at_far(d, same, pairs, far):.1f}" if imp.size >= 1 / far
+                         else "-" for far in (1e-2, 1e-3, 1e-4)]
                 print(f"| {set_name} | {label} | {100 * np.mean(gen <= tau):.1f}, "
                       f"{np.mean(imp <= tau):.1e} ({int((imp <= tau).sum())} / {len(imp)}) | "
                       + " / ".join(refit) + " |")

@@ -39,26 +39,29 @@ sys.path.insert(0, str(ROOT))
 import cv2  # noqa: E402
 
 import sdk  # noqa: E402
+from sdk.faces.calibration import _upper_pairs  # noqa: E402
 from sdk.faces.quality import FaceQuality, QualityOptions, assess_face  # noqa: E402
 
 FEATURES = [f.name for f in fields(FaceQuality)]
 TARGETS = (1e-3, 1e-4)
 
 
-def measure(fv: sdk.FaceVerifier, files: list[Path]) -> tuple[np.ndarray, list[FaceQuality],
-                                                             np.ndarray]:
-    """(embeddings, qualities, index of each kept file) of the photos with a face."""
-    emb, qual, kept = [], [], []
+def detected(fv: sdk.FaceVerifier, files: list[Path]):
+    """(index, image, largest face, its aligned crop) of each photo with a face."""
     for i, f in enumerate(files):
         image = cv2.imread(str(f), cv2.IMREAD_COLOR)
         faces = fv.detect(image) if image is not None else []
-        if not faces:
-            continue
-        aligned = fv.align(image, faces[0])
-        qual.append(assess_face(image, faces[0], aligned))
-        emb.append(fv.embed_aligned(aligned))
-        kept.append(i)
-    return np.stack(emb), qual, np.array(kept)
+        if faces:
+            yield i, image, faces[0], fv.align(image, faces[0])
+
+
+def measure(fv: sdk.FaceVerifier, files: list[Path]) -> tuple[np.ndarray, list[FaceQuality],
+                                                             np.ndarray]:
+    """(embeddings, qualities, index of each kept file) of the photos with a face."""
+    found = list(detected(fv, files))
+    qual = [assess_face(image, face, aligned) for _, image, face, aligned in found]
+    emb = fv.embed_aligned(np.stack([aligned for *_, aligned in found]))
+    return emb, qual, np.array([i for i, *_ in found])
 
 
 def table_of(quals: list[FaceQuality]) -> np.ndarray:
@@ -66,10 +69,9 @@ def table_of(quals: list[FaceQuality]) -> np.ndarray:
 
 
 def upper_pairs(e: np.ndarray, who: np.ndarray):
-    """Distances and same-person flags of every pair i < j, with their rows and columns."""
-    n = len(e)
-    i, j = np.triu_indices(n, 1)
-    d = sdk.squared_l2(e[i], e[j])
+    """Distances and same-person flags of every pair i < j, with their rows and columns
+    (``sdk.SitePairs``' block-wise pairs: all at once would hold ~0.5 GB here)."""
+    (i, j), d = _upper_pairs(e)
     return d, who[i] == who[j], i, j
 
 
