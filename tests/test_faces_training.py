@@ -623,7 +623,20 @@ def test_train_then_new_leg_from_init(tmp_path):
     wb = [v.numpy() for v in keras.models.load_model(tmp_path / "b" / "model.keras")
           .trainable_weights]
     assert max(float(np.abs(x - y).max()) for x, y in zip(wa, wb)) < 0.01
-    with pytest.raises(fdata.FacesDataError, match="no model.keras"):
+    # from a bare .keras file (a released encoder): its class centres are imprinted from
+    # its own embeddings, not random
+    import shutil
+
+    (tmp_path / "released").mkdir()
+    shutil.copy2(tmp_path / "a" / "model.keras", tmp_path / "released" / "enc.keras")
+    from_file = train.train(train.build_parser().parse_args(
+        common + ["--out", str(tmp_path / "h"), "--init",
+                  str(tmp_path / "released" / "enc.keras"), "--lr", "0"]))
+    assert from_file["init"]["from"] == str(tmp_path / "released" / "enc.keras")
+    centres = np.load(tmp_path / "h" / "classifier.npy")
+    assert centres.shape == np.load(tmp_path / "a" / "classifier.npy").shape
+    assert np.allclose(np.linalg.norm(centres, axis=0), 1.0, atol=0.02)
+    with pytest.raises(fdata.FacesDataError, match="no .keras file"):
         train.train(train.build_parser().parse_args(
             common + ["--out", str(tmp_path / "c"), "--init", str(tmp_path / "nowhere")]))
     # a wider leg from the narrow run: widened first, then trained
@@ -660,3 +673,61 @@ def test_train_then_new_leg_from_init(tmp_path):
         wide_proj + ["--out", str(tmp_path / "g"), "--init", str(tmp_path / "f"),
                      "--distill-mode", "projected", "--lr", "0"]))
     assert np.allclose(np.load(tmp_path / "g" / "projection.npy"), learnt, atol=1e-3)
+
+
+def test_imprint_classes_are_normalised_class_means():
+    """Class centres for a leg started from a bare encoder: each class's mean embedding,
+    L2-normalised; a class with no faces keeps a (unit) random centre."""
+    from export.faces.train import imprint_classes
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, (12, 112, 112, 3), dtype=np.uint8)
+    table = l2_normalize(rng.normal(size=(12, 128))).astype(np.float32)
+
+    class Lookup:  # a stand-in encoder: image k -> table[k], recognised by its pixels
+        def __call__(self, x, training=False):
+            keys = [int(np.argmin([np.abs(np.asarray(xi)[..., ::-1] - im).sum() for im in images]))
+                    for xi in np.asarray(x)]
+            return table[keys]
+
+    rows = np.array([1, 2, 3, 5, 7, 8, 11])
+    classes = np.array([0, 0, 1, 1, 1, 2, 2])
+    centres = imprint_classes(Lookup(), images, rows, classes, 4)
+    assert centres.shape == (128, 4)
+    for c in range(3):
+        mean = table[rows[classes == c]].mean(0)
+        assert np.allclose(centres[:, c], mean / np.linalg.norm(mean), atol=1e-5)
+    assert abs(np.linalg.norm(centres[:, 3]) - 1) < 1e-5
+
+
+def test_release_gate_reads_every_pair():
+    """The int8 gate: balanced accuracy and TAR at FAR 1e-3 over every pair; a file that
+    only jitters the distances passes, one that blurs them is refused with its reasons."""
+    from export.faces.gate import GateScores, balanced_accuracy, judge, tar_at_far
+
+    same = np.array([True, True, False, False, False, False])
+    assert balanced_accuracy(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), same) == 1.0
+    # τ=0.2 takes 2/2 same, 1/4 different: ½(1 + 0.75); τ=0.1 ½(0.5 + 1)
+    assert balanced_accuracy(np.array([0.1, 0.2, 0.15, 0.4, 0.5, 0.6]), same) == 0.875
+    assert tar_at_far(np.array([0.1, 0.2, 0.15, 0.4, 0.5, 0.6]), same, 0.0) == 0.5
+
+    rng = np.random.default_rng(0)
+    s = np.r_[np.ones(2000, bool), np.zeros(200_000, bool)]
+    d = np.where(s, rng.normal(0.8, 0.3, s.size), rng.normal(1.9, 0.3, s.size))
+    ref = GateScores.from_distances(d, s)
+    assert 0.9 < ref.accuracy < 1.0 and 0.3 < ref.tar < 0.9
+    jitter = GateScores.from_distances(d + rng.normal(0, 0.01, d.size), s)
+    verdict = judge(ref, jitter)
+    assert verdict.ok and abs(verdict.accuracy_drop) < 0.5 and verdict.reasons == ()
+    blurred = GateScores.from_distances(d + rng.normal(0, 0.2, d.size), s)
+    verdict = judge(ref, blurred)
+    assert not verdict.ok and verdict.accuracy_drop > 0.5 and verdict.tar_drop > 0.5
+    assert len(verdict.reasons) == 2 and "TAR at FAR 0.001" in verdict.reasons[1]
+    # only the strict end worse (the 400 closest different pairs pulled in): TAR refused alone
+    tail = d.copy()
+    tail[np.flatnonzero(~s)[np.argsort(d[~s])[:400]]] = 0.3
+    verdict = judge(ref, GateScores.from_distances(tail, s))
+    assert not verdict.ok and len(verdict.reasons) == 1 and "TAR" in verdict.reasons[0]
+    assert judge(ref, GateScores.from_distances(tail, s), max_tar_drop=100).ok
+    with pytest.raises(ValueError, match="same FAR"):
+        judge(ref, GateScores.from_distances(d, s, far=1e-4))

@@ -173,6 +173,28 @@ def embed_images(model, images_bgr: np.ndarray, batch: int = 128) -> np.ndarray:
     return np.concatenate(outs)
 
 
+def imprint_classes(model, images_bgr: np.ndarray, rows: np.ndarray, classes: np.ndarray,
+                    n_classes: int, per_class: int = 16, seed: int = 0) -> np.ndarray:
+    """(128, n_classes) class centres for the CosFace head: the L2-normalised mean
+    embedding of up to ``per_class`` faces of each class ("weight imprinting").
+
+    ``rows`` index ``images_bgr``; ``classes[i]`` is the class (0..n_classes-1) of
+    ``rows[i]``.  A class without faces keeps a random centre.
+    """
+    rng = np.random.default_rng(seed)
+    pick = np.concatenate([rng.permutation(np.flatnonzero(classes == c))[:per_class]
+                           for c in range(n_classes)]).astype(np.int64)
+    emb = embed_images(model, images_bgr[np.sort(rows[pick])])
+    cls = classes[pick][np.argsort(rows[pick], kind="stable")]
+    centres = rng.normal(0, 0.05, size=(n_classes, emb.shape[1]))
+    sums = np.zeros_like(centres)
+    np.add.at(sums, cls, emb)
+    seen = np.bincount(cls, minlength=n_classes) > 0
+    centres[seen] = sums[seen]
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    return centres.T.astype(np.float32)
+
+
 def holdout_pairs_on_cache(cache: dict, pairs_file: Path, root: Path
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(row_a, row_b, same, fold) of ``pairs_file`` mapped onto cached crops."""
@@ -273,13 +295,17 @@ def train(args: argparse.Namespace) -> dict:
     class_of[class_ids] = np.arange(len(class_ids))
 
     state_file = out / "state.json"
-    init_dir = None
+    init_dir = init_model = None
     if args.init and not (args.resume and state_file.is_file()):
-        init_dir = Path(args.init)
-        if init_dir.is_file():
-            init_dir = init_dir.parent
-        if not (init_dir / "model.keras").is_file():
-            raise fdata.FacesDataError(f"--init {args.init}: no model.keras there")
+        # a run folder (its model.keras, classifier.npy, projection.npy) or a .keras file,
+        # e.g. the released models/faces/face_encoder.keras
+        init_model = Path(args.init)
+        if not init_model.is_file():
+            init_model = init_model / "model.keras"
+        if not init_model.is_file():
+            raise fdata.FacesDataError(f"--init {args.init}: no .keras file, nor a run "
+                                       "folder with model.keras")
+        init_dir = init_model.parent
     if args.resume and state_file.is_file():
         state = json.loads(state_file.read_text())
         model = keras.models.load_model(out / "model.keras")
@@ -290,8 +316,8 @@ def train(args: argparse.Namespace) -> dict:
         keras.utils.set_random_seed(args.seed)
         if init_dir is not None:
             # a new leg (fresh optimiser, schedule and history) from earlier weights
-            model = keras.models.load_model(init_dir / "model.keras")
-            print(f"initialised from {init_dir / 'model.keras'}")
+            model = keras.models.load_model(init_model)
+            print(f"initialised from {init_model}")
             if args.width is None:  # no --width: keep the earlier run's
                 args.width = encoder_width(model)
             if encoder_width(model) != args.width:
@@ -311,7 +337,7 @@ def train(args: argparse.Namespace) -> dict:
                  "params": int(model.count_params()), "macs": count_macs(model)}
         if init_dir is not None:
             prev = init_dir / "state.json"
-            state["init"] = {"from": str(init_dir),
+            state["init"] = {"from": str(args.init),
                              "state": json.loads(prev.read_text()) if prev.is_file() else None}
         print(f"encoder: {state['params']} parameters, {state['macs'] / 1e6:.1f} M MACs")
     optimizer = keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay)
@@ -319,12 +345,22 @@ def train(args: argparse.Namespace) -> dict:
     if args.cls > 0:
         init = np.random.default_rng(args.seed).normal(
             0, 0.05, size=(128, len(class_ids))).astype(np.float32)
+        learnt = None
         if args.resume and (out / "classifier.npy").is_file():
-            init = np.load(out / "classifier.npy")
-        elif init_dir is not None and (init_dir / "classifier.npy").is_file():
-            prev = np.load(init_dir / "classifier.npy")
-            if prev.shape == init.shape:  # same identities: keep the learnt class centres
-                init = prev
+            learnt = np.load(out / "classifier.npy")
+        elif (init_dir is not None and (init_dir / "classifier.npy").is_file()
+              and not args.imprint):
+            learnt = np.load(init_dir / "classifier.npy")
+        if learnt is not None and learnt.shape == init.shape:
+            init = learnt  # same identities: keep the learnt class centres
+        elif init_dir is not None:
+            # earlier weights without their class centres (e.g. a released encoder):
+            # random centres would make the first steps' CosFace gradients tear down what
+            # the encoder learnt, so start from each class's mean embedding instead
+            init = imprint_classes(model, cache["images"], train_rows,
+                                   class_of[train_labels[train_rows]], len(class_ids),
+                                   seed=args.seed)
+            print(f"class centres imprinted from {init_model.name}'s embeddings")
         classifier = tf.Variable(init, name="classifier")
     projection = None
     if args.distill_mode == "projected" and teacher_emb is not None:
@@ -484,9 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--init", default=None,
                     help="start a new run from the weights (and CosFace centres) of an "
-                         "earlier run directory; fresh optimiser, schedule and history. With "
+                         "earlier run directory, or from a .keras file such as the released "
+                         "models/faces/face_encoder.keras (class centres then imprinted from "
+                         "its embeddings); fresh optimiser, schedule and history. With "
                          "a larger --width than that run's, its encoder is widened first "
                          "(function-preserving channel copies)")
+    ap.add_argument("--imprint", action="store_true",
+                    help="with --init: start the CosFace centres from each class's mean "
+                         "embedding even when the earlier run folder has learnt ones (what "
+                         "a leg from a released .keras file does anyway)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=float, default=None,
                     help=f"encoder width multiplier (default: the --init run's, else "
