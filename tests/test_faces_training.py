@@ -636,6 +636,16 @@ def test_train_then_new_leg_from_init(tmp_path):
     centres = np.load(tmp_path / "h" / "classifier.npy")
     assert centres.shape == np.load(tmp_path / "a" / "classifier.npy").shape
     assert np.allclose(np.linalg.norm(centres, axis=0), 1.0, atol=0.02)
+    # a release keeps a run's training state beside its .keras file; the next leg from
+    # that file takes the learnt centres and the record up again (no imprinting)
+    packed = train.save_heads(tmp_path / "h", train.heads_file(tmp_path / "released" / "enc.keras"))
+    assert packed == tmp_path / "released" / "enc.train.npz"
+    again = train.train(train.build_parser().parse_args(
+        common + ["--out", str(tmp_path / "i"), "--init",
+                  str(tmp_path / "released" / "enc.keras"), "--lr", "0"]))
+    assert again["init"]["state"]["epoch"] == 1
+    assert np.abs(np.load(tmp_path / "i" / "classifier.npy") - centres).max() < 0.01
+    assert train.save_heads(tmp_path / "nothing", tmp_path / "x.train.npz") is None
     with pytest.raises(fdata.FacesDataError, match="no .keras file"):
         train.train(train.build_parser().parse_args(
             common + ["--out", str(tmp_path / "c"), "--init", str(tmp_path / "nowhere")]))

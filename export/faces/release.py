@@ -17,7 +17,8 @@ int8 QDQ), check each file, gate the quantised ones on accuracy, release.
    (:mod:`export.faces.gate`: why not the 10-fold accuracy of the listed pairs, which
    is still reported).
 4. The int8 TFLite and int8 ONNX files that pass are copied to ``models/faces/``
-   (the fp32 ONNX instead when the int8 ONNX is refused).
+   (the fp32 ONNX too), with the Keras model and, in ``face_encoder.train.npz``, the
+   training state a next leg starts from (``train --init models/faces/face_encoder.keras``).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluate import (Encoder, FaceCropper, dense_operating_points, evaluate_dense,
                            evaluate_pairs)
     from .gate import DEFAULT_MAX_DROP, GATE_FAR, GateScores, judge
+    from .train import heads_file, save_heads
 
     ap = argparse.ArgumentParser(prog="python -m export faces release")
     ap.add_argument("--model", default=str(RUNS / "run1" / "model.keras"))
@@ -224,6 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     if not kept.exists() or not kept.samefile(args.model):
         shutil.copy2(args.model, kept)
     released.append(str(kept))
+    # and what the next training leg starts from (CosFace centres, distillation map, the
+    # record): runs/ does not outlive a machine, the release does
+    src_heads, dst_heads = heads_file(Path(args.model)), heads_file(kept)
+    if src_heads.is_file():
+        if not dst_heads.exists() or not dst_heads.samefile(src_heads):
+            shutil.copy2(src_heads, dst_heads)
+    elif save_heads(Path(args.model).parent, dst_heads) is None:
+        dst_heads.unlink(missing_ok=True)  # an older release's heads would not fit
+    if dst_heads.is_file():
+        released.append(str(dst_heads))
     report["released"], report["refused"] = released, refused
     print(f"released: {released}; refused: {refused}")
     if args.json:

@@ -173,6 +173,47 @@ def embed_images(model, images_bgr: np.ndarray, batch: int = 128) -> np.ndarray:
     return np.concatenate(outs)
 
 
+def heads_file(model_path: Path) -> Path:
+    """Where a released ``<stem>.keras`` keeps the training state its next leg starts
+    from: ``<stem>.train.npz`` beside it (written by ``export faces release``)."""
+    return model_path.with_name(model_path.stem + ".train.npz")
+
+
+def save_heads(run_dir: Path, dst: Path) -> Path | None:
+    """Pack a run folder's CosFace centres, distillation map and state (those it has)
+    into one ``.npz`` (numbers and a JSON string, no pickle); None if it has none."""
+    parts = {name: np.load(run_dir / f"{name}.npy") for name in ("classifier", "projection")
+             if (run_dir / f"{name}.npy").is_file()}
+    if (run_dir / "state.json").is_file():
+        parts["state"] = np.array((run_dir / "state.json").read_text())
+    if not parts:
+        return None
+    tmp = dst.with_name(dst.name + ".tmp.npz")
+    np.savez(tmp, **parts)
+    os.replace(tmp, dst)
+    return dst
+
+
+def earlier_heads(model_path: Path) -> dict:
+    """The training state of the leg that wrote ``model_path``: ``classifier`` (D, C),
+    ``projection`` and ``state`` (dict), those found.  A run folder's ``model.keras`` has
+    them as ``classifier.npy``, ``projection.npy``, ``state.json`` beside it; a released
+    file in its :func:`heads_file`."""
+    packed = heads_file(model_path)
+    if packed.is_file():
+        with np.load(packed) as z:
+            found = {k: z[k] for k in z.files}
+        if "state" in found:
+            found["state"] = json.loads(str(found["state"]))
+        return found
+    run = model_path.parent
+    found = {name: np.load(run / f"{name}.npy") for name in ("classifier", "projection")
+             if (run / f"{name}.npy").is_file()}
+    if (run / "state.json").is_file():
+        found["state"] = json.loads((run / "state.json").read_text())
+    return found
+
+
 def imprint_classes(model, images_bgr: np.ndarray, rows: np.ndarray, classes: np.ndarray,
                     n_classes: int, per_class: int = 16, seed: int = 0) -> np.ndarray:
     """(128, n_classes) class centres for the CosFace head: the L2-normalised mean
@@ -295,17 +336,17 @@ def train(args: argparse.Namespace) -> dict:
     class_of[class_ids] = np.arange(len(class_ids))
 
     state_file = out / "state.json"
-    init_dir = init_model = None
+    init_model, earlier = None, {}
     if args.init and not (args.resume and state_file.is_file()):
         # a run folder (its model.keras, classifier.npy, projection.npy) or a .keras file,
-        # e.g. the released models/faces/face_encoder.keras
+        # e.g. the released models/faces/face_encoder.keras (+ face_encoder.train.npz)
         init_model = Path(args.init)
         if not init_model.is_file():
             init_model = init_model / "model.keras"
         if not init_model.is_file():
             raise fdata.FacesDataError(f"--init {args.init}: no .keras file, nor a run "
                                        "folder with model.keras")
-        init_dir = init_model.parent
+        earlier = earlier_heads(init_model)
     if args.resume and state_file.is_file():
         state = json.loads(state_file.read_text())
         model = keras.models.load_model(out / "model.keras")
@@ -314,7 +355,7 @@ def train(args: argparse.Namespace) -> dict:
         if args.resume:
             print(f"--resume: nothing in {out}, starting fresh")
         keras.utils.set_random_seed(args.seed)
-        if init_dir is not None:
+        if init_model is not None:
             # a new leg (fresh optimiser, schedule and history) from earlier weights
             model = keras.models.load_model(init_model)
             print(f"initialised from {init_model}")
@@ -335,10 +376,8 @@ def train(args: argparse.Namespace) -> dict:
                                   final=args.final)
         state = {"epoch": 0, "step": 0, "elapsed": 0.0, "history": [], "config": vars(args),
                  "params": int(model.count_params()), "macs": count_macs(model)}
-        if init_dir is not None:
-            prev = init_dir / "state.json"
-            state["init"] = {"from": str(args.init),
-                             "state": json.loads(prev.read_text()) if prev.is_file() else None}
+        if init_model is not None:
+            state["init"] = {"from": str(args.init), "state": earlier.get("state")}
         print(f"encoder: {state['params']} parameters, {state['macs'] / 1e6:.1f} M MACs")
     optimizer = keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay)
     classifier = None
@@ -348,12 +387,11 @@ def train(args: argparse.Namespace) -> dict:
         learnt = None
         if args.resume and (out / "classifier.npy").is_file():
             learnt = np.load(out / "classifier.npy")
-        elif (init_dir is not None and (init_dir / "classifier.npy").is_file()
-              and not args.imprint):
-            learnt = np.load(init_dir / "classifier.npy")
+        elif "classifier" in earlier and not args.imprint:
+            learnt = earlier["classifier"]
         if learnt is not None and learnt.shape == init.shape:
             init = learnt  # same identities: keep the learnt class centres
-        elif init_dir is not None:
+        elif init_model is not None:
             # earlier weights without their class centres (e.g. a released encoder):
             # random centres would make the first steps' CosFace gradients tear down what
             # the encoder learnt, so start from each class's mean embedding instead
@@ -364,13 +402,12 @@ def train(args: argparse.Namespace) -> dict:
         classifier = tf.Variable(init, name="classifier")
     projection = None
     if args.distill_mode == "projected" and teacher_emb is not None:
-        earlier = init_dir / "projection.npy" if init_dir is not None else None
         if args.resume and (out / "projection.npy").is_file():
             init = np.load(out / "projection.npy")
-        elif earlier is not None and earlier.is_file():
+        elif "projection" in earlier:
             # a new leg after a projected one: its learnt map still fits, since widening
             # keeps the encoder's function (a Procrustes restart would throw that map away)
-            init = np.load(earlier)
+            init = earlier["projection"]
         else:
             # start from the best rotation of the student's space onto the teacher's,
             # fitted on up to 2048 training faces the teacher knows
