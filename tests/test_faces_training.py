@@ -624,7 +624,7 @@ def test_train_then_new_leg_from_init(tmp_path):
           .trainable_weights]
     assert max(float(np.abs(x - y).max()) for x, y in zip(wa, wb)) < 0.01
     # from a bare .keras file (a released encoder): its class centres are imprinted from
-    # its own embeddings, not random
+    # its own embeddings and fitted to them, not random
     import shutil
 
     (tmp_path / "released").mkdir()
@@ -633,9 +633,10 @@ def test_train_then_new_leg_from_init(tmp_path):
         common + ["--out", str(tmp_path / "h"), "--init",
                   str(tmp_path / "released" / "enc.keras"), "--lr", "0"]))
     assert from_file["init"]["from"] == str(tmp_path / "released" / "enc.keras")
+    assert set(from_file["init"]["fitted_heads"]) == {"cls"}   # absolute distillation: no map
+    assert from_file["init"]["fitted_heads"]["cls"]["after"] < from_file["init"]["fitted_heads"]["cls"]["before"]
     centres = np.load(tmp_path / "h" / "classifier.npy")
     assert centres.shape == np.load(tmp_path / "a" / "classifier.npy").shape
-    assert np.allclose(np.linalg.norm(centres, axis=0), 1.0, atol=0.02)
     # a release keeps a run's training state beside its .keras file; the next leg from
     # that file takes the learnt centres and the record up again (no imprinting)
     packed = train.save_heads(tmp_path / "h", train.heads_file(tmp_path / "released" / "enc.keras"))
@@ -664,7 +665,7 @@ def test_train_then_new_leg_from_init(tmp_path):
     assert fourth["config"]["grey_batches"] == 1.0 and fourth["config"]["side_light"] == 1.0
     # projected distillation: the map is saved next to the model and taken up on resume
     proj_args = common + ["--out", str(tmp_path / "f"), "--init", str(tmp_path / "a"),
-                          "--distill-mode", "projected"]
+                          "--distill-mode", "projected", "--fit-heads", "0"]
     train.train(train.build_parser().parse_args(proj_args))
     w1 = np.load(tmp_path / "f" / "projection.npy")
     assert w1.shape == (128, 128)
@@ -685,29 +686,39 @@ def test_train_then_new_leg_from_init(tmp_path):
     assert np.allclose(np.load(tmp_path / "g" / "projection.npy"), learnt, atol=1e-3)
 
 
-def test_imprint_classes_are_normalised_class_means():
-    """Class centres for a leg started from a bare encoder: each class's mean embedding,
-    L2-normalised; a class with no faces keeps a (unit) random centre."""
-    from export.faces.train import imprint_classes
+def test_imprint_and_fit_heads_on_a_frozen_encoder():
+    """Heads for a leg from a bare encoder: imprinted centres are each class's normalised
+    mean embedding (a class without faces keeps a unit random centre); fitting then lowers
+    the CosFace and projected-distillation losses on the frozen embeddings."""
+    import tensorflow as tf
+
+    from export.faces.train import fit_heads, imprint_classes, per_class_sample
 
     rng = np.random.default_rng(3)
-    images = rng.integers(0, 255, (12, 112, 112, 3), dtype=np.uint8)
-    table = l2_normalize(rng.normal(size=(12, 128))).astype(np.float32)
-
-    class Lookup:  # a stand-in encoder: image k -> table[k], recognised by its pixels
-        def __call__(self, x, training=False):
-            keys = [int(np.argmin([np.abs(np.asarray(xi)[..., ::-1] - im).sum() for im in images]))
-                    for xi in np.asarray(x)]
-            return table[keys]
-
-    rows = np.array([1, 2, 3, 5, 7, 8, 11])
-    classes = np.array([0, 0, 1, 1, 1, 2, 2])
-    centres = imprint_classes(Lookup(), images, rows, classes, 4)
-    assert centres.shape == (128, 4)
-    for c in range(3):
-        mean = table[rows[classes == c]].mean(0)
-        assert np.allclose(centres[:, c], mean / np.linalg.norm(mean), atol=1e-5)
-    assert abs(np.linalg.norm(centres[:, 3]) - 1) < 1e-5
+    rows = np.arange(100, 160)
+    classes = np.repeat(np.arange(6), 10)
+    s_rows, s_cls = per_class_sample(rows, classes, 7, per_class=4, seed=0)
+    assert len(s_rows) == 24 and np.all(np.diff(s_rows) > 0)
+    assert np.array_equal(np.bincount(s_cls), [4] * 6)
+    assert np.array_equal(classes[s_rows - 100], s_cls)
+    means = l2_normalize(rng.normal(size=(6, 128)))
+    emb = l2_normalize(means[s_cls] + 0.3 * rng.normal(size=(24, 128))).astype(np.float32)
+    centres = imprint_classes(emb, s_cls, 7)
+    assert centres.shape == (128, 7)
+    for c in range(6):
+        m = emb[s_cls == c].mean(0)
+        assert np.allclose(centres[:, c], m / np.linalg.norm(m), atol=1e-5)
+    assert abs(np.linalg.norm(centres[:, 6]) - 1) < 1e-5
+    rotation = np.linalg.qr(rng.normal(size=(128, 128)))[0]
+    teacher = (emb @ rotation).astype(np.float32)
+    ok = np.arange(24) % 3 > 0
+    classifier = tf.Variable(centres)
+    projection = tf.Variable(np.eye(128, dtype=np.float32))
+    fitted = fit_heads(emb, s_cls, teacher, ok, classifier, projection, margin=0.4, steps=50)
+    assert fitted["cls"]["after"] < fitted["cls"]["before"]
+    assert fitted["distill"]["after"] < 0.5 * fitted["distill"]["before"]
+    only_cls = fit_heads(emb, s_cls, None, None, tf.Variable(centres), None, steps=5)
+    assert set(only_cls) == {"cls"}
 
 
 def test_release_gate_reads_every_pair():

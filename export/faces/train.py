@@ -214,26 +214,67 @@ def earlier_heads(model_path: Path) -> dict:
     return found
 
 
-def imprint_classes(model, images_bgr: np.ndarray, rows: np.ndarray, classes: np.ndarray,
-                    n_classes: int, per_class: int = 16, seed: int = 0) -> np.ndarray:
-    """(128, n_classes) class centres for the CosFace head: the L2-normalised mean
-    embedding of up to ``per_class`` faces of each class ("weight imprinting").
-
-    ``rows`` index ``images_bgr``; ``classes[i]`` is the class (0..n_classes-1) of
-    ``rows[i]``.  A class without faces keeps a random centre.
-    """
+def per_class_sample(rows: np.ndarray, classes: np.ndarray, n_classes: int,
+                     per_class: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, classes) of up to ``per_class`` faces of each class, in row order."""
     rng = np.random.default_rng(seed)
     pick = np.concatenate([rng.permutation(np.flatnonzero(classes == c))[:per_class]
                            for c in range(n_classes)]).astype(np.int64)
-    emb = embed_images(model, images_bgr[np.sort(rows[pick])])
-    cls = classes[pick][np.argsort(rows[pick], kind="stable")]
-    centres = rng.normal(0, 0.05, size=(n_classes, emb.shape[1]))
+    pick = pick[np.argsort(rows[pick], kind="stable")]
+    return rows[pick], classes[pick]
+
+
+def imprint_classes(emb: np.ndarray, classes: np.ndarray, n_classes: int,
+                    seed: int = 0) -> np.ndarray:
+    """(D, n_classes) class centres for the CosFace head from a frozen encoder's
+    embeddings ``emb`` of faces of class ``classes``: each class's L2-normalised mean
+    embedding ("weight imprinting").  A class without faces keeps a random centre."""
+    centres = np.random.default_rng(seed).normal(0, 0.05, size=(n_classes, emb.shape[1]))
     sums = np.zeros_like(centres)
-    np.add.at(sums, cls, emb)
-    seen = np.bincount(cls, minlength=n_classes) > 0
+    np.add.at(sums, classes, emb)
+    seen = np.bincount(classes, minlength=n_classes) > 0
     centres[seen] = sums[seen]
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     return centres.T.astype(np.float32)
+
+
+def fit_heads(emb: np.ndarray, classes: np.ndarray, teacher: np.ndarray | None,
+              teacher_ok: np.ndarray | None, classifier=None, projection=None, *,
+              scale: float = 30.0, margin: float = 0.2, steps: int = 200,
+              lr: float = 1e-2) -> dict:
+    """Fit the CosFace centres (``classifier``, a tf.Variable) and/or the distillation map
+    (``projection``) to a frozen encoder's embeddings ``emb`` of faces of class
+    ``classes`` (and their teacher embeddings, where ``teacher_ok``), in place, by Adam
+    on the whole set.  A leg from a released encoder whose heads were lost starts with
+    heads that fit it, so the first steps do not pull the encoder towards fresh ones.
+    Returns each fitted loss ``before`` and ``after``."""
+    import keras
+    import tensorflow as tf
+
+    from . import losses
+
+    e = tf.constant(emb, tf.float32)
+    y = tf.constant(classes, tf.int32)
+
+    def terms() -> dict:
+        out = {}
+        if classifier is not None:
+            out["cls"] = losses.cosface_loss(e, y, classifier, scale, margin)
+        if projection is not None:
+            out["distill"] = losses.projected_distillation_loss(
+                e, tf.constant(teacher, tf.float32), tf.constant(teacher_ok), projection)
+        return out
+
+    variables = [v for v in (classifier, projection) if v is not None]
+    report = {k: {"before": float(v)} for k, v in terms().items()}
+    opt = keras.optimizers.Adam(learning_rate=lr)
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            total = tf.add_n(list(terms().values()))
+        opt.apply_gradients(zip(tape.gradient(total, variables), variables))
+    for k, v in terms().items():
+        report[k]["after"] = float(v)
+    return report
 
 
 def holdout_pairs_on_cache(cache: dict, pairs_file: Path, root: Path
@@ -380,6 +421,17 @@ def train(args: argparse.Namespace) -> dict:
             state["init"] = {"from": str(args.init), "state": earlier.get("state")}
         print(f"encoder: {state['params']} parameters, {state['macs'] / 1e6:.1f} M MACs")
     optimizer = keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay)
+    # heads a new leg has to start afresh (a released encoder without its training state,
+    # or --imprint): fitted to the frozen encoder's embeddings of a per-class sample
+    fresh_cls = (args.cls > 0 and init_model is not None
+                 and (args.imprint or "classifier" not in earlier))
+    fresh_proj = (args.distill_mode == "projected" and teacher_emb is not None
+                  and init_model is not None and "projection" not in earlier)
+    sample = None
+    if fresh_cls or fresh_proj:
+        s_rows, s_cls = per_class_sample(train_rows, class_of[train_labels[train_rows]],
+                                         len(class_ids), seed=args.seed)
+        sample = (s_rows, s_cls, embed_images(model, cache["images"][s_rows]))
     classifier = None
     if args.cls > 0:
         init = np.random.default_rng(args.seed).normal(
@@ -391,14 +443,12 @@ def train(args: argparse.Namespace) -> dict:
             learnt = earlier["classifier"]
         if learnt is not None and learnt.shape == init.shape:
             init = learnt  # same identities: keep the learnt class centres
-        elif init_model is not None:
-            # earlier weights without their class centres (e.g. a released encoder):
+        elif sample is not None and fresh_cls:
             # random centres would make the first steps' CosFace gradients tear down what
-            # the encoder learnt, so start from each class's mean embedding instead
-            init = imprint_classes(model, cache["images"], train_rows,
-                                   class_of[train_labels[train_rows]], len(class_ids),
-                                   seed=args.seed)
-            print(f"class centres imprinted from {init_model.name}'s embeddings")
+            # the encoder learnt: start from each class's mean embedding instead
+            init = imprint_classes(sample[2], sample[1], len(class_ids), seed=args.seed)
+            print(f"class centres imprinted from {init_model.name}'s embeddings "
+                  f"({len(sample[0])} faces)")
         classifier = tf.Variable(init, name="classifier")
     projection = None
     if args.distill_mode == "projected" and teacher_emb is not None:
@@ -416,6 +466,15 @@ def train(args: argparse.Namespace) -> dict:
             init = losses.procrustes(embed_images(model, cache["images"][rows]),
                                      teacher_emb[rows])
         projection = tf.Variable(init, name="projection")
+    if sample is not None and args.fit_heads > 0:
+        fitted = fit_heads(sample[2], sample[1], teacher_emb[sample[0]] if fresh_proj else None,
+                           teacher_ok[sample[0]] if fresh_proj else None,
+                           classifier if fresh_cls else None,
+                           projection if fresh_proj else None,
+                           scale=args.cls_scale, margin=args.cls_margin, steps=args.fit_heads)
+        print("heads fitted to the frozen encoder: " + ", ".join(
+            f"{k} {v['before']:.3f} -> {v['after']:.3f}" for k, v in fitted.items()))
+        state.setdefault("init", {})["fitted_heads"] = fitted
     train_vars = (list(model.trainable_variables)
                   + [v for v in (classifier, projection) if v is not None])
     optimizer.build(train_vars)
@@ -566,6 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --init: start the CosFace centres from each class's mean "
                          "embedding even when the earlier run folder has learnt ones (what "
                          "a leg from a released .keras file does anyway)")
+    ap.add_argument("--fit-heads", type=int, default=200, metavar="STEPS",
+                    help="with --init and no learnt CosFace centres or distillation map: fit "
+                         "the fresh ones to the frozen encoder's embeddings for this many "
+                         "Adam steps before training (0: imprinted centres and a Procrustes "
+                         "rotation as they are)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=float, default=None,
                     help=f"encoder width multiplier (default: the --init run's, else "
