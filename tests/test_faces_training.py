@@ -684,6 +684,12 @@ def test_train_then_new_leg_from_init(tmp_path):
         wide_proj + ["--out", str(tmp_path / "g"), "--init", str(tmp_path / "f"),
                      "--distill-mode", "projected", "--lr", "0"]))
     assert np.allclose(np.load(tmp_path / "g" / "projection.npy"), learnt, atol=1e-3)
+    # --imprint starts both heads afresh: a Procrustes rotation, not the learnt map
+    train.train(train.build_parser().parse_args(
+        common + ["--out", str(tmp_path / "k"), "--init", str(tmp_path / "f"),
+                  "--distill-mode", "projected", "--lr", "0", "--imprint", "--fit-heads", "0"]))
+    w = np.load(tmp_path / "k" / "projection.npy")
+    assert float(np.abs(w @ w.T - np.eye(128)).max()) < 0.1
 
 
 def test_imprint_and_fit_heads_on_a_frozen_encoder():
@@ -752,3 +758,26 @@ def test_release_gate_reads_every_pair():
     assert judge(ref, GateScores.from_distances(tail, s), max_tar_drop=100).ok
     with pytest.raises(ValueError, match="same FAR"):
         judge(ref, GateScores.from_distances(d, s, far=1e-4))
+
+
+def test_release_table_shows_the_every_pair_gate():
+    """The report's exported-files table: the gate's drops and its reasons for a refusal;
+    a release JSON written before the every-pair gate still renders."""
+    from export.faces.report import release_table
+
+    old_file = {"bytes": 2048, "ten_fold": 0.87, "ten_fold_std": 0.03, "drop_points": 0.6,
+                "auc": 0.94, "threshold": 1.6, "min_cosine_vs_keras": 0.99, "accepted": False}
+    old = {"keras_fp32": {"ten_fold": 0.876, "auc": 0.945, "threshold": 1.6},
+           "files": {"a.onnx": old_file}, "released": [], "refused": ["a.onnx"]}
+    rows = release_table(old)
+    assert rows[2].count("|") == 10 and "REFUSED (> max drop)" in rows[4]
+    gate = {"accuracy": 0.86, "tar": 0.16, "far": 1e-3, "accuracy_drop": -0.001,
+            "tar_drop": 1.81, "reasons": ["every-pair TAR at FAR 0.001 16.00% is 1.81 points "
+                                          "below float's (limit 0.5)"]}
+    new = {**old, "keras_fp32": {**old["keras_fp32"], "gate": {"accuracy": 0.86, "tar": 0.178,
+                                                               "far": 1e-3}},
+           "files": {"a.onnx": {**old_file, "gate": gate}}}
+    rows = release_table(new)
+    assert "TAR at FAR 0.001 17.80 %" in rows[0]
+    assert rows[2].count("|") == 11 and "+0.00 / +1.81" in rows[4]
+    assert "REFUSED (every-pair TAR at FAR 0.001" in rows[4]

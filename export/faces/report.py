@@ -146,10 +146,14 @@ def dense_table(ev: dict) -> list[str]:
 def release_table(rel: dict) -> list[str]:
     """Exported files: size, held-out accuracy, drop vs Keras, agreement, verdict."""
     k = rel["keras_fp32"]
-    lines = [f"Keras fp32 reference: 10-fold {_pct(k['ten_fold'])} %, AUC {k['auc']:.4f}.", "",
-             "| file | size KB | 10-fold acc % | drop vs Keras (points) | AUC | τ in file "
-             "| operating points in file: τ (TAR there %) "
-             "| min cosine vs Keras | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    gated = "gate" in k  # session 12 on: the gate reads every pair of the held-out photos
+    ref = (f"; every pair: best balanced accuracy {_pct(k['gate']['accuracy'])} %, TAR at "
+           f"FAR {k['gate']['far']:g} {_pct(k['gate']['tar'])} %" if gated else "")
+    lines = [f"Keras fp32 reference: 10-fold {_pct(k['ten_fold'])} %, AUC {k['auc']:.4f}{ref}.",
+             "", "| file | size KB | 10-fold acc % | drop vs Keras (points) | AUC | τ in file "
+             "| operating points in file: τ (TAR there %) | min cosine vs Keras "
+             + ("| gate, every pair: accuracy / TAR drop (points) " if gated else "")
+             + "| verdict |", "|---" * (10 if gated else 9) + "|"]
     for name, f in rel["files"].items():
         ops = {k: v for k, v in (f.get("operating_points") or {}).items()
                if k.startswith("far_")}
@@ -167,7 +171,12 @@ def release_table(rel: dict) -> list[str]:
                      f"| {_pct(f['ten_fold'], f.get('ten_fold_std'))} "
                      f"| {f['drop_points']:+.2f} | {f['auc']:.4f} | {f['threshold']:.3f} | {op} "
                      f"| {f['min_cosine_vs_keras']:.4f} | "
-                     f"{'accepted' if f['accepted'] else 'REFUSED (> max drop)'} |")
+                     + (f"{round(f['gate']['accuracy_drop'], 2) + 0.0:+.2f} / "
+                        f"{round(f['gate']['tar_drop'], 2) + 0.0:+.2f} | "
+                        if gated else "")
+                     + ("accepted" if f["accepted"] else
+                        "REFUSED (" + ("; ".join(f["gate"]["reasons"]) if gated
+                                       else "> max drop") + ")") + " |")
     lines += ["", f"Released: {', '.join(Path(p).name for p in rel['released']) or 'none'}; "
                   f"refused: {', '.join(rel['refused']) or 'none'}."]
     return lines

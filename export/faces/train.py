@@ -426,7 +426,7 @@ def train(args: argparse.Namespace) -> dict:
     fresh_cls = (args.cls > 0 and init_model is not None
                  and (args.imprint or "classifier" not in earlier))
     fresh_proj = (args.distill_mode == "projected" and teacher_emb is not None
-                  and init_model is not None and "projection" not in earlier)
+                  and init_model is not None and (args.imprint or "projection" not in earlier))
     sample = None
     if fresh_cls or fresh_proj:
         s_rows, s_cls = per_class_sample(train_rows, class_of[train_labels[train_rows]],
@@ -454,7 +454,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.distill_mode == "projected" and teacher_emb is not None:
         if args.resume and (out / "projection.npy").is_file():
             init = np.load(out / "projection.npy")
-        elif "projection" in earlier:
+        elif "projection" in earlier and not args.imprint:
             # a new leg after a projected one: its learnt map still fits, since widening
             # keeps the encoder's function (a Procrustes restart would throw that map away)
             init = earlier["projection"]
@@ -622,9 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "a larger --width than that run's, its encoder is widened first "
                          "(function-preserving channel copies)")
     ap.add_argument("--imprint", action="store_true",
-                    help="with --init: start the CosFace centres from each class's mean "
-                         "embedding even when the earlier run folder has learnt ones (what "
-                         "a leg from a released .keras file does anyway)")
+                    help="with --init: start the CosFace centres (each class's mean embedding) "
+                         "and the distillation map (a Procrustes rotation) afresh even when "
+                         "the earlier run has learnt ones (what a leg from a .keras file "
+                         "without its training state does anyway)")
     ap.add_argument("--fit-heads", type=int, default=200, metavar="STEPS",
                     help="with --init and no learnt CosFace centres or distillation map: fit "
                          "the fresh ones to the frozen encoder's embeddings for this many "
