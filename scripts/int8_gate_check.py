@@ -11,8 +11,12 @@ file.  Each is scored as the release scores it:
 - new gate (:mod:`export.faces.gate`): every pair of the same photos, best balanced
   accuracy and TAR at FAR 1e-3, drops against Keras.
 
-    python scripts/int8_gate_check.py --model models/faces/face_encoder.keras \\
+    python scripts/int8_gate_check.py --model runs/faces/run10/model.keras \\
         --out runs/faces/gate_check > runs/faces/gate_check.log
+
+Session 12 ran it on run 10's weights (then models/faces/face_encoder.keras, now in git:
+``git show a4f6918:models/faces/face_encoder.keras > runs/faces/run10/model.keras``);
+its table is in docs/RESULTS_faces.md, "The int8 gate reads every pair".
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from sdk.paths import SHARED_DIR
 
 from . import data as fdata
 from .metrics import (FAR_TARGETS, accuracy_at, operating_points, pair_rates, roc_curve,
+                      tar_on_roc,
                       roc_metrics, ten_fold)
 
 TEACHER = "teacher"  # --model name of the dlib distillation teacher
@@ -319,7 +320,7 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
            "same": int(s.sum()), "different": int((~s).sum()), "at_far": {}, "at_threshold": {}}
     for target in DENSE_FAR_TARGETS:
         ok = far <= target
-        res["at_far"][f"{target:g}"] = {"tar": float(tar[ok].max()),
+        res["at_far"][f"{target:g}"] = {"tar": tar_on_roc(far, tar, target),
                                         "threshold": max(float(thr[ok][-1]), 0.0)}
     res["_dist"], res["_same"] = d, s
     # where the false accepts at FAR 1e-3 come from: the photo sets (the first folder of

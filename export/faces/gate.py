@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import roc_curve
+from .metrics import roc_curve, tar_on_roc
 
 #: Points of accuracy (and of TAR) a quantised file may lose against float.
 DEFAULT_MAX_DROP = 0.5
@@ -32,16 +32,20 @@ DEFAULT_MAX_DROP = 0.5
 GATE_FAR = 1e-3
 
 
+def _balanced(far: np.ndarray, tar: np.ndarray) -> float:
+    return float(0.5 * (1.0 + np.max(tar - far)))
+
+
 def balanced_accuracy(dist: np.ndarray, same: np.ndarray) -> float:
     """Best ½(TAR + 1 − FAR) over every threshold (match when ``dist <= τ``)."""
     far, tar, _ = roc_curve(dist, same)
-    return float(0.5 * (1.0 + np.max(tar - far)))
+    return _balanced(far, tar)
 
 
 def tar_at_far(dist: np.ndarray, same: np.ndarray, target: float) -> float:
     """The highest TAR whose FAR is at most ``target``."""
     far, tar, _ = roc_curve(dist, same)
-    return float(tar[far <= target].max())
+    return tar_on_roc(far, tar, target)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,8 @@ class GateScores:
     def from_distances(cls, dist: np.ndarray, same: np.ndarray,
                        far: float = GATE_FAR) -> "GateScores":
         """Scores of one file from its pair distances and same-person flags."""
-        return cls(balanced_accuracy(dist, same), tar_at_far(dist, same, far), far)
+        rates_far, rates_tar, _ = roc_curve(dist, same)  # one sort of the million pairs
+        return cls(_balanced(rates_far, rates_tar), tar_on_roc(rates_far, rates_tar, far), far)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,12 @@ def roc_curve(dist: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return far, tar, thr
 
 
+def tar_on_roc(far: np.ndarray, tar: np.ndarray, target: float) -> float:
+    """The highest TAR of a :func:`roc_curve` whose FAR is at most ``target`` (0 if none)."""
+    ok = far <= target
+    return float(tar[ok].max()) if ok.any() else 0.0
+
+
 def best_threshold(dist: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     """(τ, accuracy): the τ maximising accuracy of ``same = dist <= τ``; τ is the
     midpoint between the chosen distance and the next one."""
@@ -66,10 +72,6 @@ def roc_metrics(dist: np.ndarray, same: np.ndarray) -> dict:
     eer = float(0.5 * ((1 - tar[i]) + far[i]))
     tau, acc = best_threshold(dist, same)
 
-    def tar_at(target: float) -> float:
-        ok = far <= target
-        return float(tar[ok].max()) if ok.any() else 0.0
-
     def tau_at(target: float) -> float:
         """The largest τ whose false-accept rate is at most ``target`` (a door's setting)."""
         ok = far <= target  # far rises with τ: the last such point is the loosest safe τ
@@ -78,7 +80,7 @@ def roc_metrics(dist: np.ndarray, same: np.ndarray) -> dict:
     n_diff = int((~np.asarray(same, bool)).sum())
     at_far = {}
     for name, target in FAR_TARGETS.items():
-        at_far[f"tar_at_{name}"] = tar_at(target)
+        at_far[f"tar_at_{name}"] = tar_on_roc(far, tar, target)
         at_far[f"threshold_at_{name}"] = tau_at(target)
     return {"auc": auc, "eer": eer, **at_far, "best_accuracy": acc, "best_threshold": tau,
             "pairs": int(len(dist)), "same": int(np.sum(same)), "different": n_diff,

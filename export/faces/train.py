@@ -179,15 +179,24 @@ def heads_file(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".train.npz")
 
 
-def save_heads(run_dir: Path, dst: Path) -> Path | None:
-    """Pack a run folder's CosFace centres, distillation map and state (those it has)
-    into one ``.npz`` (numbers and a JSON string, no pickle); None if it has none."""
-    parts = {name: np.load(run_dir / f"{name}.npy") for name in ("classifier", "projection")
+def run_heads(run_dir: Path) -> dict:
+    """A run folder's ``classifier`` (D, C), ``projection`` and ``state`` (dict): those
+    its ``classifier.npy``, ``projection.npy`` and ``state.json`` hold."""
+    found = {name: np.load(run_dir / f"{name}.npy") for name in ("classifier", "projection")
              if (run_dir / f"{name}.npy").is_file()}
     if (run_dir / "state.json").is_file():
-        parts["state"] = np.array((run_dir / "state.json").read_text())
+        found["state"] = json.loads((run_dir / "state.json").read_text())
+    return found
+
+
+def save_heads(run_dir: Path, dst: Path) -> Path | None:
+    """Pack :func:`run_heads` of a run folder into one ``.npz`` (numbers and a JSON
+    string, no pickle); None if the folder has none of them."""
+    parts = run_heads(run_dir)
     if not parts:
         return None
+    if "state" in parts:
+        parts["state"] = np.array(json.dumps(parts["state"]))
     tmp = dst.with_name(dst.name + ".tmp.npz")
     np.savez(tmp, **parts)
     os.replace(tmp, dst)
@@ -195,22 +204,15 @@ def save_heads(run_dir: Path, dst: Path) -> Path | None:
 
 
 def earlier_heads(model_path: Path) -> dict:
-    """The training state of the leg that wrote ``model_path``: ``classifier`` (D, C),
-    ``projection`` and ``state`` (dict), those found.  A run folder's ``model.keras`` has
-    them as ``classifier.npy``, ``projection.npy``, ``state.json`` beside it; a released
-    file in its :func:`heads_file`."""
+    """The training state of the leg that wrote ``model_path`` (as :func:`run_heads`):
+    from its :func:`heads_file` for a released file, else from the run folder it is in."""
     packed = heads_file(model_path)
-    if packed.is_file():
-        with np.load(packed) as z:
-            found = {k: z[k] for k in z.files}
-        if "state" in found:
-            found["state"] = json.loads(str(found["state"]))
-        return found
-    run = model_path.parent
-    found = {name: np.load(run / f"{name}.npy") for name in ("classifier", "projection")
-             if (run / f"{name}.npy").is_file()}
-    if (run / "state.json").is_file():
-        found["state"] = json.loads((run / "state.json").read_text())
+    if not packed.is_file():
+        return run_heads(model_path.parent)
+    with np.load(packed) as z:
+        found = {k: z[k] for k in z.files}
+    if "state" in found:
+        found["state"] = json.loads(str(found["state"]))
     return found
 
 
@@ -615,10 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--init", default=None,
-                    help="start a new run from the weights (and CosFace centres) of an "
-                         "earlier run directory, or from a .keras file such as the released "
-                         "models/faces/face_encoder.keras (class centres then imprinted from "
-                         "its embeddings); fresh optimiser, schedule and history. With "
+                    help="start a new run from the weights (and CosFace centres and "
+                         "distillation map) of an earlier run directory, or of a .keras file "
+                         "such as the released models/faces/face_encoder.keras (those from its "
+                         "face_encoder.train.npz; without one, fresh heads: see --fit-heads); "
+                         "fresh optimiser, schedule and history. With "
                          "a larger --width than that run's, its encoder is widened first "
                          "(function-preserving channel copies)")
     ap.add_argument("--imprint", action="store_true",
