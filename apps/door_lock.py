@@ -27,6 +27,9 @@ The threshold is the model's strict operating point ``far_1e-4`` (at most one
 false accept in 10,000 different-person pairs of the held-out photos it was
 calibrated on) unless ``--operating-point`` or ``--threshold`` says otherwise: a
 door should refuse a stranger before it welcomes a friend.
+
+There is no liveness check: a print of an enrolled person's photo gets in about as
+often as the person (docs/FACES.md, "Printed photos"); use the lock as one factor.
 """
 
 from __future__ import annotations
