@@ -450,6 +450,10 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
                     "peer.tflite": {"name": "peer"}}}))
     merged = freport.merged_reports([tmp_path / "c.json"])
     assert [m["name"] for m in merged["models"].values()] == ["r1/f.onnx", "r2/f.onnx", "peer"]
+    # the speed cell says how many threads the evaluation timed with
+    assert freport._ms({"median": 2.3, "p90": 2.41, "runs": 100, "threads": 2}) == \
+        "2.30 / 2.41 (2 thr.)"
+    assert freport._ms(None) == "–"
 
 
 def test_identification_with_several_enrolled_photos(tmp_path):

@@ -26,7 +26,10 @@ def _pct(v: float | None, std: float | None = None) -> str:
 
 
 def _ms(t: dict | None) -> str:
-    return "–" if not t else f"{t['median']:.2f} / {t['p90']:.2f}"
+    if not t:
+        return "–"
+    threads = f" ({t['threads']} thr.)" if t.get("threads") else ""
+    return f"{t['median']:.2f} / {t['p90']:.2f}{threads}"
 
 
 def eval_table(ev: dict) -> list[str]:
@@ -34,7 +37,7 @@ def eval_table(ev: dict) -> list[str]:
     lines = ["| model | τ (source) | held-out pairs 10-fold acc % | AUC | EER % | TAR@FAR=1e-3 % "
              "| deepface acc@τ % | deepface AUC | deepface best-τ acc % (optimistic) "
              "| att-orl rank-1 % | att-orl unknown rejected @τ % | yale rank-1 % "
-             "| yale unknown rejected @τ % | embed ms median / p90 (1 thread) |",
+             "| yale unknown rejected @τ % | embed ms median / p90 (threads) |",
              "|" + "---|" * 14]
     for _, m in ev["models"].items():
         pairs = {Path(r["pairs_file"]).name: r for r in m["pairs"]}
