@@ -15,8 +15,9 @@ means and tries the one cue the runtime already has, the five YuNet landmarks:
    homography that maps one view's eyes and mouth corners onto another's also maps its
    nose.  A head is not flat: when it turns, the nose tip moves off that plane's
    prediction.  The cue is that residual over the eye distance, for two views of one
-   live person (two att-orl photos of them: pose varies) against two views of one
-   print (the same photo rendered at two poses), and the AUC of telling them apart.
+   live person (two att-orl or yale photos of them: pose and expression vary) against
+   two views of one print (an att-orl photo rendered at two poses), and the AUC of
+   telling them apart.
    Low AUC means YuNet's landmarks on a tilted print look as 3-D as a turning head's.
 
     python scripts/photo_attack_probe.py [--model models/faces/face_encoder_int8.onnx]
@@ -38,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 import cv2  # noqa: E402
 
 import sdk  # noqa: E402
+from apps.door_lock import IMAGE_SUFFIXES  # noqa: E402
+from export.faces.metrics import roc_curve  # noqa: E402 - numpy only, no TensorFlow
 
 #: Landmarks on the sheet's "plane" (eyes, mouth corners) and the one off it (nose tip).
 PLANE = [0, 1, 3, 4]
@@ -89,23 +92,18 @@ def render_print(image: np.ndarray, rng: np.random.Generator, *, width: int = 64
 def people(root: Path) -> list[list[Path]]:
     out = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(f for f in d.iterdir() if f.suffix.lower() in (".png", ".jpg", ".pgm"))
+        files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if len(files) >= 2:
             out.append(files)
     return out
 
 
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(a live pair's cue > a print pair's), ties counted half."""
-    pos, neg = np.asarray(pos), np.asarray(neg)
-    order = np.argsort(np.r_[pos, neg], kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    values = np.r_[pos, neg]
-    for v in np.unique(values):  # average ranks of ties
-        tie = values == v
-        ranks[tie] = ranks[tie].mean()
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+def auc(live: np.ndarray, printed: np.ndarray) -> float:
+    """P(a live pair's cue > a print pair's), ties counted half: the ROC of the face
+    metrics, with the negated cue as the distance and live pairs as the "same" side."""
+    cue = np.r_[live, printed]
+    far, tar, _ = roc_curve(-cue, np.r_[np.ones(len(live), bool), np.zeros(len(printed), bool)])
+    return float(np.trapezoid(tar, far))
 
 
 def main(argv: list[str] | None = None) -> int:
