@@ -734,13 +734,15 @@ def test_imprint_and_fit_heads_on_a_frozen_encoder():
 def test_release_gate_reads_every_pair():
     """The int8 gate: balanced accuracy and TAR at FAR 1e-3 over every pair; a file that
     only jitters the distances passes, one that blurs them is refused with its reasons."""
-    from export.faces.gate import GateScores, balanced_accuracy, judge, tar_at_far
+    from export.faces.gate import GateScores, judge
 
     same = np.array([True, True, False, False, False, False])
-    assert balanced_accuracy(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), same) == 1.0
+    assert GateScores.from_distances(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
+                                     same).accuracy == 1.0
     # τ=0.2 takes 2/2 same, 1/4 different: ½(1 + 0.75); τ=0.1 ½(0.5 + 1)
-    assert balanced_accuracy(np.array([0.1, 0.2, 0.15, 0.4, 0.5, 0.6]), same) == 0.875
-    assert tar_at_far(np.array([0.1, 0.2, 0.15, 0.4, 0.5, 0.6]), same, 0.0) == 0.5
+    mixed = GateScores.from_distances(np.array([0.1, 0.2, 0.15, 0.4, 0.5, 0.6]), same, far=0.0)
+    assert mixed.accuracy == 0.875
+    assert mixed.tar == 0.5
 
     rng = np.random.default_rng(0)
     s = np.r_[np.ones(2000, bool), np.zeros(200_000, bool)]

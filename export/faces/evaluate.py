@@ -35,8 +35,7 @@ from sdk.paths import SHARED_DIR
 
 from . import data as fdata
 from .metrics import (FAR_TARGETS, accuracy_at, operating_points, pair_rates, roc_curve,
-                      tar_on_roc,
-                      roc_metrics, ten_fold)
+                      roc_metrics, tar_on_roc, tau_on_roc, ten_fold)
 
 TEACHER = "teacher"  # --model name of the dlib distillation teacher
 PEER = SHARED_DIR / "models" / "peers" / "mobilefacenet" / "mobilefacenet.tflite"
@@ -319,9 +318,8 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
     res = {"pairs_file": str(pairs_file), "photos": n, "identities": int(len(set(names))),
            "same": int(s.sum()), "different": int((~s).sum()), "at_far": {}, "at_threshold": {}}
     for target in DENSE_FAR_TARGETS:
-        ok = far <= target
         res["at_far"][f"{target:g}"] = {"tar": tar_on_roc(far, tar, target),
-                                        "threshold": max(float(thr[ok][-1]), 0.0)}
+                                        "threshold": tau_on_roc(far, thr, target)}
     res["_dist"], res["_same"] = d, s
     # where the false accepts at FAR 1e-3 come from: the photo sets (the first folder of
     # an identity's name) of both sides of each accepted different-person pair

@@ -33,19 +33,8 @@ GATE_FAR = 1e-3
 
 
 def _balanced(far: np.ndarray, tar: np.ndarray) -> float:
+    """Best ½(TAR + 1 − FAR) over every threshold of a :func:`roc_curve`."""
     return float(0.5 * (1.0 + np.max(tar - far)))
-
-
-def balanced_accuracy(dist: np.ndarray, same: np.ndarray) -> float:
-    """Best ½(TAR + 1 − FAR) over every threshold (match when ``dist <= τ``)."""
-    far, tar, _ = roc_curve(dist, same)
-    return _balanced(far, tar)
-
-
-def tar_at_far(dist: np.ndarray, same: np.ndarray, target: float) -> float:
-    """The highest TAR whose FAR is at most ``target``."""
-    far, tar, _ = roc_curve(dist, same)
-    return tar_on_roc(far, tar, target)
 
 
 @dataclass(frozen=True)
@@ -59,7 +48,9 @@ class GateScores:
     @classmethod
     def from_distances(cls, dist: np.ndarray, same: np.ndarray,
                        far: float = GATE_FAR) -> "GateScores":
-        """Scores of one file from its pair distances and same-person flags."""
+        """Scores of one file from its pair distances and same-person flags (match when
+        ``dist <= τ``): the best balanced accuracy ½(TAR + 1 − FAR) over every τ, and the
+        highest TAR whose FAR is at most ``far``."""
         rates_far, rates_tar, _ = roc_curve(dist, same)  # one sort of the million pairs
         return cls(_balanced(rates_far, rates_tar), tar_on_roc(rates_far, rates_tar, far), far)
 

@@ -29,6 +29,12 @@ def tar_on_roc(far: np.ndarray, tar: np.ndarray, target: float) -> float:
     return float(tar[ok].max()) if ok.any() else 0.0
 
 
+def tau_on_roc(far: np.ndarray, thr: np.ndarray, target: float) -> float:
+    """The loosest τ of a :func:`roc_curve` whose FAR is at most ``target`` (a door's
+    setting; far rises with τ, so the last such point; -inf, accept nobody, written as 0)."""
+    return max(float(thr[far <= target][-1]), 0.0)
+
+
 def best_threshold(dist: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     """(τ, accuracy): the τ maximising accuracy of ``same = dist <= τ``; τ is the
     midpoint between the chosen distance and the next one."""
@@ -72,16 +78,11 @@ def roc_metrics(dist: np.ndarray, same: np.ndarray) -> dict:
     eer = float(0.5 * ((1 - tar[i]) + far[i]))
     tau, acc = best_threshold(dist, same)
 
-    def tau_at(target: float) -> float:
-        """The largest τ whose false-accept rate is at most ``target`` (a door's setting)."""
-        ok = far <= target  # far rises with τ: the last such point is the loosest safe τ
-        return max(float(thr[ok][-1]), 0.0)  # -inf (accept nobody) written as 0
-
     n_diff = int((~np.asarray(same, bool)).sum())
     at_far = {}
     for name, target in FAR_TARGETS.items():
         at_far[f"tar_at_{name}"] = tar_on_roc(far, tar, target)
-        at_far[f"threshold_at_{name}"] = tau_at(target)
+        at_far[f"threshold_at_{name}"] = tau_on_roc(far, thr, target)
     return {"auc": auc, "eer": eer, **at_far, "best_accuracy": acc, "best_threshold": tau,
             "pairs": int(len(dist)), "same": int(np.sum(same)), "different": n_diff,
             "far_resolution": 1.0 / max(n_diff, 1)}
