@@ -63,8 +63,8 @@ def main() -> int:
     teacher = np.load(runs / "teacher.npz", allow_pickle=False)
     labels, names, sources = cache["labels"], cache["names"], cache["sources"]
     holdout = set(json.loads((runs / "split.json").read_text())["holdout"])
-    train = np.flatnonzero([names[label] not in holdout for label in labels]
-                           & teacher["ok"])
+    in_training = np.array([names[label] not in holdout for label in labels])
+    train = np.flatnonzero(in_training & teacher["ok"])
     with sdk.FaceVerifier.create(args.model, threads=1) as fv:
         student = np.concatenate([fv.embed_aligned(cache["images"][train[i:i + 256]])
                                   for i in range(0, len(train), 256)]).astype(np.float64)
