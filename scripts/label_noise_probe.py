@@ -29,21 +29,26 @@ sys.path.insert(0, str(ROOT))
 import cv2  # noqa: E402
 
 import sdk  # noqa: E402
+from export.faces.data import load_cache  # noqa: E402 - numpy and OpenCV only, no TensorFlow
+from sdk.distance import squared_l2  # noqa: E402
 
 
-def centre_margins(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Squared distance of each row to its own class centre (leave-one-out) and to the
-    nearest other class centre."""
+def centre_margins(emb: np.ndarray, labels: np.ndarray, chunk: int = 512
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The product's distance (``sdk.distance.squared_l2``) of each row to its own class
+    centre (leave-one-out) and to the nearest other class centre."""
     classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     sums = np.zeros((len(classes), emb.shape[1]))
     np.add.at(sums, inverse, emb)
     centres = sums / counts[:, None]
     own_centre = (sums[inverse] - emb) / np.maximum(counts[inverse] - 1, 1)[:, None]
-    own = ((emb - own_centre) ** 2).sum(1)
-    # |e|^2 - 2 e.c + |c|^2 for every centre, own class masked out
-    d = (emb ** 2).sum(1)[:, None] - 2 * emb @ centres.T + (centres ** 2).sum(1)[None, :]
-    d[np.arange(len(emb)), inverse] = np.inf
-    return own, d.min(1)
+    own = squared_l2(emb, own_centre)
+    other = np.empty(len(emb), np.float32)
+    for start in range(0, len(emb), chunk):  # rows x centres x D at once would be gigabytes
+        d = squared_l2(emb[start:start + chunk, None, :], centres[None, :, :])
+        d[np.arange(len(d)), inverse[start:start + chunk]] = np.inf
+        other[start:start + chunk] = d.min(1)
+    return own, other
 
 
 def main() -> int:
@@ -59,7 +64,7 @@ def main() -> int:
         if not (runs / name).exists():
             raise SystemExit(f"{runs / name} is missing: run `make faces-data faces-teacher`")
 
-    cache = np.load(runs / "aligned.npz", allow_pickle=False)
+    cache = load_cache(runs / "aligned.npz")
     teacher = np.load(runs / "teacher.npz", allow_pickle=False)
     labels, names, sources = cache["labels"], cache["names"], cache["sources"]
     holdout = set(json.loads((runs / "split.json").read_text())["holdout"])
@@ -67,10 +72,9 @@ def main() -> int:
     train = np.flatnonzero(in_training & teacher["ok"])
     with sdk.FaceVerifier.create(args.model, threads=1) as fv:
         student = np.concatenate([fv.embed_aligned(cache["images"][train[i:i + 256]])
-                                  for i in range(0, len(train), 256)]).astype(np.float64)
-    student /= np.linalg.norm(student, axis=1, keepdims=True)
+                                  for i in range(0, len(train), 256)])
     s_own, s_other = centre_margins(student, labels[train])
-    t_own, t_other = centre_margins(teacher["emb"][train].astype(np.float64), labels[train])
+    t_own, t_other = centre_margins(teacher["emb"][train], labels[train])
     suspect = (s_other < s_own) & (t_other < t_own)
     strong = suspect & (s_own > np.percentile(s_own, 95))
 
