@@ -3,8 +3,9 @@
     python -m apps.door_lock enroll NAME IMAGE... [--gallery FILE]
     python -m apps.door_lock enroll NAME --source CAMERA_INDEX|VIDEO|FOLDER [--shots N] [--every K]
     python -m apps.door_lock run --source CAMERA_INDEX|VIDEO|FOLDER [--gallery FILE]
-        [--unlock-cmd CMD] [--cooldown S] [--max-failures N] [--attempt-seconds S]
-        [--hold S] [--min-face PX] [--no-quality-check] [--audit FILE.jsonl]
+        [--unlock-cmd CMD] [--hook-timeout S] [--cooldown S] [--max-failures N]
+        [--attempt-seconds S] [--hold S] [--min-face PX] [--no-quality-check]
+        [--audit FILE.jsonl]
     python -m apps.door_lock list|remove NAME [--gallery FILE]
     python -m apps.door_lock calibrate --source FOLDER [--far 1e-4] [--json FILE] [--plot PNG]
 
@@ -21,7 +22,8 @@ exposed (``sdk.QualityOptions``) is not judged: the frame is logged as
 ``poor_face`` with what to change, and is no failed attempt; ``enroll`` refuses
 such photos and skips such camera frames.  Every decision can be appended to a
 JSONL audit log (time, source, frame, decision, name, distance, threshold; never
-images).
+images); an unlock's record is on disk before the door opens, and a log that cannot be
+written keeps the door locked.
 
 The threshold is the model's strict operating point ``far_1e-4`` (at most one
 false accept in 10,000 different-person pairs of the held-out photos it was
@@ -36,7 +38,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,10 +69,13 @@ MODEL_TAU = "model"
 #: faces of the evaluation sets are larger (att-orl's, the smallest, are about 57-77 px).
 MIN_FACE_PX = 48.0
 
-#: Decisions written to the audit log.  Only "unlock" opens the door.
+#: Decisions written to the audit log.  Only "unlock" opens the door; "unlocking" is the
+#: record written (and synced) before the door is opened, followed by the frame's "unlock"
+#: or "unlock_failed" record.
 UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED, OPEN, TOO_SMALL, POOR_FACE = (
     "unlock", "deny", "no_face", "cooldown", "error", "unlock_failed", "open", "too_small",
     "poor_face")
+UNLOCKING = "unlocking"
 
 
 def face_px(face) -> float:
@@ -139,7 +146,8 @@ class LockOptions:
             live camera refuses the same face on many consecutive frames while the
             person settles in front of it; counting frames would start the cooldown
             within a tenth of a second.  0 counts every refused frame.
-        hook_timeout_s: an unlock command running longer counts as failed.
+        hook_timeout_s: an unlock command running longer is killed, with every
+            program it started, and counts as failed.
         quality: limits a face must meet to be judged (``sdk.QualityOptions``); a
             face that misses one is logged as ``poor_face`` with its problems and
             is not a failed attempt: the camera waits for a better frame.  Skipping
@@ -214,13 +222,21 @@ class DoorLock:
             return None
         env = {**os.environ, "DOOR_NAME": name, "DOOR_DISTANCE": f"{distance:.6f}"}
         try:
-            done = subprocess.run(cmd, shell=True, env=env, timeout=self.options.hook_timeout_s,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"unlock command failed: {exc}"
-        if done.returncode != 0:
-            tail = done.stderr.decode(errors="replace").strip()[-200:]
-            return f"unlock command exited with {done.returncode}: {tail}"
+            # its own session: on a timeout the whole group is killed, not only the shell,
+            # so no program the hook started can open the door after the lock logged a failure
+            proc = subprocess.Popen(cmd, shell=True, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            return f"unlock command failed to start: {exc}"
+        try:
+            _, err = proc.communicate(timeout=self.options.hook_timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return (f"unlock command timed out after {self.options.hook_timeout_s:g} s; "
+                    "it and the programs it started were killed")
+        if proc.returncode != 0:
+            tail = err.decode(errors="replace").strip()[-200:]
+            return f"unlock command exited with {proc.returncode}: {tail}"
         return None
 
     def process(self, frame: np.ndarray | None, frame_id: str, source: str) -> dict:
@@ -255,6 +271,9 @@ class DoorLock:
                 record["distance"] = result.distance
                 if result.is_known:
                     record["name"] = result.name
+                    # no unlock without its record: the attempt is on disk before the door
+                    # moves, and a log that cannot be written (full disk) keeps it locked
+                    self._write_audit({**record, "decision": UNLOCKING}, sync=True)
                     failed = self._unlock(result.name, result.distance)
                     if failed is None:
                         record["decision"] = UNLOCK
@@ -296,11 +315,36 @@ class DoorLock:
         else:
             who = ""
         err = f"[{record['error']}]" if "error" in record else ""
+        try:
+            self._write_audit(record)
+        except OSError as exc:  # the decision stands (an unlock's record is already synced)
+            err += f" [audit log not written: {exc}]"
         text = " ".join(t for t in (record["decision"].upper(), who, extra, err) if t)
         print(f"{record['frame']}: {text}", file=self._out, flush=True)
-        if self._audit is not None:
-            self._audit.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self._audit.flush()
+
+    def _write_audit(self, record: dict, sync: bool = False) -> None:
+        """Append ``record`` to the audit log (if any); ``sync``: also to the disk."""
+        if self._audit is None:
+            return
+        self._audit.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._audit.flush()
+        if sync:
+            try:
+                fd = self._audit.fileno()
+            except (AttributeError, io.UnsupportedOperation):  # an in-memory log
+                return
+            os.fsync(fd)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill a timed-out hook with every process it started (its session's group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (AttributeError, OSError):  # no process groups (Windows), or already gone
+        proc.kill()
+    proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
 
 
 # --- commands -------------------------------------------------------------------
@@ -433,7 +477,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = LockOptions(unlock_cmd=args.unlock_cmd, max_failures=args.max_failures,
                           cooldown_s=args.cooldown, attempt_s=args.attempt_seconds,
                           hold_s=args.hold, min_face_px=args.min_face,
-                          quality=quality_of(args))
+                          hook_timeout_s=args.hook_timeout, quality=quality_of(args))
     counts: dict[str, int] = {}
     with _verifier(args) as verifier:
         gallery = _load_gallery(args, verifier)
@@ -632,6 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="camera index, video file or image folder")
     p.add_argument("--unlock-cmd", default=None,
                    help="shell command that opens the door ($DOOR_NAME, $DOOR_DISTANCE set)")
+    p.add_argument("--hook-timeout", type=float, default=10.0, metavar="S",
+                   help="an unlock command running longer is killed, with the programs it "
+                        "started, and counts as failed (default 10)")
     p.add_argument("--cooldown", type=float, default=30.0,
                    help="seconds locked out after --max-failures failed attempts (default 30)")
     p.add_argument("--max-failures", type=int, default=3,

@@ -1,5 +1,5 @@
 """``sdk.Encoder``: embeddings of raw arrays — 1D signals ``(n, channels)``, 3D volumes or
-clips ``(d, h, w, channels)``, or already-aligned images — with any encoder model.
+clips ``(d, h, w, channels)`` — with any model of kind ``encoder``.
 
 The face pipeline (``sdk.FaceVerifier``) adds detection and alignment on top of
 the same idea; this class is for inputs that need none. Distances and
@@ -15,10 +15,15 @@ import numpy as np
 
 from .contract import ModelInfo
 from .distance import VerifyResult, l2_normalize, squared_l2
-from .errors import InputDtypeError, InputShapeError, MetadataError
+from .errors import ClosedError, InputDtypeError, InputShapeError, MetadataError
 from .model import Model, load_model
 
-_KINDS = ("encoder", "face_encoder")
+# Only raw-array encoders: a face encoder takes BGR uint8 faces through its contract's
+# colour order and pixel range, which sdk.FaceVerifier applies; fed here as raw arrays its
+# embeddings would silently differ from the verifier's for the same face.
+_KINDS = ("encoder",)
+_FACE_HINT = ("a face encoder goes through sdk.FaceVerifier; its embed_aligned() takes "
+              "faces already aligned to the 112x112 template")
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,7 @@ class EncoderOptions:
 
     Attributes:
         model_path: an ``.onnx``, ``.tflite`` or TensorRT file of kind
-            ``encoder`` (or ``face_encoder`` for pre-aligned faces).
+            ``encoder`` (face encoders: :class:`sdk.FaceVerifier`).
         threads: CPU threads for the runtime.
         threshold: override of the model's calibrated τ (squared L2, in (0, 4]).
     """
@@ -57,7 +62,7 @@ class Encoder:
     def create_from_options(cls, options: EncoderOptions) -> "Encoder":
         model = load_model(options.model_path, threads=options.threads)
         try:
-            info = model.require_kind(*_KINDS, user="Encoder")
+            info = model.require_kind(*_KINDS, user="Encoder", hint=_FACE_HINT)
             if options.threshold is None and info.threshold is None:
                 raise MetadataError(f"{model.path} carries no calibrated threshold; pass "
                                     "EncoderOptions(threshold=...)")
@@ -103,7 +108,7 @@ class Encoder:
 
     def _live(self) -> Model:
         if self._model is None:
-            raise RuntimeError("the encoder is closed")
+            raise ClosedError("the encoder is closed; create a new one")
         return self._model
 
     # --- embedding --------------------------------------------------------------

@@ -66,6 +66,14 @@ class EngineBuildError(SdkError, RuntimeError):
     profiles, calibration data) do not fit the graph."""
 
 
+class InferenceError(SdkError, RuntimeError):
+    """The runtime accepted the model and the inputs but failed to run it."""
+
+
+class ClosedError(SdkError, RuntimeError):
+    """The model, verifier, detector, encoder or stylizer was closed; create a new one."""
+
+
 # --- inputs ----------------------------------------------------------------
 
 

@@ -14,9 +14,8 @@ import numpy as np
 
 from .backends.base import Backend, BackendOptions
 from .contract import ModelInfo, TensorSpec
-from .errors import (InputDtypeError, InputError, InputShapeError, MetadataError,
-                     ModelFormatError, ModelKindError, ModelNotFoundError, SdkError,
-                     UnknownBackendError)
+from .errors import (ClosedError, InputDtypeError, InputError, InputShapeError, MetadataError,
+                     ModelFormatError, ModelKindError, ModelNotFoundError, UnknownBackendError)
 
 #: backend name -> "module:Class"; the module is imported on first use only.
 BACKENDS: dict[str, str] = {
@@ -65,10 +64,11 @@ class Model:
         Raises :class:`sdk.errors.MetadataError` for a model that has none
         (e.g. a third-party file opened with ``load_model``).
         """
-        if self._backend.info is None:
+        info = self._live().info
+        if info is None:
             raise MetadataError(f"{self.path} carries no SDK contract; export it with "
                                 "`python -m export` (third-party models run, but have no info)")
-        return self._backend.info
+        return info
 
     def require_kind(self, *kinds: str, user: str, hint: str = "") -> ModelInfo:
         """The contract, checked to be of one of ``kinds``; ``user`` names the class that
@@ -87,27 +87,34 @@ class Model:
 
     @property
     def has_info(self) -> bool:
-        return self._backend.info is not None
+        return self._live().info is not None
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._backend.inputs
+        return self._live().inputs
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._backend.outputs
+        return self._live().outputs
 
     @property
     def backend(self) -> str:
         """Backend name: ``onnxruntime``, ``tflite`` or ``tensorrt``."""
-        return self._backend.name
+        return self._live().name
 
     @property
     def runtime(self) -> str:
         """The runtime package and version that actually runs the model."""
-        return self._backend.runtime
+        return self._live().runtime
+
+    def _live(self) -> Backend:
+        if self._backend is None:
+            raise ClosedError(f"{self.path}: the model is closed; load it again")
+        return self._backend
 
     def __repr__(self) -> str:
+        if self._backend is None:
+            return f"Model({str(self.path)!r}, closed)"
         kind = self._backend.info.kind if self._backend.info else "no contract"
         return f"Model({str(self.path)!r}, backend={self.backend!r}, {kind})"
 
@@ -136,9 +143,7 @@ class Model:
         ``inputs`` is one array (single-input models), a sequence in
         ``inputs`` order, or a mapping by input name.
         """
-        if self._backend is None:
-            raise SdkError(f"{self.path}: the model is closed")
-        specs = self._backend.inputs
+        specs = self._live().inputs
         if isinstance(inputs, Mapping):
             missing = [s.name for s in specs if s.name not in inputs]
             extra = sorted(set(inputs) - {s.name for s in specs})
@@ -191,13 +196,14 @@ def load_model(path: str | Path, *, backend: str | None = None, threads: int | N
 
     Args:
         path: ``.onnx`` (ONNX Runtime), ``.tflite`` (LiteRT interpreter, or
-            ``tflite_runtime``/``tf.lite`` where that is what is installed),
+            ``tflite_runtime`` where that is what is installed),
             ``.engine``/``.trt``/``.plan`` (TensorRT).
         backend: force a backend by name instead of by suffix.
         threads: CPU threads for the runtime (``None``: its default).
         device: GPU ordinal (TensorRT).
         tflite_runtime: force one TFLite interpreter package
-            (``"ai_edge_litert"``, ``"tflite_runtime"``, ``"tensorflow"``).
+            (``"ai_edge_litert"``, ``"tflite_runtime"``, or ``"tensorflow"``: ``tf.lite``,
+            never chosen unless named).
 
     Raises:
         ModelNotFoundError, ModelFormatError, MetadataError,

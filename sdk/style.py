@@ -23,7 +23,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .errors import InputDtypeError, InputError, InputShapeError, ModelKindError, SdkError
+from .errors import ClosedError, InputDtypeError, InputError, InputShapeError, ModelKindError
 from .model import Model, load_model
 
 RUNNING_MODES = ("image", "video")
@@ -85,15 +85,16 @@ def _check_frame(frame, what: str = "frame") -> np.ndarray:
                          f"got {type(frame).__name__}")
     if frame.dtype != np.uint8:
         raise InputDtypeError(f"{what}: expected dtype uint8 (BGR, 0..255), got {frame.dtype}")
-    if frame.ndim == 2:
-        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    elif frame.ndim == 3 and frame.shape[2] == 4:
-        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    if frame.ndim != 3 or frame.shape[2] != 3:
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
         raise InputShapeError(f"{what}: expected shape (H, W, 3) BGR, got {frame.shape}")
+    # checked before any conversion: OpenCV raises its own error on an empty array
     if min(frame.shape[:2]) < MIN_SIDE:
         raise InputShapeError(f"{what}: {frame.shape[1]}x{frame.shape[0]} is too small "
                               f"(each side must be >= {MIN_SIDE})")
+    if frame.ndim == 2:
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    elif frame.shape[2] == 4:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     return frame
 
 
@@ -161,7 +162,7 @@ class Stylizer:
     def open(self) -> "Stylizer":
         """Load the model and check that it is a stylizer (idempotent)."""
         if self._closed:
-            raise SdkError("this Stylizer is closed; create a new one")
+            raise ClosedError("this Stylizer is closed; create a new one")
         if self._model is not None:
             return self
         o = self.options

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 import sdk
-from sdk.errors import (GalleryError, GalleryModelMismatchError, InputDtypeError,
-                        InputShapeError, MetadataError, ModelKindError, ModelNotFoundError,
-                        MultipleFacesError, NoFaceError, SdkError, UnknownPersonError)
+from sdk.errors import (ClosedError, GalleryError, GalleryModelMismatchError, InputDtypeError,
+                        InputError, InputShapeError, MetadataError, ModelKindError,
+                        ModelNotFoundError, MultipleFacesError, NoFaceError,
+                        UnknownPersonError)
 from sdk.faces import verifier as verifier_module
 from sdk.faces.gallery import GALLERY_VERSION, Gallery
 from sdk.faces.verifier import FaceVerifier, FaceVerifierOptions, VerifyResult
@@ -159,6 +160,12 @@ def test_bad_inputs(verifier):
         verifier.embed_aligned(np.zeros((112, 112, 3), np.float32))
     with pytest.raises(InputShapeError):
         verifier.distance(np.zeros(8), np.zeros(4))
+    # grey and BGRA images are converted, but only after the same size check as BGR ones
+    # (an empty array would otherwise reach OpenCV and raise its own error)
+    for tiny in (np.zeros((0, 0), np.uint8), np.zeros((3, 3), np.uint8),
+                 np.zeros((3, 3, 4), np.uint8), np.zeros((3, 3, 3), np.uint8)):
+        with pytest.raises(InputShapeError, match="too small"):
+            verifier.detect(tiny)
 
 
 def test_wrong_kind_and_missing_threshold(exported, yunet, tmp_path):
@@ -236,7 +243,7 @@ def test_close_twice_and_use_after_close(exported, yunet, photos):
     v.close()
     v.close()
     assert "closed" in repr(v)
-    with pytest.raises(SdkError, match="closed"):
+    with pytest.raises(ClosedError, match="closed"):
         v.embed(photos["a1"])
 
 
@@ -304,9 +311,10 @@ def test_gallery_errors(verifier, photos):
                  lambda: g.count("zed")):
         with pytest.raises(UnknownPersonError, match="zed"):
             call()
+    unit = np.full(8, 8 ** -0.5, np.float32)
     for name in ("", "   ", "a\nb", 7):
         with pytest.raises(GalleryError):
-            g.enroll_embeddings(name, np.ones(8, np.float32))
+            g.enroll_embeddings(name, unit)
     with pytest.raises(GalleryError, match="no photos"):
         g.enroll("alice", [])
     with pytest.raises(InputShapeError):
@@ -315,7 +323,10 @@ def test_gallery_errors(verifier, photos):
         g.enroll_embeddings("a", np.ones(8, np.int64))
     with pytest.raises(GalleryError, match="NaN"):
         g.enroll_embeddings("a", np.full(8, np.nan, np.float32))
-    g.enroll_embeddings("a", np.ones(8, np.float32))
+    with pytest.raises(InputError, match="unit vectors"):  # d and τ are defined on those
+        g.enroll_embeddings("a", np.ones(8, np.float32))
+    assert len(g) == 0
+    g.enroll_embeddings("a", unit)
     with pytest.raises(ValueError, match="top_k"):
         g.identify_embedding(np.ones(8, np.float32), top_k=0)
     with pytest.raises(InputShapeError):
@@ -408,8 +419,9 @@ def test_load_refuses_corrupt_files(verifier, photos, tmp_path):
     _write_npz(tmp_path / "notjson.npz", header=np.array("{oops"), embeddings=emb, labels=labels)
     _write_npz(tmp_path / "nan.npz", header=np.array(json.dumps(header)),
                embeddings=emb * np.nan, labels=labels)
+    np.save(tmp_path / "bare.npy", emb)  # a single array: np.load gives no archive
     for name in ["random.npz", "truncated.npz", "empty.npz", "pickled.npz", "nolabels.npz",
-                 "badlabel.npz", "notjson.npz", "nan.npz"]:
+                 "badlabel.npz", "notjson.npz", "nan.npz", "bare.npy"]:
         with pytest.raises(GalleryError) as err:
             Gallery.load(tmp_path / name, verifier)
         assert not isinstance(err.value, GalleryModelMismatchError), name
@@ -456,11 +468,12 @@ def test_door_lock_end_to_end(exported, yunet, door, tmp_path, capsys):
                              "--unlock-cmd", f'echo "$DOOR_NAME" >> "{hook_log}"', *common])
     assert status == 0
     records = [json.loads(line) for line in audit.read_text().splitlines()]
+    # the "unlocking" record is written (and synced) before the hook runs
     assert [(r["frame"], r["decision"]) for r in records] == [
-        ("1_alice.png", "unlock"), ("2_bob.png", "deny"), ("3_wall.png", "no_face"),
-        ("4_broken.jpg", "error")]
-    assert records[0]["name"] == "alice" and records[0]["distance"] < 1e-6
-    assert records[1]["name"] is None and records[1]["distance"] > 1e-6
+        ("1_alice.png", "unlocking"), ("1_alice.png", "unlock"), ("2_bob.png", "deny"),
+        ("3_wall.png", "no_face"), ("4_broken.jpg", "error")]
+    assert records[1]["name"] == "alice" and records[1]["distance"] < 1e-6
+    assert records[2]["name"] is None and records[2]["distance"] > 1e-6
     for r in records:
         assert {"time", "source", "frame", "decision", "name", "distance",
                 "threshold"} <= set(r)
@@ -570,7 +583,7 @@ def test_door_lock_video_source(exported, yunet, photos, tmp_path):
                            *common]) == 0
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [(r["frame"], r["decision"]) for r in records] == [
-        ("0", "unlock"), ("1", "no_face"), ("2", "deny")]
+        ("0", "unlocking"), ("0", "unlock"), ("1", "no_face"), ("2", "deny")]
 
 
 class _Clock:
@@ -640,6 +653,48 @@ def test_door_lock_cooldown_and_fail_closed(exported, yunet, photos, tmp_path):
         assert record["decision"] == "unlock_failed" and "3" in record["error"]
         empty = DoorLock(Gallery(v), LockOptions(), out=out, clock=clock)
         assert empty.process(photos["a1"], "f", "test")["decision"] == "error"
+
+
+class _FullDisk:
+    """An audit log whose writes fail like a full disk's."""
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    def flush(self) -> None:
+        pass
+
+
+def test_door_lock_never_unlocks_unrecorded_or_after_its_timeout(exported, yunet, photos,
+                                                               tmp_path):
+    import io
+
+    door_lock = _app("door_lock")
+    DoorLock, LockOptions = door_lock.DoorLock, door_lock.LockOptions
+    with FaceVerifier.create(exported["onnx_fp32"], yunet, threshold=1e-6) as v:
+        g = Gallery(v)
+        g.enroll("alice", photos["a1"])
+        # a log that cannot be written keeps the door locked, and the loop goes on
+        hook_log = tmp_path / "hook.txt"
+        out = io.StringIO()
+        lock = DoorLock(g, LockOptions(unlock_cmd=f'echo x >> "{hook_log}"'),
+                        audit=_FullDisk(), out=out)
+        record = lock.process(photos["a1"], "f", "test")
+        assert record["decision"] == "error" and "No space" in record["error"]
+        assert not hook_log.exists()
+        assert "audit log not written" in out.getvalue()
+        # a hook that outlives its timeout is killed with what it started: a program it
+        # launched cannot open the door after the lock has logged the failure
+        opened = tmp_path / "opened"
+        hook = tmp_path / "slow_hook.py"
+        hook.write_text(f"import time\ntime.sleep(1.5)\nopen({str(opened)!r}, 'w').close()\n")
+        slow = DoorLock(g, LockOptions(unlock_cmd=f'"{sys.executable}" "{hook}"; true',
+                                       hook_timeout_s=0.3), out=out)
+        record = slow.process(photos["a1"], "f", "test")
+        assert record["decision"] == "unlock_failed" and "timed out" in record["error"]
+        import time
+        time.sleep(2.0)  # past the moment the hook would have opened the door
+        assert not opened.exists()
 
 
 def test_demo_faces(exported, yunet, monkeypatch, tmp_path, capsys):

@@ -574,5 +574,5 @@ def test_tensorrt_backend_buffers_and_stream_on_a_real_gpu():
     assert backend._context.launches == 4
     backend.close()
     backend.close()   # twice is harmless
-    with pytest.raises(errors.ModelFormatError, match="closed"):
+    with pytest.raises(errors.ClosedError, match="closed"):
         backend.run([x])

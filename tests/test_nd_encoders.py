@@ -92,13 +92,15 @@ def test_3d_int8_is_refused_not_silently_float(tf, tmp_path):
 
 
 def test_encoder_refuses_other_kinds(exported, tiny_encoder, tiny_info, tmp_path):
-    """A stylizer is refused with ModelKindError; a face encoder is accepted (pre-aligned
-    faces are arrays too); a threshold outside (0, 4] is refused."""
+    """A stylizer is refused with ModelKindError, and so is a face encoder: it takes BGR
+    faces through its contract's colour order, which sdk.FaceVerifier applies (raw arrays
+    here would give other embeddings than the verifier's for the same face); a threshold
+    outside (0, 4] is refused."""
     import sdk
     from export import formats
 
-    with sdk.Encoder.create(exported["onnx_fp32"]) as enc:
-        assert enc.embedding_size == 8
+    with pytest.raises(sdk.errors.ModelKindError, match="FaceVerifier"):
+        sdk.Encoder.create(exported["onnx_fp32"])
     with pytest.raises(ValueError, match="threshold"):
         sdk.Encoder.create(exported["onnx_fp32"], threshold=5.0)
     p = formats.to_onnx(tiny_encoder, tmp_path / "s.onnx", tiny_info.replace(kind="stylizer"))

@@ -271,8 +271,13 @@ def test_closed_model_refuses_to_run_and_close_twice_is_safe(exported):
     model = sdk.load_model(exported["onnx_fp32"])
     model.close()
     model.close()
-    with pytest.raises(errors.SdkError, match="closed"):
+    with pytest.raises(errors.ClosedError, match="closed"):
         model(np.zeros((1, 16, 16, 3), np.float32))
+    # every description needs the runtime too: a typed error, not an AttributeError
+    for attr in ("info", "inputs", "outputs", "backend", "runtime", "has_info"):
+        with pytest.raises(errors.ClosedError, match="closed"):
+            getattr(model, attr)
+    assert "closed" in repr(model)
 
 
 def test_threads_option_validated(exported):

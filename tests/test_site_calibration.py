@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import sdk
-from sdk.errors import CalibrationError, InputShapeError
+from sdk.errors import CalibrationError, InputError, InputShapeError
 from sdk.faces.calibration import (calibrate_threshold, far_upper_bound, pair_distances,
                                    pair_rates)
 
@@ -110,6 +110,14 @@ def test_calibration_refuses_what_the_photos_cannot_show():
     with pytest.raises(ValueError):
         calibrate_threshold(e, labels, target_far=0.0)
     assert issubclass(CalibrationError, ValueError)
+    # one person: no different-person pair, so no false-accept rate to measure
+    with pytest.raises(CalibrationError, match="no different-person pairs"):
+        pair_rates(e[:5], ["a"] * 5, 1.0)
+    # a NaN distance is never <= τ: counted, it would hide false accepts
+    bad = e.copy()
+    bad[3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        pair_rates(bad, labels, 1.0)
 
 
 def test_door_lock_calibrate(tmp_path, capsys):

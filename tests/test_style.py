@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from sdk.errors import (InputDtypeError, InputError, InputShapeError, ModelKindError,
-                        ModelNotFoundError, SdkError)
+from sdk.errors import (ClosedError, InputDtypeError, InputError, InputShapeError,
+                        ModelKindError, ModelNotFoundError)
 
 # --- the costs, checked against hand computations ------------------------------------
 
@@ -460,6 +460,10 @@ def test_stylizer_typed_errors_for_bad_input(style_models):
         with pytest.raises(InputError):
             st.stylize_batch("frames")
         assert st(np.zeros((32, 32), np.uint8)).shape == (32, 32, 3)  # grey is accepted
+        # ... after the same size check as a BGR frame (OpenCV fails on an empty array)
+        for tiny in (np.zeros((0, 0), np.uint8), np.zeros((2, 2, 4), np.uint8)):
+            with pytest.raises(InputShapeError, match="too small"):
+                st(tiny)
 
 
 def test_stylizer_rejects_wrong_kind_and_missing_model(style_models, tmp_path):
@@ -484,7 +488,7 @@ def test_stylizer_close_twice_and_use_after_close(style_models):
     st(_smooth_image(1, 32))
     st.close()
     st.close()
-    with pytest.raises(SdkError, match="closed"):
+    with pytest.raises(ClosedError, match="closed"):
         st(_smooth_image(1, 32))
 
 

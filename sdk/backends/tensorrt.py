@@ -20,8 +20,8 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from ..contract import ModelInfo, TensorSpec, unpack_engine
-from ..errors import (BackendUnavailableError, EngineMismatchError, InputShapeError,
-                      ModelFormatError)
+from ..errors import (BackendUnavailableError, ClosedError, EngineMismatchError,
+                      InferenceError, InputShapeError, ModelFormatError)
 from .base import BackendOptions
 
 
@@ -153,7 +153,7 @@ class TensorRTBackend:
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if self._context is None:
-            raise ModelFormatError("the model is closed")
+            raise ClosedError("the engine is closed")
         cuda, ctx = self._cuda, self._context
         self._ctx.push()
         try:
@@ -169,7 +169,8 @@ class TensorRTBackend:
                 shape = tuple(ctx.get_tensor_shape(spec.name))
                 results.append((self._binding(spec, shape), shape))
             if not ctx.execute_async_v3(self._stream.handle):
-                raise RuntimeError("TensorRT execute_async_v3 failed")
+                raise InferenceError("TensorRT execute_async_v3 failed (check the engine and "
+                                     "the input shapes)")
             for b, _ in results:
                 cuda.memcpy_dtoh_async(b.host, b.device, self._stream)
             self._stream.synchronize()

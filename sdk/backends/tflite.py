@@ -1,5 +1,6 @@
-"""TFLite backend (``.tflite``): LiteRT, or ``tflite_runtime`` / ``tf.lite`` where
-that is what a device has.
+"""TFLite backend (``.tflite``): LiteRT, or ``tflite_runtime`` where that is what a
+device has; ``tf.lite`` only when asked for by name (the runtime never pulls in
+TensorFlow on its own).
 
 Which interpreter package ran the model is never hidden: it is in
 ``model.runtime``, and choosing anything but LiteRT logs a warning.
@@ -22,17 +23,19 @@ from .base import BackendOptions
 log = logging.getLogger(__name__)
 
 # Preference order: LiteRT is current; tflite_runtime is what older devices
-# (e.g. Jetson with Python <= 3.11, numpy < 2) have; tf.lite needs all of TensorFlow.
+# (e.g. Jetson with Python <= 3.11, numpy < 2) have; tf.lite needs all of TensorFlow,
+# so it is never chosen automatically (_AUTO), only by tflite_runtime="tensorflow".
 _INTERPRETERS = {
     "ai_edge_litert": ("ai_edge_litert.interpreter", "ai_edge_litert"),
     "tflite_runtime": ("tflite_runtime.interpreter", "tflite_runtime"),
     "tensorflow": ("tensorflow.lite", "tensorflow"),
 }
+_AUTO = ("ai_edge_litert", "tflite_runtime")
 
 
 def _import_interpreter(runtime: str | None):
     """(Interpreter class, "package version") for the requested or best available runtime."""
-    names = [runtime] if runtime else list(_INTERPRETERS)
+    names = [runtime] if runtime else list(_AUTO)
     errors = []
     for name in names:
         if name not in _INTERPRETERS:
@@ -52,7 +55,8 @@ def _import_interpreter(runtime: str | None):
             log.warning("LiteRT (ai-edge-litert) is not installed; using %s %s", package, version)
         return module.Interpreter, f"{package} {version}"
     raise BackendUnavailableError(
-        "no TFLite interpreter could be imported (pip install 'edge-sdk[tflite]'): "
+        "no TFLite interpreter could be imported (pip install 'edge-sdk[tflite]'; "
+        "tflite_runtime='tensorflow' uses a full TensorFlow install): "
         + "; ".join(errors))
 
 

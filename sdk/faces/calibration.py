@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from ..distance import squared_l2
-from ..errors import CalibrationError, InputShapeError
+from ..errors import CalibrationError, InputError, InputShapeError
 
 #: Fewest people a site calibration accepts: with fewer, "strangers" are a handful of faces.
 MIN_PEOPLE = 5
@@ -158,6 +158,12 @@ class SitePairs:
         e = np.asarray(embeddings, dtype=np.float32)
         if e.ndim != 2 or len(e) < 2:
             raise InputShapeError(f"embeddings must be (N >= 2, D), got shape {e.shape}")
+        if not np.all(np.isfinite(e)):
+            # a NaN distance is never <= τ, so it would count as refused and understate
+            # the false-accept rate: refuse the input instead
+            bad = np.flatnonzero(~np.all(np.isfinite(e), axis=1))
+            raise InputError(f"embeddings contain NaN or infinity (rows {bad[:5].tolist()}"
+                             f"{' ...' if len(bad) > 5 else ''})")
         lab = np.asarray([str(x) for x in labels])
         if lab.shape != (len(e),):
             raise InputShapeError(f"{len(lab)} labels for {len(e)} embeddings")
@@ -196,6 +202,10 @@ class SitePairs:
         false-accept rate (module docstring)."""
         tau = float(threshold)
         n = len(self.impostor)
+        if n == 0:
+            raise CalibrationError(f"photos of {len(self.names)} person: no different-person "
+                                   "pairs, so no false-accept rate can be measured; add photos "
+                                   "of other people")
         k = int(np.searchsorted(self.impostor, tau, side="right"))
         g = len(self.genuine)
         tar = float(np.searchsorted(self.genuine, tau, side="right") / g) if g else None

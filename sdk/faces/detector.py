@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import InputDtypeError, InputShapeError, ModelFormatError
+from ..errors import ClosedError, InputDtypeError, InputShapeError, ModelFormatError
 from ..paths import yunet_path
 
 #: Landmarks of the 112x112 ArcFace/MobileFaceNet template, in YuNet's order:
@@ -45,14 +45,17 @@ def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
     if image.dtype != np.uint8:
         raise InputDtypeError(f"{what}: expected dtype uint8 (BGR as OpenCV gives it), "
                               f"got {image.dtype}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise InputShapeError(f"{what}: expected shape (H, W, 3) BGR, got {image.shape}")
+    # the size check comes before any conversion: OpenCV raises its own error on an
+    # empty array, and a grey or BGRA image must be refused as small as a BGR one
+    if image.shape[0] < 16 or image.shape[1] < 16:
+        raise InputShapeError(f"{what}: image of {image.shape[1]}x{image.shape[0]} is too small "
+                              "(each side must be >= 16)")
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise InputShapeError(f"{what}: expected shape (H, W, 3) BGR, got {image.shape}")
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.shape[0] < 16 or image.shape[1] < 16:
-        raise InputShapeError(f"{what}: image of {image.shape[1]}x{image.shape[0]} is too small")
     return image
 
 
@@ -143,7 +146,7 @@ class FaceDetector:
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces in a BGR uint8 image, largest first."""
         if self._det is None:
-            raise RuntimeError("the detector is closed")
+            raise ClosedError("the detector is closed; create a new one")
         image = check_image(image)
         faces = self._run(image)
         if not faces and self.options.pad_retry:

@@ -32,8 +32,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..distance import squared_l2
-from ..errors import (GalleryError, GalleryModelMismatchError, InputDtypeError, InputShapeError,
-                      MultipleFacesError, NoFaceError, PoorFaceQualityError, UnknownPersonError)
+from ..errors import (GalleryError, GalleryModelMismatchError, InputDtypeError, InputError,
+                      InputShapeError, MultipleFacesError, NoFaceError, PoorFaceQualityError,
+                      UnknownPersonError)
 from ..distance import VerifyResult
 from ..encoder import Encoder
 from .detector import check_image
@@ -43,6 +44,9 @@ from .verifier import FaceVerifier
 #: Marker and version of the gallery file format this SDK writes and reads.
 GALLERY_FORMAT = "edge-sdk-gallery"
 GALLERY_VERSION = 1
+#: How far from 1 an enrolled embedding's length may be: a float32 l2-normalised vector is
+#: within ~1e-6 of it; 1e-3 also passes one that went through float16 on the way.
+UNIT_TOLERANCE = 1e-3
 _MAX_NAME = 200
 
 
@@ -224,8 +228,16 @@ class Gallery:
     def enroll_embeddings(self, name: str, embeddings: np.ndarray) -> int:
         """Enroll embeddings computed with this gallery's verifier (``(D,)`` or ``(n, D)``).
 
+        They must be unit vectors, as the verifier gives them: τ and every distance
+        (d in [0, 4]) are defined on unit vectors.
+
         Returns:
             The number of embeddings now enrolled for ``name``.
+
+        Raises:
+            InputDtypeError, InputShapeError: not float ``(D,)`` / ``(n, D)``.
+            InputError: not of unit length (normalise with :func:`sdk.l2_normalize`).
+            GalleryError: invalid name, or NaN/infinity in the embeddings.
         """
         name = _check_name(name)
         e = np.asarray(embeddings)
@@ -238,6 +250,11 @@ class Gallery:
                                   f"got {np.shape(embeddings)}")
         if not np.all(np.isfinite(e)):
             raise GalleryError("embeddings: contain NaN or infinity")
+        norms = np.linalg.norm(e, axis=1)
+        if np.any(np.abs(norms - 1.0) > UNIT_TOLERANCE):
+            raise InputError(f"embeddings: expected unit vectors as the verifier gives them, "
+                             f"got norms {norms.min():.4g}..{norms.max():.4g}; normalise them "
+                             "with sdk.l2_normalize")
         old = self._people.get(name)
         self._people[name] = e.copy() if old is None else np.concatenate([old, e])
         return len(self._people[name])
@@ -392,7 +409,10 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
                             "enroll the people again")
 
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise bad(f"it holds a single {type(loaded).__name__}, not a gallery archive")
+        with loaded as z:
             missing = {"header", "embeddings", "labels"} - set(z.files)
             if missing:
                 raise bad(f"missing {sorted(missing)}")

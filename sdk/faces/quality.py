@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
+from ..errors import InputShapeError
 from .detector import ALIGNED_SIZE, ARCFACE_TEMPLATE, Face, align_face, check_image
 
 # Where the template puts the nose between the eye line and the mouth line (0.495): a
@@ -178,7 +179,7 @@ def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float]:
 def assess_aligned(aligned: np.ndarray) -> tuple[float, float, float, float]:
     """(sharpness, brightness, contrast, lighting asymmetry) of a 112x112 aligned face."""
     if aligned.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
-        raise ValueError(f"expected an aligned {ALIGNED_SIZE}x{ALIGNED_SIZE} face, "
+        raise InputShapeError(f"expected an aligned {ALIGNED_SIZE}x{ALIGNED_SIZE} face, "
                          f"got {aligned.shape}")
     grey = aligned if aligned.ndim == 2 else cv2.cvtColor(aligned, cv2.COLOR_BGR2GRAY)
     face = grey[_ROWS, _COLS].astype(np.float32)

@@ -28,8 +28,8 @@ import numpy as np
 
 from ..contract import ModelInfo, TensorSpec
 from ..distance import VerifyResult, l2_normalize, squared_l2
-from ..errors import (InputDtypeError, InputShapeError, MetadataError, ModelFormatError,
-                      ModelNotFoundError, NoFaceError, SdkError)
+from ..errors import (ClosedError, InputDtypeError, InputShapeError, MetadataError,
+                      ModelFormatError, ModelNotFoundError, NoFaceError)
 from ..model import Model, load_model
 from ..paths import MODELS_DIR
 from .detector import ALIGNED_SIZE, Face, FaceDetector, FaceDetectorOptions, align_face, check_image
@@ -252,12 +252,12 @@ class FaceVerifier:
 
     def _live_model(self) -> Model:
         if self._model is None:
-            raise SdkError("the FaceVerifier is closed")
+            raise ClosedError("the FaceVerifier is closed; create a new one")
         return self._model
 
     def _live_detector(self) -> FaceDetector:
         if self._detector is None:
-            raise SdkError("the FaceVerifier is closed")
+            raise ClosedError("the FaceVerifier is closed; create a new one")
         return self._detector
 
     @property
