@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if not content_dir.is_dir():
         print(f"content folder not found: {content_dir} (see ../shared/README.md)", file=sys.stderr)
         return 2
-    contents = sorted(p for p in content_dir.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    contents = sorted(p for p in content_dir.iterdir()
+                      if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not contents:
+        print(f"no .jpg/.png images in {content_dir}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -66,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             row.append(result)
         rows.append(np.concatenate([cv2.resize(r, (256 * r.shape[1] // r.shape[0], 256))
                                     for r in row], axis=1))
+    if not rows:
+        print(f"none of the images in {content_dir} could be read", file=sys.stderr)
+        return 2
     width = max(r.shape[1] for r in rows)
     grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows])
     cv2.imwrite(str(out / "grid.jpg"), grid)

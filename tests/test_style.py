@@ -355,6 +355,31 @@ def test_export_refuses_a_drifting_model(tiny_student, tmp_path):
     assert "refused" in caught.value.report["tflite_int8"]
 
 
+def test_export_stages_files_and_quantises_its_own_graph(tiny_student, tmp_path):
+    """The int8 ONNX file comes from this student's fp32 graph, never from an older file
+    of that name in the folder; nothing is left staged; a refused format's older file
+    (other weights) is deleted, not kept beside the new ones."""
+    from export.formats import ConversionError
+    from export.style.release import export_student
+    from sdk.contract import ModelInfo
+
+    info = ModelInfo(kind="stylizer", name="t", inputs=(), outputs=(),
+                     output={"style": "t", "output_range": [0, 255], "size_multiple": 4})
+    images = np.stack([_smooth_image(30 + i, 32) for i in range(20)]).astype(np.float32)
+    (tmp_path / "t_fp32.onnx").write_bytes(b"an older release, not this student")
+    report = export_student(tiny_student, info, tmp_path, "t", calibration=images[:16],
+                            check=images[16:], formats=("onnx_int8",),
+                            min_psnr={"onnx_int8": 15.0})
+    assert report["onnx_int8"]["path"] == str(tmp_path / "t_int8.onnx")
+    assert (tmp_path / "t_fp32.onnx").read_bytes().startswith(b"an older")  # not asked for
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t_fp32.onnx", "t_int8.onnx"]
+    with pytest.raises(ConversionError):
+        export_student(tiny_student, info, tmp_path, "t", calibration=images[:16],
+                       check=images[16:], formats=("onnx_int8",),
+                       min_psnr={"onnx_int8": 200.0})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t_fp32.onnx"]
+
+
 def test_shuffle_student_exports_and_runs_at_any_multiple_of_4(tf, tmp_path):
     """The 'shuffle' output stage (nothing at full resolution but a 3x3 conv on RGB):
     same-size output, ICNR start (2x2 blocks equal before the smoothing conv), every

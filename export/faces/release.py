@@ -10,22 +10,28 @@ int8 QDQ), check each file, gate the quantised ones on accuracy, release.
 3. Each file is run through ``sdk.load_model`` on the held-out pairs (images
    re-detected and re-aligned from disk, as on the device) and gets its own τ and
    named operating points ``far_1e-2/-3/-4`` (fitted on every pair of those photos,
-   about a million different-person pairs); a quantised file is refused (not
-   released, the command fails unless ``--keep-going``) when, over every pair of
-   those photos, its best balanced accuracy is more than ``--max-drop`` points below
-   the float model's, or its TAR at FAR 1e-3 more than ``--max-tar-drop`` points
-   (:mod:`export.faces.gate`: why not the 10-fold accuracy of the listed pairs, which
-   is still reported).
-4. The int8 TFLite and int8 ONNX files that pass are copied to ``models/faces/``
-   (the fp32 ONNX too), with the Keras model and, in ``face_encoder.train.npz``, the
-   training state a next leg starts from (``train --init models/faces/face_encoder.keras``).
+   about a million different-person pairs); a file is refused when, over every pair
+   of those photos, its best balanced accuracy is more than ``--max-drop`` points
+   below the float model's, or its TAR at FAR 1e-3 more than ``--max-tar-drop``
+   points (:mod:`export.faces.gate`: why not the 10-fold accuracy of the listed pairs,
+   which is still reported), and a float file (fp32, fp16) also when its embeddings
+   drift from Keras' (:data:`FLOAT_MIN_COSINE`: a broken conversion, not rounding).
+4. Only when no file is refused (or with ``--keep-going``: the files that pass) are
+   the int8 TFLite, int8 ONNX and fp32 ONNX files copied to ``models/faces/``, with
+   the Keras model and, in ``face_encoder.train.npz``, the training state a next leg
+   starts from (``train --init models/faces/face_encoder.keras``).  Each file replaces
+   its released copy in one rename, so a crash never leaves a half-written model
+   there; a refused file's earlier copy is removed rather than left beside files of
+   other weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +41,18 @@ from sdk.contract import ModelInfo, Preprocessing, TensorSpec
 from . import data as fdata
 
 
-class QuantisationRefusedError(RuntimeError):
-    """A quantised model lost more accuracy than allowed."""
+#: Least cosine between a float file's embeddings and the Keras model's on the check
+#: faces.  Conversion rounding stays far above it (fp32 files: 1 - 1e-12, fp16: 1 - 1e-6,
+#: runs/faces/release15.json); a broken conversion falls below it.
+FLOAT_MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999}
+
+
+def install(src: Path, dst: Path) -> None:
+    """Copy ``src`` onto ``dst`` in one rename: ``dst`` is the old file or the new one,
+    never half of either (a released model must not be left half-written)."""
+    tmp = dst.with_name(dst.name + ".partial")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
 
 
 def face_encoder_info(name: str, threshold: float, source_hash: str, extra: dict) -> ModelInfo:
@@ -185,13 +201,18 @@ def main(argv: list[str] | None = None) -> int:
         dense = evaluate_dense(pairs, images, e, crop)
         scores = GateScores.from_distances(dense.pop("_dist"), dense.pop("_same"))
         verdict = judge(ref_gate, scores, args.max_drop, args.max_tar_drop)
+        why = list(verdict.reasons)
+        floor = FLOAT_MIN_COSINE.get(precision)
+        if floor is not None and agree.min_cosine < floor:
+            why.append(f"its embeddings drift from Keras' (min cosine {agree.min_cosine:.6f} "
+                       f"< {floor}): the conversion is broken")
         e.close()
         own_tau = r["ten_fold"]["threshold_all"]  # this file's own τ (int8 shifts distances)
         points = {"best_accuracy": own_tau, **dense_operating_points(dense)}
         set_threshold(path, own_tau, points)
         acc = r["ten_fold"]["accuracy_mean"]
         drop = 100 * (ref_acc - acc)  # the 10-fold list's: reported, too noisy to gate on
-        ok = precision == "fp32" or verdict.ok
+        ok = not why
         report["files"][path.name] = {
             "bytes": path.stat().st_size, "ten_fold": acc,
             "ten_fold_std": r["ten_fold"]["accuracy_std"],
@@ -199,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             "threshold": own_tau, "operating_points": points,
             "tar_at_far_1e-2": r["tar_at_far_1e-2"], "drop_points": drop,
             "gate": {**vars(scores), "accuracy_drop": verdict.accuracy_drop,
-                     "tar_drop": verdict.tar_drop, "reasons": list(verdict.reasons)},
+                     "tar_drop": verdict.tar_drop, "reasons": why},
             "dense_at_far": dense["at_far"],
             "min_cosine_vs_keras": agree.min_cosine, "accepted": ok}
         print(f"{path.name}: {path.stat().st_size / 1e6:.2f} MB, 10-fold {100 * acc:.2f}% "
@@ -210,37 +231,47 @@ def main(argv: list[str] | None = None) -> int:
               f"-> {'ok' if ok else 'REFUSED'}")
         if not ok:
             refused.append(path.name)
-            reasons[path.name] = verdict.reasons
+            reasons[path.name] = why
+    report["refused"] = refused
+    if refused and not args.keep_going:
+        # decided before anything is copied: models/ keeps the earlier release whole
+        report["released"] = []
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+        print("refused, nothing released (--keep-going releases the files that pass): "
+              + "; ".join(f"{name}: {' and '.join(why)}" for name, why in reasons.items()),
+              file=sys.stderr)
+        return 1
     released = []
+    rel.mkdir(parents=True, exist_ok=True)
     # fp32 ONNX ships too: TensorRT builds its FP16/INT8 engines from the float graph
     # (ONNX Runtime's QDQ file has uint8 activations, which TensorRT cannot take)
     wanted = ["face_encoder_int8.tflite", "face_encoder_int8.onnx", "face_encoder_fp32.onnx"]
     for name in wanted:
         if name in refused:
+            if (rel / name).exists():  # of other weights than the files released beside it
+                (rel / name).unlink()
+                print(f"removed the earlier {rel / name}: its new version was refused")
             continue
-        rel.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(out / name, rel / name)
+        install(out / name, rel / name)
         released.append(str(rel / name))
     # the trained Keras model, so a clone can re-export and visualise without retraining
     kept = rel / "face_encoder.keras"
     if not kept.exists() or not kept.samefile(args.model):
-        shutil.copy2(args.model, kept)
+        install(Path(args.model), kept)
     released.append(str(kept))
     # and what the next training leg starts from (CosFace centres, distillation map, the
     # record): runs/ does not outlive a machine, the release does
     src_heads, dst_heads = heads_file(Path(args.model)), heads_file(kept)
     if src_heads.is_file():
         if not dst_heads.exists() or not dst_heads.samefile(src_heads):
-            shutil.copy2(src_heads, dst_heads)
+            install(src_heads, dst_heads)
     elif save_heads(Path(args.model).parent, dst_heads) is None:
         dst_heads.unlink(missing_ok=True)  # an older release's heads would not fit
     if dst_heads.is_file():
         released.append(str(dst_heads))
-    report["released"], report["refused"] = released, refused
+    report["released"] = released
     print(f"released: {released}; refused: {refused}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
-    if refused and not args.keep_going:
-        raise QuantisationRefusedError("; ".join(
-            f"{name}: {' and '.join(why)}" for name, why in reasons.items()))
     return 0

@@ -553,11 +553,17 @@ def build_from_manifest(manifest: str | Path, options: JetsonOptions | None = No
                 info = _engine_contract(onnx_path, m, precision, inputs, outputs, trt, gpu,
                                         int(doc["workspace_mb"]))
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dst.with_suffix(".partial")
+                # checked under a temporary name first: the cache name means "verified",
+                # and a later run trusts it without building or checking again
+                tmp = dst.with_name(f"{dst.stem}.partial{dst.suffix}")
                 tmp.write_bytes(pack_engine(info, engine_bytes))
-                tmp.replace(dst)
                 seconds = time.perf_counter() - t0
-                check = verify_engine(dst, onnx_path, root, m, options.device)
+                try:
+                    check = verify_engine(tmp, onnx_path, root, m, options.device, precision)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                tmp.replace(dst)
                 log(f"{m.name} {precision}: wrote {dst} ({dst.stat().st_size / 1e6:.1f} MB, "
                     f"{seconds:.0f} s); vs ONNX Runtime: {check or 'not compared'}")
                 results.append(BuiltEngine(m.name, precision, dst, False, seconds, check))
@@ -691,13 +697,21 @@ def _engine_contract(onnx_path: Path, m: PreparedModel, precision: str,
             "onnx_sha256": m.sha256}})
 
 
+#: Least cosine between an engine's outputs and ONNX Runtime's on the same inputs, per
+#: precision: a working FP16 engine stays near 1, an INT8 one within a few 1e-3 (the int8
+#: ONNX face encoder against Keras: 0.996); below it the build is refused, not cached.
+ENGINE_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
+
+
 def verify_engine(engine: Path, onnx_path: Path, root: Path, m: PreparedModel,
-                  device: int) -> dict:
+                  device: int, precision: str = "fp32") -> dict:
     """Run the new engine through ``sdk.load_model`` on a few inputs and compare with
     ONNX Runtime on the same inputs (when ONNX Runtime is installed on the device).
 
     Returns {"max_abs", "min_cosine", "samples"}; raises EngineBuildError for
-    non-finite outputs (a broken engine is not written off as "slower").
+    non-finite outputs or outputs that drift from ONNX Runtime's (below
+    :data:`ENGINE_MIN_COSINE` for ``precision``): a broken engine is not written off
+    as "slower".
     """
     import sdk
 
@@ -709,7 +723,7 @@ def verify_engine(engine: Path, onnx_path: Path, root: Path, m: PreparedModel,
     else:
         rng = np.random.default_rng(0)
         x = rng.uniform(0, 1, size=(2, *m.profiles[0].opt[1:])).astype(np.float32)
-    with sdk.load_model(engine, device=device) as model:
+    with sdk.load_model(engine, backend="tensorrt", device=device) as model:
         got = [model.run(s[None])[0] for s in x]
     if not all(np.all(np.isfinite(g)) for g in got):
         raise EngineBuildError(f"{engine}: the engine produces non-finite outputs")
@@ -723,5 +737,11 @@ def verify_engine(engine: Path, onnx_path: Path, root: Path, m: PreparedModel,
     g = np.stack([a.ravel() for a in got]).astype(np.float64)
     cos = (r * g).sum(1) / np.maximum(np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1),
                                       1e-12)
+    floor = ENGINE_MIN_COSINE[precision]
+    if cos.min() < floor:
+        raise EngineBuildError(f"{engine}: its {precision} outputs drift from ONNX Runtime's "
+                               f"(min cosine {cos.min():.5f} < {floor} over {len(x)} inputs); "
+                               "not cached. Check the calibration images, or build another "
+                               "precision")
     return {"max_abs": float(np.abs(r - g).max()), "min_cosine": float(cos.min()),
             "samples": int(len(x))}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -67,8 +68,15 @@ def export_student(student, info, out_dir: str | Path, stem: str, *,
                    formats: Sequence[str] = FORMATS, min_psnr: dict | None = None) -> dict:
     """Write and check each format; returns ``{format: {path, bytes, agreement...}}``.
 
+    Every file is made and checked in a staging folder inside ``out_dir``; only the ones
+    that pass then replace their namesakes there, each in one rename, so ``out_dir``
+    (``models/style`` for a release) never holds a half-written or unchecked model.  The
+    int8 ONNX file is always quantised from this student's own fp32 graph.
+
     Raises:
-        ConversionError: a file drifts from the Keras student (the file is deleted).
+        ConversionError: a file drifts from the Keras student (it is not released, and
+            an earlier file of that name, of other weights, is deleted); ``.report``
+            says what was made and what was refused.
     """
     from .. import formats as fmt
 
@@ -84,32 +92,46 @@ def export_student(student, info, out_dir: str | Path, stem: str, *,
     def reference(x):
         return np.concatenate([np.asarray(student(xi[None], training=False)) for xi in x])
 
-    report = {}
-    for name in formats:
-        kind, precision = name.split("_")
-        path = out / f"{stem}_{precision}.{'tflite' if kind == 'tflite' else 'onnx'}"
-        if name == "onnx_int8":
-            src = out / f"{stem}_fp32.onnx"
-            if not src.is_file():
-                fmt.to_onnx(student, src, info)
-            fmt.quantize_onnx_int8(src, path, calib)
-        elif kind == "onnx":
-            fmt.to_onnx(student, path, info)
-        else:
-            fmt.to_tflite(student, path, info, precision=precision, calibration=calib)
-        thr = thresholds[name]
-        try:
-            agree = fmt.check_against(reference, path, check, peak=255.0,
-                                      check=lambda a, thr=thr: a.psnr_db >= thr,
-                                      requirement=f"PSNR >= {thr} dB against the Keras student")
-        except fmt.ConversionError as exc:
-            path.unlink(missing_ok=True)  # refuse: never leave a drifting model behind
-            report[name] = {"refused": str(exc), "min_psnr_db": thr}
-            continue  # the other formats are still made and checked
-        report[name] = {"path": str(path), "bytes": path.stat().st_size,
-                        "psnr_db": round(agree.psnr_db, 2), "max_abs": round(agree.max_abs, 2),
-                        "mean_abs": round(agree.mean_abs, 3), "min_psnr_db": thr}
+    report, passed = {}, []
+    with tempfile.TemporaryDirectory(dir=out, prefix=".staging-") as staging:
+        staging = Path(staging)
+        for name in formats:
+            kind, precision = name.split("_")
+            path = staging / f"{stem}_{precision}.{'tflite' if kind == 'tflite' else 'onnx'}"
+            thr = thresholds[name]
+            if name == "onnx_int8":
+                if "refused" in report.get("onnx_fp32", {}):
+                    report[name] = {"refused": f"{path.name}: its source, the fp32 ONNX graph, "
+                                               "was refused", "min_psnr_db": thr}
+                    continue
+                src = staging / f"{stem}_fp32.onnx"
+                if not src.is_file():  # never an older file in out_dir: other weights
+                    fmt.to_onnx(student, src, info)
+                fmt.quantize_onnx_int8(src, path, calib)
+            elif kind == "onnx":
+                fmt.to_onnx(student, path, info)
+            else:
+                fmt.to_tflite(student, path, info, precision=precision, calibration=calib)
+            try:
+                agree = fmt.check_against(reference, path, check, peak=255.0,
+                                          check=lambda a, thr=thr: a.psnr_db >= thr,
+                                          requirement=f"PSNR >= {thr} dB against the Keras "
+                                                      "student")
+            except fmt.ConversionError as exc:
+                report[name] = {"refused": str(exc), "min_psnr_db": thr}
+                continue  # the other formats are still made and checked
+            passed.append(path)
+            report[name] = {"path": str(out / path.name), "bytes": path.stat().st_size,
+                            "psnr_db": round(agree.psnr_db, 2),
+                            "max_abs": round(agree.max_abs, 2),
+                            "mean_abs": round(agree.mean_abs, 3), "min_psnr_db": thr}
+        for path in passed:
+            os.replace(path, out / path.name)
     refused = [k for k, v in report.items() if "refused" in v]
+    for k in refused:  # an earlier file of that name holds other weights: not released
+        kind, precision = k.split("_")
+        (out / f"{stem}_{precision}.{'tflite' if kind == 'tflite' else 'onnx'}").unlink(
+            missing_ok=True)
     if refused:
         error = fmt.ConversionError("refused (deleted): " + "; ".join(
             report[k]["refused"] for k in refused))
