@@ -613,7 +613,8 @@ def test_train_then_new_leg_from_init(tmp_path):
     assert (tmp_path / "a" / "curve.png").is_file()
     second = train.train(train.build_parser().parse_args(
         common + ["--out", str(tmp_path / "b"), "--init", str(tmp_path / "a"),
-                  "--distill-mode", "relational", "--lr", "0"]))
+                  "--distill-mode", "relational", "--lr", "0",
+                  "--merge-duplicates"]))   # reads the teacher's (empty) duplicate list
     assert second["init"]["from"] == str(tmp_path / "a")
     assert second["init"]["state"]["epoch"] == 1
     from export.faces.report import history_table

@@ -361,10 +361,10 @@ def train(args: argparse.Namespace) -> dict:
     if args.teacher and Path(args.teacher).is_file() and args.distill > 0:
         with np.load(args.teacher) as z:
             teacher_emb, teacher_ok = z["emb"], z["ok"]
+            if args.merge_duplicates:  # read while the file is open
+                dups = z["duplicates"]
         if args.centre_teacher:
             teacher_emb = centre_teacher(teacher_emb, teacher_ok, labels, hold)
-            if args.merge_duplicates:
-                dups = z["duplicates"]
         print(f"teacher: {int(teacher_ok.sum())} faces; merging {len(dups)} flagged "
               "cross-set duplicates")
     elif args.distill > 0:
