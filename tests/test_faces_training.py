@@ -613,7 +613,7 @@ def test_train_then_new_leg_from_init(tmp_path):
     assert (tmp_path / "a" / "curve.png").is_file()
     second = train.train(train.build_parser().parse_args(
         common + ["--out", str(tmp_path / "b"), "--init", str(tmp_path / "a"),
-                  "--distill-mode", "relational", "--lr", "0",
+                  "--distill-mode", "relational", "--lr", "0", "--dropout", "0",
                   "--merge-duplicates"]))   # reads the teacher's (empty) duplicate list
     assert second["init"]["from"] == str(tmp_path / "a")
     assert second["init"]["state"]["epoch"] == 1
@@ -628,6 +628,12 @@ def test_train_then_new_leg_from_init(tmp_path):
     wb = [v.numpy() for v in keras.models.load_model(tmp_path / "b" / "model.keras")
           .trainable_weights]
     assert max(float(np.abs(x - y).max()) for x, y in zip(wa, wb)) < 0.01
+    # --dropout 0: the leg trains (and saves) the model without it
+    rates = [layer.rate for layer in keras.models.load_model(tmp_path / "b" / "model.keras")
+             .layers if isinstance(layer, keras.layers.Dropout)]
+    assert rates == [0.0]
+    with pytest.raises(SystemExit):
+        train.build_parser().parse_args(common + ["--out", "x", "--dropout", "1"])
     # from a bare .keras file (a released encoder): its class centres are imprinted from
     # its own embeddings and fitted to them, not random
     import shutil

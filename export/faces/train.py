@@ -422,6 +422,12 @@ def train(args: argparse.Namespace) -> dict:
         if init_model is not None:
             state["init"] = {"from": str(args.init), "state": earlier.get("state")}
         print(f"encoder: {state['params']} parameters, {state['macs'] / 1e6:.1f} M MACs")
+    if args.dropout is not None:
+        # Dropout's rate is read when the training step is traced, i.e. after this; a
+        # checkpoint saves it, so a resumed leg keeps the rate it was started with
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Dropout):
+                layer.rate = args.dropout
     optimizer = keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay)
     # heads a new leg has to start afresh (a released encoder without its training state,
     # or --imprint): fitted to the frozen encoder's embeddings of a per-class sample
@@ -600,6 +606,13 @@ def train(args: argparse.Namespace) -> dict:
     return state
 
 
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"a dropout rate is in [0, 1), got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m export faces train``."""
     from .cli import FACES, RUNS
@@ -678,7 +691,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of batches made wholly grey (anchors, positives and "
                          "negatives), so strangers are told apart without colour; 0: none")
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--weight-decay", type=float, default=1e-4,
+                    help="AdamW's decoupled decay: each step shrinks every weight by lr x this "
+                         "(the default at lr 1e-3: 1e-7 per step, next to nothing; AdamW "
+                         "setups elsewhere use 0.01-0.05)")
+    ap.add_argument("--dropout", type=_rate, default=None,
+                    help="rate of the dropout before the embedding layer (default: the "
+                         "model's own, 0.1 since run 1); 0 turns it off, so batch-hard mining "
+                         "ranks the distances the exported model gives")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=20)
     return ap
