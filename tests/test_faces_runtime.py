@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import zipfile
@@ -708,6 +709,12 @@ def test_demo_faces(exported, yunet, monkeypatch, tmp_path, capsys):
                             "--operating-point", "model"]) == 0
     out = capsys.readouterr().out
     assert "== summary" in out and "wrong unlocks" in out and " d=" in out
+    # cooldown and hold are off: every photo is judged, once (the audit's "unlocking"
+    # records before each unlock are no decisions)
+    assert re.search(r"not judged \(locked\)\s+0\n", out)
+    decided = re.search(r"^summary: (.*)$", out, re.M)[1]   # e.g. "deny 3, unlock 14"
+    photos = sum(int(part.split()[-1]) for part in decided.split(", "))
+    assert re.search(rf"wrong unlocks: \d+ of {photos} photos", out)
     # until the released model exists, the demo stops with the typed error's message
     monkeypatch.setattr(verifier_module, "DEFAULT_FACE_MODEL", tmp_path / "absent.onnx")
     assert demo_faces.main([]) == 2
