@@ -37,8 +37,8 @@ often as the person (docs/FACES.md, "Printed photos"); use the lock as one facto
 from __future__ import annotations
 
 import argparse
-import json
 import io
+import json
 import os
 import signal
 import subprocess
