@@ -41,8 +41,10 @@ import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -147,7 +149,8 @@ class LockOptions:
             person settles in front of it; counting frames would start the cooldown
             within a tenth of a second.  0 counts every refused frame.
         hook_timeout_s: an unlock command running longer is killed, with every
-            program it started, and counts as failed.
+            program it started, and counts as failed (as does one that exits non-zero:
+            its programs are killed too).
         quality: limits a face must meet to be judged (``sdk.QualityOptions``); a
             face that misses one is logged as ``poor_face`` with its problems and
             is not a failed attempt: the camera waits for a better frame.  Skipping
@@ -221,22 +224,26 @@ class DoorLock:
         if cmd is None:  # no command: the printed "UNLOCK name" decision line is the hook
             return None
         env = {**os.environ, "DOOR_NAME": name, "DOOR_DISTANCE": f"{distance:.6f}"}
-        try:
-            # its own session: on a timeout the whole group is killed, not only the shell,
-            # so no program the hook started can open the door after the lock logged a failure
-            proc = subprocess.Popen(cmd, shell=True, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)
-        except OSError as exc:
-            return f"unlock command failed to start: {exc}"
-        try:
-            _, err = proc.communicate(timeout=self.options.hook_timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            return (f"unlock command timed out after {self.options.hook_timeout_s:g} s; "
-                    "it and the programs it started were killed")
-        if proc.returncode != 0:
-            tail = err.decode(errors="replace").strip()[-200:]
-            return f"unlock command exited with {proc.returncode}: {tail}"
+        # stderr to a file, not a pipe: a program the hook leaves running in the background
+        # (a relock after a delay) would hold a pipe open and make a finished hook look hung
+        with tempfile.TemporaryFile() as err_file:
+            try:
+                # its own session, so a failed hook is killed with everything it started:
+                # nothing may open the door after the lock has logged a failure
+                proc = subprocess.Popen(cmd, shell=True, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=err_file, start_new_session=True)
+            except OSError as exc:
+                return f"unlock command failed to start: {exc}"
+            try:
+                code = proc.wait(timeout=self.options.hook_timeout_s)
+            except subprocess.TimeoutExpired:
+                return (f"unlock command timed out after {self.options.hook_timeout_s:g} s; "
+                        + _kill_group(proc))
+            if code != 0:
+                killed = _kill_group(proc)
+                err_file.seek(0)
+                tail = err_file.read().decode(errors="replace").strip()[-200:]
+                return f"unlock command exited with {code} ({killed}): {tail}"
         return None
 
     def process(self, frame: np.ndarray | None, frame_id: str, source: str) -> dict:
@@ -333,18 +340,23 @@ class DoorLock:
                 fd = self._audit.fileno()
             except (AttributeError, io.UnsupportedOperation):  # an in-memory log
                 return
-            os.fsync(fd)
+            if stat.S_ISREG(os.fstat(fd).st_mode):  # a pipe or a terminal cannot be synced
+                os.fsync(fd)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill a timed-out hook with every process it started (its session's group)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (AttributeError, OSError):  # no process groups (Windows), or already gone
-        proc.kill()
+def _kill_group(proc: subprocess.Popen) -> str:
+    """Kill a failed hook with every process it started (its session's group); says what
+    was killed."""
+    if hasattr(os, "killpg"):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the shell and everything it started are gone already
+            pass
+        proc.wait()
+        return "it and the programs it started were killed"
+    proc.kill()  # no process groups (Windows): only the shell can be reached
     proc.wait()
-    if proc.stderr is not None:
-        proc.stderr.close()
+    return "it was killed (programs it started may still run)"
 
 
 # --- commands -------------------------------------------------------------------

@@ -693,9 +693,27 @@ def test_door_lock_never_unlocks_unrecorded_or_after_its_timeout(exported, yunet
                                        hook_timeout_s=0.3), out=out)
         record = slow.process(photos["a1"], "f", "test")
         assert record["decision"] == "unlock_failed" and "timed out" in record["error"]
+        # a hook that exits non-zero is killed with what it started, too; one that succeeds
+        # at once and leaves a program running (a relock after a delay) is left alone, and
+        # is not mistaken for a hung one although that program holds its stderr
+        late, relocked = tmp_path / "late", tmp_path / "relocked"
+        failing = DoorLock(g, LockOptions(unlock_cmd=f'(sleep 1; touch "{late}") & exit 3'),
+                           out=out)
+        assert failing.process(photos["a1"], "f", "test")["decision"] == "unlock_failed"
+        relocking = DoorLock(g, LockOptions(unlock_cmd=f'(sleep 1; touch "{relocked}") &',
+                                            hook_timeout_s=0.5), out=out)
+        assert relocking.process(photos["a1"], "f", "test")["decision"] == "unlock"
         import time
-        time.sleep(2.0)  # past the moment the hook would have opened the door
-        assert not opened.exists()
+        time.sleep(2.0)  # past the moment the hooks' programs would have acted
+        assert not opened.exists() and not late.exists() and relocked.exists()
+        # an audit log on a pipe (it cannot be synced to a disk) still records unlocks
+        read_end, write_end = os.pipe()
+        with os.fdopen(write_end, "w") as pipe, os.fdopen(read_end) as reader:
+            piped = DoorLock(g, LockOptions(), audit=pipe, out=out)
+            assert piped.process(photos["a1"], "f", "test")["decision"] == "unlock"
+            pipe.close()
+            assert [json.loads(x)["decision"] for x in reader.read().splitlines()] == [
+                "unlocking", "unlock"]
 
 
 def test_demo_faces(exported, yunet, monkeypatch, tmp_path, capsys):

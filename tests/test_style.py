@@ -357,8 +357,9 @@ def test_export_refuses_a_drifting_model(tiny_student, tmp_path):
 
 def test_export_stages_files_and_quantises_its_own_graph(tiny_student, tmp_path):
     """The int8 ONNX file comes from this student's fp32 graph, never from an older file
-    of that name in the folder; nothing is left staged; a refused format's older file
-    (other weights) is deleted, not kept beside the new ones."""
+    of that name in the folder, and that graph is checked and released with it; nothing is
+    left staged; a refused format's older file (other weights) is deleted, not kept beside
+    the new ones."""
     from export.formats import ConversionError
     from export.style.release import export_student
     from sdk.contract import ModelInfo
@@ -371,13 +372,15 @@ def test_export_stages_files_and_quantises_its_own_graph(tiny_student, tmp_path)
                             check=images[16:], formats=("onnx_int8",),
                             min_psnr={"onnx_int8": 15.0})
     assert report["onnx_int8"]["path"] == str(tmp_path / "t_int8.onnx")
-    assert (tmp_path / "t_fp32.onnx").read_bytes().startswith(b"an older")  # not asked for
+    assert report["onnx_fp32"]["psnr_db"] >= 45     # its source, checked and released too
+    assert not (tmp_path / "t_fp32.onnx").read_bytes().startswith(b"an older")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t_fp32.onnx", "t_int8.onnx"]
-    with pytest.raises(ConversionError):
+    with pytest.raises(ConversionError) as caught:   # int8 asked first, its source refused
         export_student(tiny_student, info, tmp_path, "t", calibration=images[:16],
-                       check=images[16:], formats=("onnx_int8",),
-                       min_psnr={"onnx_int8": 200.0})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t_fp32.onnx"]
+                       check=images[16:], formats=("onnx_int8", "onnx_fp32"),
+                       min_psnr={"onnx_fp32": 200.0})
+    assert "its source" in caught.value.report["onnx_int8"]["refused"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_shuffle_student_exports_and_runs_at_any_multiple_of_4(tf, tmp_path):

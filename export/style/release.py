@@ -71,7 +71,8 @@ def export_student(student, info, out_dir: str | Path, stem: str, *,
     Every file is made and checked in a staging folder inside ``out_dir``; only the ones
     that pass then replace their namesakes there, each in one rename, so ``out_dir``
     (``models/style`` for a release) never holds a half-written or unchecked model.  The
-    int8 ONNX file is always quantised from this student's own fp32 graph.
+    int8 ONNX file is always quantised from this student's own fp32 graph, which is then
+    made, checked and released with it.
 
     Raises:
         ConversionError: a file drifts from the Keras student (it is not released, and
@@ -84,6 +85,12 @@ def export_student(student, info, out_dir: str | Path, stem: str, *,
     if unknown:
         raise ValueError(f"unknown format(s) {unknown}; choose from {list(MIN_PSNR)}")
     thresholds = {**MIN_PSNR, **(min_psnr or {})}
+    formats = list(formats)
+    if "onnx_int8" in formats:
+        # the int8 file is quantised from this student's fp32 graph: that graph is made,
+        # checked and released first, whatever the order asked for (an older fp32 file
+        # left beside the new int8 one would hold other weights)
+        formats = ["onnx_fp32"] + [f for f in formats if f != "onnx_fp32"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     calib = [c[None] for c in calibration]
@@ -104,10 +111,7 @@ def export_student(student, info, out_dir: str | Path, stem: str, *,
                     report[name] = {"refused": f"{path.name}: its source, the fp32 ONNX graph, "
                                                "was refused", "min_psnr_db": thr}
                     continue
-                src = staging / f"{stem}_fp32.onnx"
-                if not src.is_file():  # never an older file in out_dir: other weights
-                    fmt.to_onnx(student, src, info)
-                fmt.quantize_onnx_int8(src, path, calib)
+                fmt.quantize_onnx_int8(staging / f"{stem}_fp32.onnx", path, calib)
             elif kind == "onnx":
                 fmt.to_onnx(student, path, info)
             else:
