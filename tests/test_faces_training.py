@@ -773,6 +773,34 @@ def test_release_gate_reads_every_pair():
         judge(ref, GateScores.from_distances(d, s, far=1e-4))
 
 
+def test_release_publishes_whole_files_and_no_mixed_set(tmp_path, capsys):
+    """A release replaces each released file in one rename (no half-written model, no
+    temporary file left), and a refused file's earlier copy is removed rather than kept
+    beside files of other weights."""
+    from export.faces.release import RELEASED_FILES, publish
+
+    out, rel = tmp_path / "export", tmp_path / "models"
+    out.mkdir()
+    rel.mkdir()
+    for name in RELEASED_FILES:
+        (out / name).write_bytes(b"new " + name.encode())
+        (rel / name).write_bytes(b"old " + name.encode())
+    model = tmp_path / "run" / "model.keras"
+    model.parent.mkdir()
+    model.write_bytes(b"new weights")
+    released = publish(out, rel, ["face_encoder_int8.onnx"], model)
+    assert sorted(Path(p).name for p in released) == [
+        "face_encoder.keras", "face_encoder_fp32.onnx", "face_encoder_int8.tflite"]
+    assert not (rel / "face_encoder_int8.onnx").exists()        # old weights: removed
+    assert (rel / "face_encoder_int8.tflite").read_bytes().startswith(b"new ")
+    assert (rel / "face_encoder.keras").read_bytes() == b"new weights"
+    assert not list(rel.glob("*.partial"))
+    assert "its new version was refused" in capsys.readouterr().out
+    # the released folder's own Keras file as the model: kept, not copied onto itself
+    assert publish(out, rel, [], rel / "face_encoder.keras")[-1] == str(rel / "face_encoder.keras")
+    assert (rel / "face_encoder_int8.onnx").read_bytes().startswith(b"new ")
+
+
 def test_release_table_shows_the_every_pair_gate():
     """The report's exported-files table: the gate's drops and its reasons for a refusal;
     a release JSON written before the every-pair gate still renders."""

@@ -55,6 +55,36 @@ def install(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+#: The exported files a release copies to the release folder.  The fp32 ONNX file ships
+#: too: TensorRT builds its FP16/INT8 engines from the float graph (ONNX Runtime's QDQ file
+#: has uint8 activations, which TensorRT cannot take).
+RELEASED_FILES = ("face_encoder_int8.tflite", "face_encoder_int8.onnx",
+                  "face_encoder_fp32.onnx")
+
+
+def publish(out: Path, rel: Path, refused: list[str], model: Path) -> list[str]:
+    """Copy the exported files of ``out`` that passed (:data:`RELEASED_FILES`) and the
+    Keras ``model`` into ``rel``, each in one rename; a refused file's earlier copy in
+    ``rel`` is removed (it holds other weights than the files beside it).  Returns the
+    released paths."""
+    rel.mkdir(parents=True, exist_ok=True)
+    released = []
+    for name in RELEASED_FILES:
+        if name in refused:
+            if (rel / name).exists():
+                (rel / name).unlink()
+                print(f"removed the earlier {rel / name}: its new version was refused")
+            continue
+        install(out / name, rel / name)
+        released.append(str(rel / name))
+    # the trained Keras model, so a clone can re-export and visualise without retraining
+    kept = rel / "face_encoder.keras"
+    if not kept.exists() or not kept.samefile(model):
+        install(model, kept)
+    released.append(str(kept))
+    return released
+
+
 def face_encoder_info(name: str, threshold: float, source_hash: str, extra: dict) -> ModelInfo:
     """The contract of a face encoder (I/O specs are filled in by export.formats)."""
     return ModelInfo(
@@ -242,24 +272,8 @@ def main(argv: list[str] | None = None) -> int:
               + "; ".join(f"{name}: {' and '.join(why)}" for name, why in reasons.items()),
               file=sys.stderr)
         return 1
-    released = []
-    rel.mkdir(parents=True, exist_ok=True)
-    # fp32 ONNX ships too: TensorRT builds its FP16/INT8 engines from the float graph
-    # (ONNX Runtime's QDQ file has uint8 activations, which TensorRT cannot take)
-    wanted = ["face_encoder_int8.tflite", "face_encoder_int8.onnx", "face_encoder_fp32.onnx"]
-    for name in wanted:
-        if name in refused:
-            if (rel / name).exists():  # of other weights than the files released beside it
-                (rel / name).unlink()
-                print(f"removed the earlier {rel / name}: its new version was refused")
-            continue
-        install(out / name, rel / name)
-        released.append(str(rel / name))
-    # the trained Keras model, so a clone can re-export and visualise without retraining
+    released = publish(out, rel, refused, Path(args.model))
     kept = rel / "face_encoder.keras"
-    if not kept.exists() or not kept.samefile(args.model):
-        install(Path(args.model), kept)
-    released.append(str(kept))
     # and what the next training leg starts from (CosFace centres, distillation map, the
     # record): runs/ does not outlive a machine, the release does
     src_heads, dst_heads = heads_file(Path(args.model)), heads_file(kept)
