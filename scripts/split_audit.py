@@ -64,18 +64,6 @@ def _name_alike(a: str, b: str, ratio: float = 0.85) -> bool:
     return len(ka) >= 5 and len(kb) >= 5 and difflib.SequenceMatcher(None, ka, kb).ratio() >= ratio
 
 
-def listed_pairs(cache: dict, pairs_file: Path, root: Path):
-    """(row_a, row_b, same, fold) of an LFW pair list mapped onto the cached crops."""
-    pairs, folds = fdata.parse_lfw_pairs(pairs_file)
-    index = {p: k for k, p in enumerate(cache["paths"])}
-    per_fold = len(pairs) // folds
-    rows = [(index[fdata.resolve_lfw_image(root, n1, i1).relative_to(root).as_posix()],
-             index[fdata.resolve_lfw_image(root, n2, i2).relative_to(root).as_posix()],
-             s, n // per_fold) for n, (n1, i1, n2, i2, s) in enumerate(pairs)]
-    ra, rb, same, fold = (np.array(c) for c in zip(*rows))
-    return ra, rb, same.astype(bool), fold
-
-
 def held_out_numbers(emb, labels, ra, rb, same, fold, drop: set[int]) -> str:
     keep = ~(np.isin(labels[ra], list(drop)) | np.isin(labels[rb], list(drop)))
     d = squared_l2(emb[ra[keep]], emb[rb[keep]])
@@ -182,7 +170,7 @@ def main() -> int:
     # 4. the held-out numbers with and without them
     drop = ({names.index(n) for n in args.exclude} if args.exclude is not None
             else {h for h, _ in candidates})
-    ra, rb, same, fold = listed_pairs(cache, runs / "pairs.txt", Path(args.root))
+    ra, rb, same, fold = fdata.holdout_pairs_on_cache(cache, runs / "pairs.txt", Path(args.root))
     print(f"4. {Path(args.model).name} on the cached crops")
     print(f"   all {len(held_ids)} held-out identities: "
           + held_out_numbers(emb, labels, ra, rb, same, fold, set()))

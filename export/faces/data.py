@@ -353,3 +353,20 @@ def greyscale(images: np.ndarray) -> np.ndarray:
 def bgr_to_model_input(images: np.ndarray) -> np.ndarray:
     """Aligned BGR uint8 faces -> the encoder's input: RGB float32 in 0..255."""
     return images[..., ::-1].astype(np.float32)
+
+
+def holdout_pairs_on_cache(cache: dict, pairs_file: Path, root: Path
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row_a, row_b, same, fold) of ``pairs_file`` mapped onto cached crops."""
+    pairs, folds = parse_lfw_pairs(pairs_file)
+    index = {p: k for k, p in enumerate(cache["paths"])}
+    ra, rb, same, fold = [], [], [], []
+    per_fold = len(pairs) // folds
+    for n, (n1, i1, n2, i2, s) in enumerate(pairs):
+        a = resolve_lfw_image(root, n1, i1).relative_to(root).as_posix()
+        b = resolve_lfw_image(root, n2, i2).relative_to(root).as_posix()
+        ra.append(index[a])
+        rb.append(index[b])
+        same.append(s)
+        fold.append(n // per_fold)
+    return np.array(ra), np.array(rb), np.array(same), np.array(fold)

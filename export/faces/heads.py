@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .cli import FACES, RUNS
     from .model import build_pair_head
-    from .train import embed_images, holdout_pairs_on_cache
+    from .data import holdout_pairs_on_cache
+    from .train import embed_images
 
     ap = argparse.ArgumentParser(prog="python -m export faces heads")
     ap.add_argument("--model", required=True, help="trained encoder (.keras)")

@@ -279,23 +279,6 @@ def fit_heads(emb: np.ndarray, classes: np.ndarray, teacher: np.ndarray | None,
     return report
 
 
-def holdout_pairs_on_cache(cache: dict, pairs_file: Path, root: Path
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(row_a, row_b, same, fold) of ``pairs_file`` mapped onto cached crops."""
-    pairs, folds = fdata.parse_lfw_pairs(pairs_file)
-    index = {p: k for k, p in enumerate(cache["paths"])}
-    ra, rb, same, fold = [], [], [], []
-    per_fold = len(pairs) // folds
-    for n, (n1, i1, n2, i2, s) in enumerate(pairs):
-        a = fdata.resolve_lfw_image(root, n1, i1).relative_to(root).as_posix()
-        b = fdata.resolve_lfw_image(root, n2, i2).relative_to(root).as_posix()
-        ra.append(index[a])
-        rb.append(index[b])
-        same.append(s)
-        fold.append(n // per_fold)
-    return np.array(ra), np.array(rb), np.array(same), np.array(fold)
-
-
 def plot_curves(history: list[dict], path: Path) -> None:
     """Training curve PNG: losses per epoch and held-out pair accuracy / AUC."""
     import matplotlib
@@ -499,7 +482,7 @@ def train(args: argparse.Namespace) -> dict:
                         hard_pool=args.hard_pool, source_fraction=args.source_batches,
                         sources=cache.get("sources"))
     aug_rng = np.random.default_rng(args.seed + 7 * state["step"] + 1)
-    va, vb, vsame, vfold = holdout_pairs_on_cache(cache, Path(args.pairs), Path(args.root))
+    va, vb, vsame, vfold = fdata.holdout_pairs_on_cache(cache, Path(args.pairs), Path(args.root))
     use_teacher = teacher_emb is not None
 
     @tf.function(reduce_retracing=True)
