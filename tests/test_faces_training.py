@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
+tf = pytest.importorskip("tensorflow", reason="TensorFlow is needed for the training code "
+                                             "(pip install -e '.[train]')")
 
 from export.faces import data as fdata  # noqa: E402
 from export.faces import losses, metrics  # noqa: E402

@@ -52,8 +52,15 @@ class OnnxRuntimeBackend:
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
         try:
+            # the float nodes of a QDQ file (quantize_onnx_int8(float_stem=True)) run in
+            # float, as its contract says: ONNX Runtime's WeightBiasQuantization pass
+            # (1.32 here) would quantise their weights itself, per tensor over the full int8
+            # range, which saturates x86 CPUs without VNNI (export.formats.ONNX_WEIGHTS).
+            # It changes nothing in fully quantised or float files; older versions
+            # without the pass ignore the name.
             session = ort.InferenceSession(str(path), sess_options=so,
-                                           providers=["CPUExecutionProvider"])
+                                           providers=["CPUExecutionProvider"],
+                                           disabled_optimizers=["WeightBiasQuantization"])
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
             raise ModelFormatError(f"{path}: ONNX Runtime cannot load this file: "
                                    f"{str(exc).splitlines()[0][:300]}") from None
