@@ -22,6 +22,26 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+def assert_agrees_with_float(ref: np.ndarray, got: np.ndarray, min_cos: float,
+                             max_frac: float = 0.1) -> None:
+    """A quantised model's outputs ``got`` against its float model's ``ref`` on the same
+    inputs (first axis = input).
+
+    Two checks, because a cosine floor alone cannot tell: an untrained encoder may put
+    every input within a few degrees of one direction, so an output that ignores its input
+    can clear the floor, and cosine is blind to a wrong output scale.  So besides the
+    floor, each output must lie within ``max_frac`` of the median squared-L2 distance
+    between different inputs' float outputs of its own input's float output."""
+    from export.formats import agreement
+
+    cos = agreement(ref, got).min_cosine
+    assert cos >= min_cos, (cos, min_cos)
+    i, j = np.triu_indices(len(ref), 1)
+    spread = float(np.median(np.sum((ref[i] - ref[j]) ** 2, axis=1)))
+    own = np.sum((np.asarray(got, np.float64) - ref) ** 2, axis=1)
+    assert own.max() < max_frac * spread, (float(own.max()), spread, max_frac)
+
+
 @pytest.fixture(scope="session")
 def yunet():
     """The YuNet detector file in ../shared (skips the test when absent)."""

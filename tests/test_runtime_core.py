@@ -14,28 +14,20 @@ from sdk.contract import (METADATA_KEY, ModelInfo, Preprocessing, TensorSpec, pa
                           unpack_engine)
 from sdk.tflite_metadata import read_metadata
 
+from conftest import assert_agrees_with_float
+
 
 @pytest.fixture(scope="module")
 def keras_ref(tiny_encoder, sample_images):
     return tiny_encoder.predict(sample_images, verbose=0)
 
 
-def _assert_agrees_with_float(ref: np.ndarray, got: np.ndarray, min_cos: float) -> None:
-    """A quantised file's embeddings against the float model's on the same images.
-
-    The cosine floor alone cannot tell: this untrained encoder puts every image within a
-    few degrees of one direction (median cosine 0.97 between different images), so a file
-    with saturated int8 weights (min cosine 0.975, most embeddings nearer another image's
-    float one) or a constant output (0.92) passes a 0.95 floor.  So each embedding must
-    also lie within a tenth of the median squared-L2 distance between different images'
-    float embeddings of its own image's (measured: int8 about 1/80 of it)."""
-    from export.formats import agreement
-
-    assert agreement(ref, got).min_cosine >= min_cos
-    i, j = np.triu_indices(len(ref), 1)
-    spread = float(np.median(np.sum((ref[i] - ref[j]) ** 2, axis=1)))
-    own = np.sum((np.asarray(got, np.float64) - ref) ** 2, axis=1)
-    assert own.max() < 0.1 * spread, (float(own.max()), spread)
+# assert_agrees_with_float (conftest) on the tiny encoder: it puts every image within a
+# few degrees of one direction (median cosine 0.97 between different images), so a file
+# with saturated int8 weights (min cosine 0.975, most embeddings nearer another image's
+# float one) or a constant output (0.92) passes a 0.95 floor; the distance check (each
+# embedding within a tenth of the median squared-L2 distance between different images'
+# float embeddings of its own image's) fails them (measured: int8 about 1/80 of it).
 
 
 # --- parity with the source model ---------------------------------------------
@@ -61,7 +53,7 @@ def test_quantised_models_agree_with_float(fmt, min_cos, exported, sample_images
     with sdk.load_model(exported[fmt]) as model:
         got = np.concatenate([model(x[None]) for x in sample_images])
         assert model.info.precision == fmt.split("_")[1]
-    _assert_agrees_with_float(keras_ref, got, min_cos)
+    assert_agrees_with_float(keras_ref, got, min_cos)
 
 
 def test_onnx_int8_float_stem(exported, sample_images, keras_ref, tmp_path):
@@ -82,7 +74,7 @@ def test_onnx_int8_float_stem(exported, sample_images, keras_ref, tmp_path):
     with sdk.load_model(path) as model:
         assert model.info.quantization["float_nodes"] == float_convs
         got = np.concatenate([model(x[None]) for x in sample_images])
-    _assert_agrees_with_float(keras_ref, got, 0.99)
+    assert_agrees_with_float(keras_ref, got, 0.99)
     plain = onnx.load(str(exported["onnx_int8"])).graph      # the default: every conv int8
     dq = {o for n in plain.node if n.op_type == "DequantizeLinear" for o in n.output}
     assert all(dq.intersection(n.input[1:2]) for n in plain.node if n.op_type == "Conv")
@@ -118,7 +110,7 @@ def test_onnx_int8_weight_encodings(exported, sample_images, keras_ref, tmp_path
     with sdk.load_model(path) as model:
         assert model.info.quantization["weights"] == "uint8 per-channel"
         got = np.concatenate([model(x[None]) for x in sample_images])
-    _assert_agrees_with_float(keras_ref, got, 0.99)
+    assert_agrees_with_float(keras_ref, got, 0.99)
     path = quantize_onnx_int8(exported["onnx_fp32"], tmp_path / "s8.onnx", calib, weights="int8")
     assert max(int(np.abs(w.astype(np.int32)).max()) for w in _conv_weights(path)) == 127
     with pytest.raises(ValueError, match="int8-7bit"):
@@ -142,7 +134,7 @@ def test_int8_io_model_quantises_float_input(tiny_encoder, tiny_info, sample_ima
         got = np.concatenate([model(x[None]) for x in sample_images])  # float32 in, float out
         raw = model.run(sample_images[:1], dequantize=False)[0]
     assert raw.dtype == np.int8
-    _assert_agrees_with_float(keras_ref, got, 0.98)
+    assert_agrees_with_float(keras_ref, got, 0.98)
 
 
 # --- the contract travels inside every file ------------------------------------
