@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
-FACES_RUN ?= runs/faces/run16
+FACES_RUN ?= runs/faces/run17
 
 .PHONY: help setup demo test export-tflite export-onnx export-jetson jetson-check device-bundle bench \
         faces-data faces-teacher train-faces release-faces eval-faces \
@@ -34,7 +34,7 @@ faces-teacher: faces-data ## dlib teacher embeddings of every training face (~30
 	$(PY) -m pip install -q -e ".[teacher]"
 	$(PY) -m export faces teacher --per-identity 0
 
-train-faces: setup ## train the face encoder in eleven legs (60 + 80 + 95 + 80 + 80 + 85 + 85 + 60 + 85 + 85 + 85 min, checkpointed: rerun to resume)
+train-faces: setup ## train the face encoder in twelve legs (60 + 80 + 95 + 80 + 80 + 85 + 85 + 60 + 85 + 85 + 85 + 85 min, checkpointed: rerun to resume)
 	$(PY) -m export faces train --out runs/faces/run1 --minutes 60 --cls 1.0 --resume
 	$(PY) -m export faces train --out runs/faces/run2 --init runs/faces/run1 --minutes 80 --cls 1.0 \
 	    --distill 5 --distill-mode relational --lr 2e-3 --seed 1 --resume
@@ -57,8 +57,11 @@ train-faces: setup ## train the face encoder in eleven legs (60 + 80 + 95 + 80 +
 	$(PY) -m export faces train --out runs/faces/run14 --init runs/faces/run13 --minutes 85 --cls 1.0 \
 	    --cls-margin 0.4 --distill 10 --distill-mode projected --lr 1e-3 --seed 14 \
 	    --hard-identities 0.25 --hard-pool 24 --resume
-	$(PY) -m export faces train --out $(FACES_RUN) --init runs/faces/run14 --minutes 85 --cls 1.0 \
+	$(PY) -m export faces train --out runs/faces/run16 --init runs/faces/run14 --minutes 85 --cls 1.0 \
 	    --cls-margin 0.4 --distill 5 --distill-mode projected --lr 1e-3 --seed 16 \
+	    --hard-identities 0.25 --hard-pool 24 --resume
+	$(PY) -m export faces train --out $(FACES_RUN) --init runs/faces/run16 --minutes 85 --cls 1.0 \
+	    --cls-margin 0.4 --distill 2.5 --distill-mode projected --lr 1e-3 --seed 17 \
 	    --hard-identities 0.25 --hard-pool 24 --resume
 
 release-faces: setup ## fp32/fp16/int8 TFLite + ONNX, accuracy gate, copy to models/faces

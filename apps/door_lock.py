@@ -453,8 +453,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     print(f"enrolled {args.name!r}: {len(added)} photo(s) added, {n} in all; "
           f"{len(gallery)} people in {args.gallery}")
     if n < RECOMMENDED_PHOTOS:
-        # measured at the door's default point (docs/FACES.md, "How many photos to enrol"):
-        # one photo let 81 % / 42 % of att-orl / yale attempts in, three 93 % / 86 %
+        # measured at the door's default point (docs/FACES.md, "How many photos to enrol";
+        # run 17's file): one photo let 86 % / 53 % of att-orl / yale attempts in, three 96 % / 91 %
         print(f"tip: at the door's strict threshold one photo per person refuses many genuine "
               f"attempts; enrol {RECOMMENDED_PHOTOS} or more (different light and pose): "
               f"door_lock.py enroll {args.name} a.jpg b.jpg c.jpg, or from the camera: "
