@@ -1,0 +1,107 @@
+"""Decide a face training leg's release rule from one evaluation run.
+
+Every leg since run 13 is released only if, in ONE ``evaluate --standard --dense`` run next
+to the released int8 ONNX file (``runs/faces/runNN_rule.md``):
+
+ 1. both int8 files passed the release gate (``release --json``: no refused file);
+ 2. the candidate's every-pair TAR at FAR 1e-3 and at FAR 1e-4 is at least the released
+    file's;
+ 3. at the ``far_1e-4`` operating point, one-shot enrolled att-orl / yale probes are
+    accepted at most ``--max-drop`` points below the released file's, and no unknown person
+    is let in.
+
+This reads those numbers from the JSON reports instead of by hand and prints them side by
+side with the verdict; the exit status is 0 when every rule holds, 1 otherwise.
+
+    python scripts/release_rule.py runs/faces/eval18.json \\
+        --candidate runs/faces/export18/face_encoder_int8.onnx \\
+        --released models/faces/face_encoder_int8.onnx --release-json runs/faces/release18.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+FARS = ("0.001", "0.0001")
+SETS = ("att-orl", "yale")
+
+
+def _model(report: dict, key: str) -> dict:
+    models = report["models"]
+    if key in models:
+        return models[key]
+    # the report keys models by the path as given; accept any unique suffix of it
+    hits = [k for k in models if k.endswith(key) or key.endswith(k)]
+    if len(hits) != 1:
+        raise SystemExit(f"{key!r}: {'no' if not hits else 'several'} models match in the "
+                         f"report ({', '.join(models)})")
+    return models[hits[0]]
+
+
+def _dense_tar(model: dict, far: str) -> float:
+    dense = model["dense"][0] if isinstance(model["dense"], list) else model["dense"]
+    return float(dense["at_far"][far]["tar"])
+
+
+def _strict(model: dict) -> dict:
+    return model["operating_points"]["far_1e-4"]["identification"]
+
+
+def decide(report: dict, candidate: str, released: str, release: dict | None = None,
+           max_drop: float = 2.0) -> tuple[bool, list[str]]:
+    """The rule's verdict and one line per check (``ok`` / ``FAILS``)."""
+    cand, rel = _model(report, candidate), _model(report, released)
+    lines: list[str] = []
+    ok = True
+
+    def check(passed: bool, text: str) -> None:
+        nonlocal ok
+        ok &= passed
+        lines.append(f"{'ok   ' if passed else 'FAILS'} {text}")
+
+    if release is None:
+        lines.append("?     1. gate: no --release-json given, not checked")
+        ok = False
+    else:
+        refused = {f: r["gate"]["reasons"] for f, r in release.get("files", {}).items()
+                   if r.get("gate", {}).get("reasons")}
+        int8 = [f for f in release.get("files", {}) if "int8" in f]
+        check(not refused and len(int8) >= 2,
+              f"1. gate: {len(int8)} int8 files, refused: {refused or 'none'}")
+    for far in FARS:
+        c, r = _dense_tar(cand, far), _dense_tar(rel, far)
+        check(c >= r, f"2. every-pair TAR at FAR {float(far):g}: {100 * c:.2f} % "
+                      f"vs released {100 * r:.2f} %")
+    cs, rs = _strict(cand), _strict(rel)
+    for name in SETS:
+        c = 100 * cs[name]["known_correct_and_accepted"]
+        r = 100 * rs[name]["known_correct_and_accepted"]
+        check(c >= r - max_drop, f"3. far_1e-4 one-shot {name} accepted: {c:.1f} % vs "
+                                 f"released {r:.1f} % (at most {max_drop:g} points below)")
+        rejected = cs[name]["unknown_rejected"]
+        check(rejected == 1.0, f"3. far_1e-4 {name} unknown people refused: "
+                               f"{100 * rejected:.1f} %")
+    return ok, lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("report", type=Path, help="the evaluate --standard --dense JSON report")
+    ap.add_argument("--candidate", required=True, help="the leg's int8 ONNX file, as evaluated")
+    ap.add_argument("--released", required=True, help="the released int8 ONNX file, as evaluated")
+    ap.add_argument("--release-json", type=Path, help="the leg's release --json report (rule 1)")
+    ap.add_argument("--max-drop", type=float, default=2.0,
+                    help="rule 3: points of one-shot acceptance the candidate may lose")
+    args = ap.parse_args(argv)
+    report = json.loads(args.report.read_text())
+    release = json.loads(args.release_json.read_text()) if args.release_json else None
+    ok, lines = decide(report, args.candidate, args.released, release, args.max_drop)
+    print("\n".join(lines))
+    print("rule holds: release" if ok else "rule fails: keep the released file")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""scripts/release_rule.py against the legs whose rule was decided by hand (sessions 15-16),
+from the committed evaluation reports in docs/data/faces, and on edited copies."""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "docs" / "data" / "faces"
+RELEASED = "models/faces/face_encoder_int8.onnx"
+
+
+@pytest.fixture(scope="module")
+def rule():
+    spec = importlib.util.spec_from_file_location("release_rule", ROOT / "scripts" / "release_rule.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _load(name: str) -> dict:
+    return json.loads((DATA / name).read_text())
+
+
+def test_run17_holds_as_decided(rule, capsys):
+    ok, lines = rule.decide(_load("eval17.json"), "export17/face_encoder_int8.onnx", RELEASED,
+                            _load("release17.json"))
+    assert ok and all(line.startswith("ok") for line in lines) and len(lines) == 7
+    assert rule.main([str(DATA / "eval17.json"), "--candidate", "export17/face_encoder_int8.onnx",
+                      "--released", RELEASED, "--release-json", str(DATA / "release17.json")]) == 0
+    assert "rule holds" in capsys.readouterr().out
+
+
+def test_run15_fails_rule_2_as_decided(rule):
+    ok, lines = rule.decide(_load("eval15.json"), "export15/face_encoder_int8.onnx", RELEASED,
+                            _load("release15.json"))
+    assert not ok
+    failing = [line for line in lines if line.startswith("FAILS")]
+    assert len(failing) == 2 and all("2. every-pair TAR" in line for line in failing)
+
+
+def test_an_unknown_person_let_in_or_a_refused_file_fails(rule):
+    report, release = _load("eval17.json"), _load("release17.json")
+    key = next(k for k in report["models"] if k.endswith("export17/face_encoder_int8.onnx"))
+    let_in = copy.deepcopy(report)
+    let_in["models"][key]["operating_points"]["far_1e-4"]["identification"]["yale"][
+        "unknown_rejected"] = 43 / 44
+    assert not rule.decide(let_in, key, RELEASED, release)[0]
+    refused = copy.deepcopy(release)
+    refused["files"]["face_encoder_int8.tflite"]["gate"]["reasons"] = ["accuracy drop"]
+    assert not rule.decide(report, key, RELEASED, refused)[0]
+    assert not rule.decide(report, key, RELEASED, None)[0]     # rule 1 unchecked: no verdict
+
+
+def test_an_ambiguous_model_name_is_an_error(rule):
+    with pytest.raises(SystemExit, match="several"):
+        rule.decide(_load("eval17.json"), "face_encoder_int8.onnx", RELEASED, None)
