@@ -5,22 +5,30 @@ PY     := $(VENV)/bin/python
 SHARED ?= ../shared
 FACES_RUN ?= runs/faces/run17
 
-.PHONY: help setup demo test export-tflite export-onnx export-jetson jetson-check device-bundle bench \
+.PHONY: help setup-runtime setup demo test export-tflite export-onnx export-jetson jetson-check \
+        device-bundle bench \
         faces-data faces-teacher train-faces release-faces eval-faces \
         train-style eval-style example-1d example-3d visualize clean
 
+# grep reads the Makefile's text, so a variable in a ## comment is expanded here by sed
 help:
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/' \
+	    -e 's|$$(FACES_RUN)|$(FACES_RUN)|g'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-setup: $(PY) ## venv with the runtime, LiteRT, the export stage and test tools; fetch YuNet
-	$(PY) -m pip install -q -e ".[tflite,train,dev]"
+# demo needs only the runtime: no TensorFlow download before the README's first command.
+# Everything else needs the export stage (onnx, matplotlib, TensorFlow) or the test tools.
+setup-runtime: $(PY) ## venv with the runtime and LiteRT only (no TensorFlow); fetch YuNet
+	$(PY) -m pip install -q -e ".[tflite]"
 	$(PY) scripts/fetch_assets.py --shared $(SHARED)
 
-demo: setup ## the main job on embedded defaults (CPU, ONNX Runtime/TFLite, models/)
+setup: setup-runtime ## setup-runtime + the export stage (TensorFlow) and test tools
+	$(PY) -m pip install -q -e ".[tflite,train,dev]"
+
+demo: setup-runtime ## the main job on embedded defaults (CPU, ONNX Runtime/TFLite, models/)
 	$(PY) apps/demo.py --shared $(SHARED)
 
 test: setup ## the test suite (tiny models; a few minutes on 2 cores)

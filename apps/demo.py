@@ -56,10 +56,12 @@ def run_part(name: str, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     # OpenCV 5 warns on every YuNet load that its new graph engine ignores the target
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # the docstring's first paragraph: its sentence spans two lines
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared",
                     help="third-party data folder (default: ../shared)")
-    ap.add_argument("--out", type=Path, default=REPO / "build" / "demo")
+    ap.add_argument("--out", type=Path, default=REPO / "build" / "demo",
+                    help="where the style demo writes its pictures (default: build/demo)")
     args = ap.parse_args(argv)
     print(f"edge-sdk {sdk.__version__}: released models in {REPO / 'models'}")
     if describe_models(REPO / "models") == 0:

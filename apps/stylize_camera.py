@@ -6,7 +6,14 @@
 
 ``--source`` is a camera index (``0``, ``camera:1``), a video file or an image file.
 Video and camera streams run the stylizer in video mode (temporal smoothing) and
-draw the frame rate of the stylizer in the corner.
+draw the frame rate of the stylizer in the corner (``--no-overlay`` turns it off);
+an image is written without it unless ``--overlay`` asks for it.  A camera or
+video writes a video (``.mp4``, ``.avi``), an image writes an image (``.jpg``,
+``.jpeg``, ``.png``, ``.bmp``, ``.webp``).
+
+Exit status: 0 done, 1 the stylizer ran but the output could not be written or
+the source gave no frames, 2 bad input (arguments, source, model), with a
+one-line message.
 """
 
 from __future__ import annotations
@@ -24,7 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sdk import Stylizer, StylizerOptions  # noqa: E402
 from sdk.errors import SdkError  # noqa: E402
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: output container -> the fourcc OpenCV's writer is given for it
+VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
+
+CAMERA, VIDEO, IMAGE = "camera", "video", "image"
+PROG = "stylize_camera"  # message prefix, as door_lock's, whatever sys.argv[0] is
+
+
+class UsageError(SdkError, ValueError):
+    """Bad --source/--out: reported on one line with exit status 2."""
 
 
 def draw_fps(frame: np.ndarray, fps: float, label: str) -> None:
@@ -35,23 +51,45 @@ def draw_fps(frame: np.ndarray, fps: float, label: str) -> None:
                     cv2.LINE_AA)
 
 
-def open_source(source: str) -> tuple[cv2.VideoCapture | None, np.ndarray | None]:
+def source_kind(source: str) -> tuple[str, int | str]:
+    """``(CAMERA, index)``, ``(IMAGE, path)`` or ``(VIDEO, path)``; opens nothing, but a
+    file source must exist (so OpenCV never gets to warn about a missing file)."""
+    text = source
+    if text.lower().startswith("camera"):
+        text = text.partition(":")[2] or "0"
+        if not text.isdigit():
+            raise UsageError(f"--source {source!r}: a camera is camera:INDEX, e.g. camera:1")
+    if text.isdigit():
+        return CAMERA, int(text)
+    path = Path(source)
+    if not path.is_file():
+        raise UsageError(f"--source {source!r} is neither a camera index nor an existing file")
+    return (IMAGE if path.suffix.lower() in IMAGE_SUFFIXES else VIDEO), source
+
+
+def check_out(out: str, kind: str) -> None:
+    """Refuse an ``--out`` whose extension does not fit the source, before any work."""
+    suffix = Path(out).suffix.lower()
+    wanted = IMAGE_SUFFIXES if kind == IMAGE else tuple(VIDEO_FOURCC)
+    if suffix not in wanted:
+        raise UsageError(
+            f"--out {out!r} does not fit {'an image' if kind == IMAGE else 'a ' + kind} "
+            f"source: an image source writes {'/'.join(IMAGE_SUFFIXES)}, a camera or video "
+            f"source writes {'/'.join(VIDEO_FOURCC)}")
+
+
+def open_source(kind: str, ref: int | str) -> tuple[cv2.VideoCapture | None, np.ndarray | None]:
     """(capture, None) for a camera/video, (None, image) for an image file."""
-    if source.lower().startswith("camera"):
-        source = source.partition(":")[2] or "0"
-    if source.isdigit():
-        cap = cv2.VideoCapture(int(source))
-    elif Path(source).suffix.lower() in IMAGE_SUFFIXES:
-        image = cv2.imread(source, cv2.IMREAD_COLOR)
+    if kind == IMAGE:
+        image = cv2.imread(str(ref), cv2.IMREAD_COLOR)
         if image is None:
-            raise SystemExit(f"cannot read image {source}")
+            raise UsageError(f"--source {ref!r}: not a readable image")
         return None, image
-    else:
-        if not Path(source).is_file():
-            raise SystemExit(f"no such video file: {source}")
-        cap = cv2.VideoCapture(source)
+    cap = cv2.VideoCapture(ref)
     if not cap.isOpened():
-        raise SystemExit(f"cannot open video source {source!r}")
+        cap.release()
+        what = f"camera {ref}" if kind == CAMERA else f"video {ref!r}"
+        raise UsageError(f"--source: cannot open {what} with OpenCV")
     return cap, None
 
 
@@ -59,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--style", required=True, help="stylizer model (.tflite/.onnx/.engine)")
     parser.add_argument("--source", required=True, help="camera index, video file or image file")
-    parser.add_argument("--out", required=True, help="output video (.mp4/.avi) or image file")
+    parser.add_argument("--out", required=True,
+                        help=f"output: a video ({'/'.join(VIDEO_FOURCC)}) for a camera or video "
+                             f"source, an image ({'/'.join(IMAGE_SUFFIXES)}) for an image")
     parser.add_argument("--max-side", type=int, default=None,
                         help="shrink frames to this longest side before the network (speed)")
     parser.add_argument("--threads", type=int, default=None)
@@ -67,29 +107,42 @@ def main(argv: list[str] | None = None) -> int:
                         help="video: temporal smoothing in [0, 1) (0 = off)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="stop after N frames (a camera runs until then or Ctrl-C)")
-    parser.add_argument("--no-overlay", action="store_true", help="do not draw the FPS")
+    parser.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=None,
+                        help="draw the stylizer's FPS in the corner (default: on for a camera "
+                             "or video, off for an image)")
     args = parser.parse_args(argv)
 
-    cap, image = open_source(args.source)
-    mode = "image" if image is not None else "video"
+    # OpenCV would otherwise log its own warning next to our one-line message
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        kind, ref = source_kind(args.source)
+        check_out(args.out, kind)
+        cap, image = open_source(kind, ref)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    overlay = kind != IMAGE if args.overlay is None else args.overlay
     try:
         options = StylizerOptions(model_path=args.style, threads=args.threads,
-                                  max_side=args.max_side, running_mode=mode,
+                                  max_side=args.max_side,
+                                  running_mode="image" if kind == IMAGE else "video",
                                   smoothing=args.smoothing)
         stylizer = Stylizer.create_from_options(options)
     except (SdkError, ValueError) as exc:  # bad options as well as bad files: one line
-        print(f"error: {exc}", file=sys.stderr)
+        if cap is not None:
+            cap.release()
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     with stylizer:
         label = f"{stylizer.style} ({Path(args.style).suffix[1:]})"
         if image is not None:
             start = time.perf_counter()
             out = stylizer(image)
-            fps = 1.0 / (time.perf_counter() - start)
-            if not args.no_overlay:
+            fps = 1.0 / max(time.perf_counter() - start, 1e-6)
+            if overlay:
                 draw_fps(out, fps, label)
             if not cv2.imwrite(args.out, out):
-                print(f"error: cannot write {args.out}", file=sys.stderr)
+                print(f"{PROG}: error: cannot write {args.out}", file=sys.stderr)
                 return 1
             print(f"{args.out}: {out.shape[1]}x{out.shape[0]}, {1000 / fps:.1f} ms")
             return 0
@@ -107,14 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                 inst = 1.0 / max(time.perf_counter() - start, 1e-6)
                 # smoothed for display: a per-frame number is unreadable
                 fps_avg = inst if fps_avg is None else 0.9 * fps_avg + 0.1 * inst
-                if not args.no_overlay:
+                if overlay:
                     draw_fps(out, fps_avg, label)
                 if writer is None:
                     rate = cap.get(cv2.CAP_PROP_FPS) or 25.0
-                    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if args.out.endswith(".mp4") else "MJPG"))
+                    fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[Path(args.out).suffix.lower()])
                     writer = cv2.VideoWriter(args.out, fourcc, rate, (out.shape[1], out.shape[0]))
                     if not writer.isOpened():
-                        print(f"error: cannot write video {args.out}", file=sys.stderr)
+                        print(f"{PROG}: error: cannot write video {args.out}", file=sys.stderr)
                         return 1
                 writer.write(out)
                 n += 1
@@ -125,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             if writer is not None:
                 writer.release()
         if n == 0:
-            print("error: the source gave no frames", file=sys.stderr)
+            print(f"{PROG}: error: the source gave no frames", file=sys.stderr)
             return 1
         print(f"{args.out}: {n} frames, {fps_avg:.1f} FPS (stylizer only)")
     return 0

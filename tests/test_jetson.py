@@ -291,11 +291,8 @@ def test_bundle_needs_a_range_for_dynamic_image_sizes(tmp_path, capsys):
                               "opt": [1, 480, 640, 3], "max": [1, 720, 1280, 3]}]
 
 
-def test_models_folder_builds_from_fp32_graphs(tmp_path):
-    """ONNX Runtime int8 exports are skipped (TensorRT calibrates from fp32), and the
-    message says when the fp32 graph is missing from the folder; YuNet is skipped too."""
-    from export.jetson.build import find_onnx_models
-
+def _models_folder(tmp_path):
+    """models/-like folder: sty fp32 + int8, enc int8 only, a YuNet detector."""
     faces, style = tmp_path / "faces", tmp_path / "style"
     for d in (faces, style, tmp_path / "yunet"):
         d.mkdir()
@@ -306,12 +303,33 @@ def test_models_folder_builds_from_fp32_graphs(tmp_path):
     onnx.save(int8, str(faces / "enc_int8.onnx"))  # no fp32 graph of this one
     onnx.save(_conv_net(), str(style / "sty_fp32.onnx"))
     onnx.save(_conv_net(info=False), str(tmp_path / "yunet" / "det.onnx"))
-    chosen, skipped = find_onnx_models(tmp_path)
-    assert chosen == [style / "sty_fp32.onnx"]
+    return tmp_path
+
+
+def test_models_folder_builds_from_fp32_graphs(tmp_path):
+    """ONNX Runtime int8 exports are skipped (TensorRT calibrates from fp32), and the
+    message says when the fp32 graph is missing from the folder; YuNet is skipped too."""
+    from export.jetson.build import find_onnx_models
+
+    chosen, skipped = find_onnx_models(_models_folder(tmp_path))
+    assert chosen == [tmp_path / "style" / "sty_fp32.onnx"]
     text = "\n".join(skipped)
     assert "enc_int8.onnx: int8 export" in text and "no fp32 ONNX of this model" in text
     assert "sty_int8.onnx: int8 export" in text and "built instead" in text
     assert "YuNet" in text
+
+
+def test_check_models_folder_says_what_it_skipped_and_why(tmp_path, capsys):
+    from export.jetson.cli import main
+
+    assert main(["--check", "--models", str(_models_folder(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    skips = [line for line in out.splitlines() if line.startswith("skip ")]
+    assert len(skips) == 3, out
+    assert any("enc_int8.onnx: int8 export" in s and "no fp32 ONNX" in s for s in skips)
+    assert any("sty_int8.onnx: int8 export" in s and "built instead" in s for s in skips)
+    assert any("det.onnx" in s and "YuNet" in s for s in skips)
+    assert "1 graph(s) checked" in out
 
 
 def test_profiles_and_shape_flags():

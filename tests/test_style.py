@@ -795,3 +795,85 @@ def test_bench_cli_writes_table_json_and_the_outputs_picture(style_models, tmp_p
     assert "ours udnie fp32 tflite" in result["strength"]
     assert (out / "outputs.png").stat().st_size > 0
     assert "| ours udnie fp32 tflite |" in capsys.readouterr().out
+
+
+# --- apps/stylize_camera.py ------------------------------------------------------------
+
+
+def _stylize_camera():
+    """apps/stylize_camera.py as a module (apps/ is not an installed package)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "apps" / "stylize_camera.py"
+    spec = importlib.util.spec_from_file_location("_test_app_stylize_camera", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_image(path: Path) -> Path:
+    import cv2
+
+    assert cv2.imwrite(str(path), _smooth_image(11, 64))
+    return path
+
+
+def test_stylize_camera_bad_source_or_out_is_one_line_and_exit_2(tmp_path, capsys):
+    """Checked before the model is even opened: a missing --style does not mask them."""
+    app = _stylize_camera()
+    image = _write_image(tmp_path / "photo.png")
+    video = tmp_path / "clip.avi"
+    video.write_bytes(b"not opened: the --out check comes first")
+    style = str(tmp_path / "absent.onnx")
+    cases = [
+        ([str(image), "out.mp4"], "does not fit an image source"),   # image in, video out
+        ([str(image), "out.xyz"], ".jpg/.jpeg/.png/.bmp/.webp"),     # unknown extension
+        ([str(video), "out.png"], "does not fit a video source"),    # video in, image out
+        ([str(tmp_path / "missing.jpg"), "out.jpg"], "neither a camera index nor an existing"),
+        (["camera:x", "out.mp4"], "camera:INDEX"),
+    ]
+    for (source, out), message in cases:
+        assert app.main(["--style", style, "--source", source,
+                         "--out", str(tmp_path / out)]) == 2, source
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("stylize_camera: error: ") and "\n" not in err, err
+        assert message in err, err
+    assert not list(tmp_path.glob("out.*"))
+
+
+def test_stylize_camera_overlay_only_on_video_by_default(style_models, tmp_path, monkeypatch):
+    import cv2
+
+    app = _stylize_camera()
+    paths, _ = style_models
+    style = str(paths["onnx_fp32"])
+    image = _write_image(tmp_path / "photo.png")
+    drawn = []
+    draw = app.draw_fps
+    monkeypatch.setattr(app, "draw_fps", lambda *a: (drawn.append(a[2]), draw(*a)))
+
+    base = ["--style", style, "--source", str(image)]
+    assert app.main([*base, "--out", str(tmp_path / "plain.png")]) == 0
+    assert drawn == []  # a still image: no overlay unless asked
+    assert app.main([*base, "--out", str(tmp_path / "fps.png"), "--overlay"]) == 0
+    assert len(drawn) == 1
+    plain, fps = (cv2.imread(str(tmp_path / n)) for n in ("plain.png", "fps.png"))
+    assert plain.shape == fps.shape == (64, 64, 3) and (plain != fps).any()
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    assert writer.isOpened()
+    for _ in range(3):
+        writer.write(plain)
+    writer.release()
+    drawn.clear()
+    video = ["--style", style, "--source", str(clip), "--max-frames", "2"]
+    assert app.main([*video, "--out", str(tmp_path / "fps.mp4")]) == 0
+    assert len(drawn) == 2  # a video: overlay by default, once per frame
+    assert app.main([*video, "--out", str(tmp_path / "plain.avi"), "--no-overlay"]) == 0
+    assert len(drawn) == 2
+    cap = cv2.VideoCapture(str(tmp_path / "fps.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    cap.release()

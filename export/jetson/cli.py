@@ -1,7 +1,7 @@
 """``python -m export jetson``: check ONNX graphs for TensorRT, build engines on a Jetson,
 or prepare the bundle to build them there.
 
-    python -m export jetson --check models/faces/encoder.onnx        # no TensorRT needed
+    python -m export jetson --check models/faces/face_encoder_fp32.onnx   # no TensorRT needed
     python -m export jetson --models models --precision fp16 int8 --out build/jetson
     python -m export jetson --manifest build/jetson/manifest.json     # on the device
 
@@ -68,14 +68,23 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _check(paths: list[Path], args) -> int:
+def _print_skipped(skipped: list[str]) -> None:
+    """One line per ONNX file that --models left out, with the reason."""
+    for line in skipped:
+        print(f"skip {line}")
+
+
+def _check(paths: list[Path], args, skipped: list[str]) -> int:
     if not paths:
+        _print_skipped(skipped)
         print("--check needs ONNX files (or --models DIR)")
         return 2
     reports = [check_onnx(p, CheckOptions(max_opset=args.max_opset)) for p in paths]
     for r in reports:
         print(r.format())
         print()
+    # next to the summary, not above pages of reports: "3 checked" must not read as "all"
+    _print_skipped(skipped)
     print(summarize(reports))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -120,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.check:
+            skipped = []
             if args.models:
-                found, _ = build.find_onnx_models(args.models)
+                found, skipped = build.find_onnx_models(args.models)
                 paths += found
-            return _check(paths, args)
+            return _check(paths, args, skipped)
         options = _options(args)
         if args.manifest:
             results = build.build_from_manifest(args.manifest, options)
@@ -131,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.models:
             found, skipped = build.find_onnx_models(args.models)
-            for line in skipped:
-                print(f"skip {line}")
+            _print_skipped(skipped)
             paths += found
         manifest, reports = build.prepare_bundle(paths, args.out, options)
         for r in reports:
