@@ -1,7 +1,8 @@
 """Door lock: enroll people, then open the door for them and nobody else.
 
     python -m apps.door_lock enroll NAME IMAGE... [--gallery FILE]
-    python -m apps.door_lock enroll NAME --source CAMERA_INDEX|VIDEO|FOLDER [--shots N] [--every K]
+    python -m apps.door_lock enroll NAME --source CAMERA_INDEX|VIDEO|FOLDER|IMAGE [--shots N]
+        [--every K]
     python -m apps.door_lock run --source CAMERA_INDEX|VIDEO|FOLDER [--gallery FILE]
         [--unlock-cmd CMD] [--hook-timeout S] [--cooldown S] [--max-failures N]
         [--attempt-seconds S] [--hold S] [--min-face PX] [--no-quality-check]
@@ -14,7 +15,11 @@ shell command (it gets the person in $DOOR_NAME and the distance in
 $DOOR_DISTANCE, never spliced into the command line) or, without one, the
 printed ``UNLOCK name`` line.  The lock fails closed: an unreadable frame, a
 model error or a failing hook all leave the door locked.  After an unlock the
-door stays open for ``--hold`` seconds without re-running the hook.  After
+door stays open for ``--hold`` seconds without re-running the hook; its frames are
+logged as ``open``, naming nobody (only a frame in which a person was identified
+names them).  Times are the source's: a camera's clock, a video's frame times
+(frame index / fps, however fast it is read); a folder's photos are separate
+events, so no hold carries from one photo to the next.  After
 ``--max-failures`` failed attempts in a row (refusals within
 ``--attempt-seconds`` of each other are one attempt) it ignores faces for
 ``--cooldown`` seconds.  A face that is too small, turned away, blurred or badly
@@ -49,7 +54,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, TextIO
+from typing import Callable, Iterable, Iterator, NamedTuple, TextIO
 
 if __package__ in (None, ""):  # run as a file (python apps/door_lock.py): find the sdk package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,8 +63,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sdk  # noqa: E402
-from sdk.errors import (CalibrationError, NoFaceError, PoorFaceQualityError,  # noqa: E402
-                        SdkError)
+from sdk.errors import (CalibrationError, FaceError, NoFaceError,  # noqa: E402
+                        OtherExportError, PoorFaceQualityError, SdkError,
+                        ThresholdUnavailableError)
 from sdk.faces.quality import QualityOptions, assess_face  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -78,6 +84,14 @@ UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED, OPEN, TOO_SMALL, POOR_FAC
     "unlock", "deny", "no_face", "cooldown", "error", "unlock_failed", "open", "too_small",
     "poor_face")
 UNLOCKING = "unlocking"
+#: Seconds the door stays open after an unlock, unless --hold says otherwise.
+DEFAULT_HOLD_S = 5.0
+#: Kinds of --source (:func:`source_kind`).
+CAMERA, VIDEO, FOLDER, IMAGE = "camera", "video", "folder", "image"
+#: --every of `enroll --source` when not given: a camera or video gets half a second of a
+#: 30 fps stream between shots (a new pose); a folder's or image's files are each a photo
+#: someone chose, so every one is considered.
+DEFAULT_EVERY = {CAMERA: 15, VIDEO: 15, FOLDER: 1, IMAGE: 1}
 
 
 def face_px(face) -> float:
@@ -92,34 +106,65 @@ class SourceError(SdkError, ValueError):
 # --- frames ---------------------------------------------------------------------
 
 
-def iter_frames(source: str) -> Iterator[tuple[str, np.ndarray | None]]:
-    """``(frame id, BGR image or None when unreadable)`` from a camera index, a
-    video file or a folder of images (sorted by name)."""
+class Frame(NamedTuple):
+    """One frame of a --source (:func:`iter_frames`)."""
+
+    frame_id: str               # the file's name, or the frame's index
+    image: np.ndarray | None    # BGR; None when unreadable
+    time: float | None          # seconds on the source's clock; None: a photo, its own event
+
+
+def source_kind(source: str) -> str:
+    """:data:`CAMERA` (an index), :data:`VIDEO`, :data:`FOLDER` (of images) or
+    :data:`IMAGE` (one image file, by its suffix)."""
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return FOLDER
+    if source.isdigit():
+        return CAMERA
+    if path.is_file():
+        return IMAGE if path.suffix.lower() in IMAGE_SUFFIXES else VIDEO
+    raise SourceError(f"--source {source!r} is neither a camera index, a video file, "
+                      "an image nor a folder of images")
+
+
+def iter_frames(source: str) -> Iterator[Frame]:
+    """The frames of a camera index, a video file, an image or a folder of images
+    (sorted by name).
+
+    A camera's frames are timed by the monotonic clock when read, a video's by their
+    index / its frame rate (so a video read faster than real time keeps its own
+    times); an image's files have no time (``None``): each is its own event.
+
+    Raises:
+        SourceError: the source cannot be opened, a folder holds no images, or a
+            video reports no frame rate (its frames could not be timed).
+    """
+    path = Path(source)
+    kind = source_kind(source)
+    if kind in (FOLDER, IMAGE):
+        files = [path] if kind == IMAGE else sorted(
+            p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise SourceError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for p in files:
-            yield p.name, cv2.imread(str(p), cv2.IMREAD_COLOR)
+            yield Frame(p.name, cv2.imread(str(p), cv2.IMREAD_COLOR), None)
         return
-    if source.isdigit():
-        cap = cv2.VideoCapture(int(source))
-    elif path.is_file():
-        cap = cv2.VideoCapture(str(path))
-    else:
-        raise SourceError(f"--source {source!r} is neither a camera index, a video file "
-                          "nor a folder of images")
+    cap = cv2.VideoCapture(int(source) if kind == CAMERA else str(path))
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"cannot open --source {source!r} with OpenCV")
     try:
+        fps = cap.get(cv2.CAP_PROP_FPS) if kind == VIDEO else None
+        if fps is not None and not (np.isfinite(fps) and fps > 0):
+            raise SourceError(f"--source {source!r} reports no frame rate ({fps!r}), so its "
+                              "frames cannot be timed; re-encode it with one")
         index = 0
         while True:
             ok, frame = cap.read()
             if not ok:
                 return
-            yield str(index), frame
+            yield Frame(str(index), frame, index / fps if fps else time.monotonic())
             index += 1
     finally:
         cap.release()
@@ -142,8 +187,11 @@ class LockOptions:
             cannot start a cooldown that locks out the next resident.  Its embedding
             would come from a few dozen pixels enlarged to 112 anyway.
         hold_s: seconds the door stays open after an unlock: frames in that time
-            are logged as ``open`` and run no hook (a camera would otherwise fire
-            the unlock command on every frame of the person walking through).
+            are not judged, run no hook (a camera would otherwise fire the unlock
+            command on every frame of the person walking through) and are logged
+            as ``open`` with ``name`` None and ``opened_for`` the person whose
+            unlock holds the door: a frame never names a person not identified
+            in it (a stranger may walk through behind them).
         attempt_s: refusals closer together than this are one failed attempt.  A
             live camera refuses the same face on many consecutive frames while the
             person settles in front of it; counting frames would start the cooldown
@@ -201,7 +249,9 @@ def crop_face(verifier: sdk.FaceVerifier, image: np.ndarray, face,
 class DoorLock:
     """Decides, frame by frame, whether to open; locked unless a known face is seen.
 
-    ``clock`` (monotonic seconds) is a parameter so the cooldown can be tested.
+    Hold, cooldown and attempt times are measured on ``clock`` (monotonic seconds; a
+    parameter so they can be tested) unless :meth:`process` is given the frame's own
+    time (a video's).
     """
 
     def __init__(self, gallery: sdk.Gallery, options: LockOptions, *,
@@ -246,17 +296,25 @@ class DoorLock:
                 return f"unlock command exited with {code} ({killed}): {tail}"
         return None
 
-    def process(self, frame: np.ndarray | None, frame_id: str, source: str) -> dict:
-        """Decide on one frame; returns (and logs) the audit record."""
+    def process(self, frame: np.ndarray | None, frame_id: str, source: str, *,
+                at: float | None = None) -> dict:
+        """Decide on one frame; returns (and logs) the audit record.
+
+        ``at``: the frame's time in seconds on the source's own clock (a video's frame
+        times), for the hold, the cooldown and attempts; ``None``: now on ``clock``.
+        Give it for every frame or for none: the two clocks do not mix.
+        """
         record: dict = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                         "source": source, "frame": frame_id, "decision": ERROR, "name": None,
                         "distance": None, "threshold": None}
-        now = self._clock()
+        now = self._clock() if at is None else at
         try:
             record["threshold"] = self.gallery.threshold
             if now < self._open_until:
+                # not judged: whoever is in this frame was not identified, so it names
+                # nobody; the unlock it belongs to is said apart
                 record["decision"] = OPEN
-                record["name"] = self._opened_for
+                record["opened_for"] = self._opened_for
                 record["open_left_s"] = round(self._open_until - now, 3)
             elif now < self._locked_until:
                 record["decision"] = COOLDOWN
@@ -317,6 +375,8 @@ class DoorLock:
             extra = "; ".join(record["problems"])
         if record["name"]:
             who = record["name"]
+        elif "opened_for" in record:
+            who = f"(opened for {record['opened_for']}, {record['open_left_s']:g} s left)"
         elif "nearest" in record:
             who = f"(nearest: {record['nearest']})"
         else:
@@ -390,65 +450,109 @@ def _read_image(path: str) -> np.ndarray:
 RECOMMENDED_PHOTOS = 3
 
 
-def collect_shots(verifier: sdk.FaceVerifier, frames: Iterator[tuple[str, np.ndarray | None]],
-                  shots: int, every: int, out: TextIO, min_face_px: float = 0.0,
-                  quality: QualityOptions | None = None) -> list[np.ndarray]:
+@dataclass
+class Shots:
+    """What :func:`collect_shots` took, and what it did with the other frames."""
+
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    looked_at: int = 0      # frames judged, shots included
+    passed_over: int = 0    # frames within --every of the last shot, not judged
+    rejected: dict[str, int] = field(default_factory=dict)  # why -> frames
+
+    def reject(self, frame_id: str, why: str, out: TextIO, detail: str | None = None) -> None:
+        """Count a judged frame refused for ``why`` and say so (with ``detail``) on ``out``."""
+        self.rejected[why] = self.rejected.get(why, 0) + 1
+        print(f"{frame_id}: skipped ({detail or why})", file=out, flush=True)
+
+    def summary(self, unit: str, every: int) -> str:
+        """"10 files looked at: 1 shot, 4 no face, ..." (``unit``: "file" or "frame") for
+        the message of a source that ended before enough shots."""
+        def n_of(n: int, what: str) -> str:
+            return f"{n} {what}{'s' * (n != 1)}"
+
+        parts = [n_of(len(self.embeddings), "shot")]
+        parts += [f"{n} {why}" for why, n in sorted(self.rejected.items(), key=lambda kv: -kv[1])]
+        text = f"{n_of(self.looked_at, unit)} looked at: " + ", ".join(parts)
+        if self.passed_over:
+            text += (f"; {self.passed_over} more passed over, fewer than --every {every} "
+                     f"frames after a shot")
+        return text
+
+
+def collect_shots(verifier: sdk.FaceVerifier, frames: Iterable[Frame], shots: int, every: int,
+                  out: TextIO, min_face_px: float = 0.0,
+                  quality: QualityOptions | None = None) -> Shots:
     """Embeddings of the first ``shots`` frames that show exactly one face of at least
     ``min_face_px`` (box, shorter side) meeting ``quality``, taken at least ``every``
     frames apart (so a camera gets a moment of new pose or light between shots:
-    identical frames add nothing to a gallery).  Other frames are skipped and said so
-    on ``out``."""
-    taken: list[np.ndarray] = []
+    identical frames add nothing to a gallery; 1 judges every frame).  Other frames are
+    skipped, said so on ``out`` and counted by reason in the returned :class:`Shots`."""
+    result = Shots()
     last = None
-    for index, (frame_id, frame) in enumerate(frames):
+    for index, (frame_id, frame, _) in enumerate(frames):
         if last is not None and index - last < every:
+            result.passed_over += 1
             continue
+        result.looked_at += 1
         if frame is None:
-            print(f"{frame_id}: skipped (unreadable)", file=out, flush=True)
+            result.reject(frame_id, "unreadable", out)
             continue
         faces = verifier.detect(frame)
         if len(faces) != 1:
             # several faces: whose would it be? enrolment needs the person alone
-            why = "no face" if not faces else f"{len(faces)} faces"
-            print(f"{frame_id}: skipped ({why})", file=out, flush=True)
+            result.reject(frame_id, "no face" if not faces else "several faces", out,
+                          None if not faces else f"{len(faces)} faces")
             continue
         if (size := face_px(faces[0])) < min_face_px:
-            print(f"{frame_id}: skipped (face {size:.0f} px < {min_face_px:.0f} px: come closer)",
-                  file=out, flush=True)
+            result.reject(frame_id, f"face under --min-face {min_face_px:g} px", out,
+                          f"face {size:.0f} px < {min_face_px:.0f} px: come closer")
             continue
         if (crop := crop_face(verifier, frame, faces[0], quality)).problems:
-            print(f"{frame_id}: skipped ({'; '.join(crop.problems)})", file=out, flush=True)
+            # "face turned sideways (yaw): 0.61, need ..." -> "face turned sideways"
+            why = ", ".join(p.split(" (", 1)[0] for p in crop.problems)
+            result.reject(frame_id, f"poor face ({why})", out, "; ".join(crop.problems))
             continue
-        taken.append(verifier.embed_aligned(crop.aligned))
+        result.embeddings.append(verifier.embed_aligned(crop.aligned))
         last = index
-        print(f"{frame_id}: shot {len(taken)}/{shots}", file=out, flush=True)
-        if len(taken) == shots:
+        print(f"{frame_id}: shot {len(result.embeddings)}/{shots}", file=out, flush=True)
+        if len(result.embeddings) == shots:
             break
-    return taken
+    return result
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     with _verifier(args) as verifier:
         gallery = (_load_gallery(args, verifier) if Path(args.gallery).exists()
                    else sdk.Gallery(verifier))
+        # before any photo is taken: a gallery of another export refuses new people
+        gallery.check_can_enroll()
         if args.source is not None:
-            added = collect_shots(verifier, iter_frames(args.source), args.shots, args.every,
+            kind = source_kind(args.source)
+            every = args.every if args.every is not None else DEFAULT_EVERY[kind]
+            shots = collect_shots(verifier, iter_frames(args.source), args.shots, every,
                                   sys.stdout, args.min_face, quality_of(args))
-            if len(added) < args.shots:  # all or nothing, like a list of photos
-                raise NoFaceError(f"--source {args.source}: {len(added)} of {args.shots} shots "
-                                  f"showed exactly one good face before it ended; nothing "
-                                  f"enrolled")
+            if len(shots.embeddings) < args.shots:  # all or nothing, like a list of photos
+                unit = "file" if kind in (FOLDER, IMAGE) else "frame"
+                raise NoFaceError(f"--source {args.source}: {len(shots.embeddings)} of "
+                                  f"{args.shots} shots showed exactly one good face before it "
+                                  f"ended ({shots.summary(unit, every)}); nothing enrolled")
+            added = shots.embeddings
             n = gallery.enroll_embeddings(args.name, np.stack(added))
         else:
             added = [_read_image(p) for p in args.images]
             try:
                 n = gallery.enroll(args.name, added, quality=quality_of(args))
-            except PoorFaceQualityError as exc:  # name the file, give the CLI's way out
-                photo = args.images[exc.index] if exc.index is not None else "a photo"
-                raise PoorFaceQualityError(
-                    f"{photo}: " + "; ".join(exc.problems) + "; nothing enrolled. Use "
-                    "another photo, or --no-quality-check to enrol it anyway",
-                    exc.problems, exc.index) from None
+            except FaceError as exc:  # name the file, give the CLI's way out
+                if exc.index is None:
+                    raise
+                photo = args.images[exc.index]
+                if isinstance(exc, PoorFaceQualityError):
+                    raise PoorFaceQualityError(
+                        f"{photo}: {exc.reason}; nothing enrolled. Use another photo, or "
+                        "--no-quality-check to enrol it anyway",
+                        exc.problems, exc.index, reason=exc.reason) from None
+                raise type(exc)(f"{photo}: {exc.reason}; nothing enrolled", index=exc.index,
+                                reason=exc.reason) from None
         gallery.save(args.gallery)
     print(f"enrolled {args.name!r}: {len(added)} photo(s) added, {n} in all; "
           f"{len(gallery)} people in {args.gallery}")
@@ -485,10 +589,26 @@ def quality_of(args: argparse.Namespace) -> QualityOptions | None:
     return None if args.no_quality_check else QualityOptions()
 
 
+def hold_for(kind: str, hold: float | None) -> float:
+    """The hold (seconds) `run` applies to a source of ``kind`` given ``--hold``.
+
+    A folder's photos (or one image) are separate events with no time between them:
+    read in milliseconds, a hold would carry one photo's unlock over the next ones,
+    so none applies (and a --hold above 0 is said to be ignored).
+    """
+    if kind in (FOLDER, IMAGE):
+        if hold:
+            print(f"door_lock: note: --hold {hold:g} ignored: each photo of a {kind} source is "
+                  "its own event, decided on its own", file=sys.stderr)
+        return 0.0
+    return DEFAULT_HOLD_S if hold is None else hold
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    kind = source_kind(args.source)
     options = LockOptions(unlock_cmd=args.unlock_cmd, max_failures=args.max_failures,
                           cooldown_s=args.cooldown, attempt_s=args.attempt_seconds,
-                          hold_s=args.hold, min_face_px=args.min_face,
+                          hold_s=hold_for(kind, args.hold), min_face_px=args.min_face,
                           hook_timeout_s=args.hook_timeout, quality=quality_of(args))
     counts: dict[str, int] = {}
     with _verifier(args) as verifier:
@@ -496,10 +616,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         audit = open(args.audit, "a", encoding="utf-8") if args.audit else None
         try:
             lock = DoorLock(gallery, options, audit=audit)
-            for i, (frame_id, frame) in enumerate(iter_frames(args.source)):
+            for i, frame in enumerate(iter_frames(args.source)):
                 if args.max_frames is not None and i >= args.max_frames:
                     break
-                decision = lock.process(frame, frame_id, args.source)["decision"]
+                # a video's own times: read faster than real time, it keeps its hold and
+                # cooldown as long as the scene it shows (a camera's are the clock's)
+                decision = lock.process(frame.image, frame.frame_id, args.source,
+                                        at=frame.time)["decision"]
                 counts[decision] = counts.get(decision, 0) + 1
         except KeyboardInterrupt:
             pass
@@ -667,7 +790,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"'{MODEL_TAU}' = the file's best-accuracy τ); ignored with "
                              f"--threshold")
     common.add_argument("--accept-other-export", action="store_true",
-                        help="use a gallery enrolled with another export of the same weights")
+                        help="read a gallery enrolled with another export of the same weights "
+                             "(list, run, remove; enroll into it stays refused: one gallery "
+                             "never mixes exports)")
 
     parser = argparse.ArgumentParser(prog="door_lock", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -675,12 +800,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="photos of the person")
     p.add_argument("--source", default=None,
-                   help="instead of photos: take shots from a camera index, video or image folder")
+                   help="instead of photos: take shots from a camera index, video, image "
+                        "folder or image")
     p.add_argument("--shots", type=int, default=RECOMMENDED_PHOTOS,
                    help=f"--source: frames to enrol (default {RECOMMENDED_PHOTOS})")
-    p.add_argument("--every", type=int, default=15,
-                   help="--source: at least this many frames between shots (default 15, "
-                        "half a second of a 30 fps camera: turn the head a little between shots)")
+    p.add_argument("--every", type=int, default=None,
+                   help=f"--source: at least this many frames between shots (default "
+                        f"{DEFAULT_EVERY[CAMERA]} for a camera or video, half a second at 30 "
+                        f"fps: turn the head a little between shots; 1 for a folder or image: "
+                        f"every file is considered)")
     p.add_argument("--min-face", type=float, default=MIN_FACE_PX, metavar="PX",
                    help=f"--source: skip faces smaller than this (default {MIN_FACE_PX:g})")
     p.set_defaults(func=cmd_enroll)
@@ -698,9 +826,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-face", type=float, default=MIN_FACE_PX, metavar="PX",
                    help="faces smaller than this (box, shorter side) are too far away to "
                         f"judge: no decision, no failed attempt (default {MIN_FACE_PX:g})")
-    p.add_argument("--hold", type=float, default=5.0,
-                   help="seconds the door stays open after an unlock, without re-running "
-                        "the unlock command (default 5; 0: every frame decides)")
+    p.add_argument("--hold", type=float, default=None,
+                   help=f"seconds (of the camera's clock or the video's time) the door stays "
+                        f"open after an unlock, without re-running the unlock command "
+                        f"(default {DEFAULT_HOLD_S:g}; 0: every frame decides; a folder's "
+                        f"photos always decide each on its own)")
     p.add_argument("--attempt-seconds", type=float, default=1.0,
                    help="refusals within this many seconds are one failed attempt "
                         "(default 1; 0: every refused frame counts)")
@@ -737,14 +867,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "enroll":
         if bool(args.images) == (args.source is not None):
             parser.error("enroll: give photos or --source, not both or neither")
-        if args.shots < 1 or args.every < 1:
+        if args.shots < 1 or (args.every is not None and args.every < 1):
             parser.error(f"enroll: --shots and --every must be >= 1, got {args.shots}, "
                          f"{args.every}")
     try:
         return args.func(args)
     except (SdkError, ValueError, OSError) as exc:
-        print(f"door_lock: error: {exc}", file=sys.stderr)
+        print(f"door_lock: error: {cli_message(exc, args.command)}", file=sys.stderr)
         return 2
+
+
+def cli_message(exc: BaseException, command: str) -> str:
+    """``exc``'s message, with the remedy in this app's options where the SDK gives it
+    as Python arguments (``accept_other_export=True``, ``threshold=...``); the errors'
+    fields say the rest."""
+    if isinstance(exc, OtherExportError):
+        enrolled, loaded = (" ".join(map(str, e)) for e in (exc.enrolled, exc.loaded))
+        text = (f"gallery {exc.path} was enrolled with the {enrolled} export of "
+                f"{exc.model_id!r}, --model is its {loaded} export; ")
+        if command == "enroll":  # --accept-other-export would not let it add anyone
+            return text + (f"one gallery never mixes exports: enroll with the {enrolled} "
+                           "export as --model, or everyone again into a new --gallery")
+        return text + ("re-enroll, or pass --accept-other-export to accept small distance "
+                       "changes")
+    if isinstance(exc, ThresholdUnavailableError):
+        have = ", ".join(exc.available) or "none"
+        if exc.operating_point is not None:
+            return (f"{exc.source} has no operating point {exc.operating_point!r} (it has: "
+                    f"{have}); choose one of those with --operating-point, or give "
+                    "--threshold")
+        return (f"{exc.source} carries no calibrated threshold; give --threshold, or "
+                f"--operating-point with one of its named ones (it has: {have})")
+    return str(exc)
 
 
 if __name__ == "__main__":

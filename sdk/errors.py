@@ -32,6 +32,21 @@ class MetadataError(ModelFormatError):
     """The model carries no SDK contract, or a contract this SDK cannot read."""
 
 
+class ThresholdUnavailableError(MetadataError):
+    """The model carries no threshold of the kind asked for: no operating point named
+    ``operating_point`` (``available`` lists the ones it has) or, when none was named
+    (``operating_point`` is ``None``), no calibrated τ at all.  An explicit threshold
+    avoids both.  ``source`` is the model file.  The message gives the Python remedy;
+    the fields let an application word its own (a command-line flag)."""
+
+    def __init__(self, message: str, *, source: str, operating_point: str | None,
+                 available: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.source = source
+        self.operating_point = operating_point
+        self.available = tuple(available)
+
+
 class ModelKindError(ModelError, ValueError):
     """The model is valid but of another kind than the caller needs
     (e.g. a stylizer passed to ``FaceVerifier``)."""
@@ -93,7 +108,19 @@ class InputDtypeError(InputError):
 
 
 class FaceError(SdkError, ValueError):
-    """Base class of face-pipeline errors about the image content."""
+    """Base class of face-pipeline errors about the image content.
+
+    Raised about one photo of a ``Gallery.enroll`` call, it says which: ``index`` is
+    that photo's 0-based position in the call (``None`` otherwise) and ``reason`` the
+    message without the words naming the photo, so an application can name it its own
+    way (a file path); elsewhere ``reason`` is the whole message.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.reason = message if reason is None else reason
 
 
 class NoFaceError(FaceError):
@@ -110,10 +137,9 @@ class PoorFaceQualityError(FaceError):
     user can act on."""
 
     def __init__(self, message: str, problems: list[str] | None = None,
-                 index: int | None = None) -> None:
-        super().__init__(message)
+                 index: int | None = None, *, reason: str | None = None) -> None:
+        super().__init__(message, index=index, reason=reason)
         self.problems = list(problems or [])
-        self.index = index  # which photo of the enroll() call, when known
 
 
 class CalibrationError(SdkError, ValueError):
@@ -127,6 +153,24 @@ class GalleryError(SdkError):
 
 class GalleryModelMismatchError(GalleryError, ValueError):
     """The gallery was enrolled with another face model than the one loaded."""
+
+
+class OtherExportError(GalleryModelMismatchError):
+    """The gallery was enrolled with another export (precision or runtime) of the same
+    trained weights than the one loaded; ``Gallery.load(..., accept_other_export=True)``
+    reads it for identification.  ``path`` is the gallery file, ``model_id`` the
+    weights', ``enrolled`` and ``loaded`` the ``(precision, backend)`` of the gallery's
+    export and of the loaded one.  The message gives the Python remedy; the fields let
+    an application word its own (a command-line flag)."""
+
+    def __init__(self, message: str, *, path: str, model_id: str,
+                 enrolled: tuple[str | None, str | None],
+                 loaded: tuple[str | None, str | None]) -> None:
+        super().__init__(message)
+        self.path = path
+        self.model_id = model_id
+        self.enrolled = enrolled
+        self.loaded = loaded
 
 
 class UnknownPersonError(GalleryError, KeyError):

@@ -120,7 +120,8 @@ def test_enrolment_refuses_a_poor_photo(exported, yunet, att):
         gallery = sdk.Gallery(fv)
         with pytest.raises(PoorFaceQualityError) as info:
             gallery.enroll("ann", [att["1"], att["3"]])  # photo 1 (the second) is turned
-        assert "'ann' photo 1" in str(info.value) and "turned sideways" in str(info.value)
+        assert "'ann' photo #2 of 2 (index 1): " in str(info.value)
+        assert "turned sideways" in str(info.value) and "turned sideways" in info.value.reason
         assert info.value.problems and info.value.index == 1
         assert isinstance(info.value, FaceError)
         assert "ann" not in gallery  # all or nothing
@@ -163,14 +164,17 @@ def test_door_skips_poor_faces_without_counting_failures(exported, yunet, att):
 
 def test_camera_enrolment_skips_poor_frames(exported, yunet, att):
     door_lock = _door_lock()
-    frames = [("0", att["3"]), ("1", att["1"]), ("2", att["2"])]
+    frames = [door_lock.Frame(str(i), image, None)
+              for i, image in enumerate((att["3"], att["1"], att["2"]))]
     out = io.StringIO()
     with sdk.FaceVerifier.create(exported["onnx_fp32"], yunet) as fv:
         shots = door_lock.collect_shots(fv, iter(frames), shots=2, every=1, out=out,
                                         quality=QualityOptions())
-        assert len(shots) == 2
+        assert len(shots.embeddings) == 2 and shots.looked_at == 3
+        assert list(shots.rejected) == ["poor face (face too small, face turned sideways)"]
         assert out.getvalue().startswith("0: skipped (") and "turned sideways" in out.getvalue()
-        assert len(door_lock.collect_shots(fv, iter(frames), 3, 1, io.StringIO())) == 3
+        assert len(door_lock.collect_shots(fv, iter(frames), 3, 1,
+                                           io.StringIO()).embeddings) == 3
 
 
 def test_door_lock_enroll_names_the_poor_file(exported, yunet, tmp_path, capsys):

@@ -22,8 +22,8 @@ import pytest
 import sdk
 from sdk.errors import (ClosedError, GalleryError, GalleryModelMismatchError, InputDtypeError,
                         InputError, InputShapeError, MetadataError, ModelKindError,
-                        ModelNotFoundError, MultipleFacesError, NoFaceError,
-                        UnknownPersonError)
+                        ModelNotFoundError, MultipleFacesError, NoFaceError, OtherExportError,
+                        ThresholdUnavailableError, UnknownPersonError)
 from sdk.faces import verifier as verifier_module
 from sdk.faces.gallery import GALLERY_VERSION, Gallery
 from sdk.faces.verifier import FaceVerifier, FaceVerifierOptions, VerifyResult
@@ -175,8 +175,9 @@ def test_wrong_kind_and_missing_threshold(exported, yunet, tmp_path):
         FaceVerifier.create(stylizer, yunet)
     bare = _with_contract(exported["onnx_fp32"], tmp_path / "t.onnx",
                           output={"embedding_size": 8, "metric": "squared_l2"})
-    with pytest.raises(MetadataError, match="threshold"):
+    with pytest.raises(ThresholdUnavailableError, match="threshold") as err:
         FaceVerifier.create(bare, yunet)
+    assert err.value.operating_point is None
     with FaceVerifier.create(bare, yunet, threshold=0.5) as v:  # an explicit τ is enough
         assert v.threshold == 0.5
 
@@ -194,8 +195,12 @@ def test_operating_points_from_the_contract(exported, yunet, tmp_path):
         assert v.threshold == pytest.approx(0.05)
     with FaceVerifier.create(path, yunet) as v:                # default: the best-accuracy τ
         assert v.threshold == pytest.approx(output["threshold"])
-    with pytest.raises(MetadataError, match=r"far_1e-4.*far_1e-2, far_1e-3"):
+    with pytest.raises(MetadataError, match=r"far_1e-4.*far_1e-2, far_1e-3") as err:
         FaceVerifier.create(path, yunet, operating_point="far_1e-4")
+    # typed, with the fields an app needs to word its own remedy; Python's in the message
+    assert isinstance(err.value, ThresholdUnavailableError) and "threshold=" in str(err.value)
+    assert err.value.operating_point == "far_1e-4"
+    assert err.value.available == ("far_1e-2", "far_1e-3") and err.value.source == str(path)
     with pytest.raises(MetadataError, match="it has: none"):
         FaceVerifier.create(exported["onnx_fp32"], yunet, operating_point="far_1e-3")
 
@@ -290,12 +295,16 @@ def test_nearest_over_all_embeddings(verifier):
 
 def test_enrollment_refuses_no_face_and_several_faces(verifier, photos):
     g = Gallery(verifier)
-    with pytest.raises(NoFaceError, match="photo 1"):
+    # the second of two photos: said 1-based for people, with its 0-based index for code
+    with pytest.raises(NoFaceError, match=r"'alice' photo #2 of 2 \(index 1\): no face") as err:
         g.enroll("alice", [photos["a1"], BLANK])
+    assert err.value.index == 1 and err.value.reason.startswith("no face found")
     two = np.hstack([photos["a1"], photos["b1"]])  # two ORL faces side by side
-    with pytest.raises(MultipleFacesError, match="2 faces"):
-        g.enroll("alice", [photos["a2"], two])
+    with pytest.raises(MultipleFacesError, match=r"photo #1 of 2 \(index 0\): 2 faces") as err:
+        g.enroll("alice", [two, photos["a2"]])
+    assert err.value.index == 0 and err.value.reason.startswith("2 faces found")
     assert len(g) == 0  # a failed enrollment adds nothing
+    assert NoFaceError("elsewhere").index is None  # not about an enrolment photo
 
 
 def test_enrollment_refuses_group_photo(verifier):
@@ -385,9 +394,54 @@ def test_load_refuses_another_model(verifier, exported, yunet, photos, tmp_path)
         assert verifier.model_id in str(err.value) and "enroll" in str(err.value)
     # the int8 export of the same weights: refused unless asked for
     with FaceVerifier.create(exported["onnx_int8"], yunet) as v8:
-        with pytest.raises(GalleryModelMismatchError, match="accept_other_export"):
+        with pytest.raises(GalleryModelMismatchError, match="accept_other_export") as err:
             Gallery.load(path, v8)
+        assert isinstance(err.value, OtherExportError) and err.value.path == str(path)
+        assert err.value.enrolled == ("fp32", "onnxruntime")
+        assert err.value.loaded == ("int8", "onnxruntime")
         assert Gallery.load(path, v8, accept_other_export=True).names == ["alice"]
+
+
+def _header(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(str(z["header"][()]))
+
+
+def test_a_gallery_never_mixes_exports(verifier, exported, yunet, photos, tmp_path):
+    """accept_other_export reads a gallery of another export for identification; enrolling
+    into it is refused (its header could name only one export), and saving it (after a
+    removal) keeps the export its embeddings came from."""
+    g = Gallery(verifier)
+    g.enroll("alice", photos["a1"])
+    g.enroll("bob", photos["b1"])
+    path = g.save(tmp_path / "g.npz")
+    before = path.read_bytes()
+    with FaceVerifier.create(exported["tflite_fp32"], yunet) as other:
+        other_export = (other.info.precision, other.model.backend)
+        assert other_export != g.export
+        loaded = Gallery.load(path, other, accept_other_export=True)
+        assert loaded.export == g.export == ("fp32", "onnxruntime")
+        assert loaded.identify(photos["a1"]).name == "alice"     # identifying: allowed
+        for enroll in (lambda: loaded.enroll("carl", photos["a2"]),
+                       lambda: loaded.enroll_embeddings("carl", np.eye(8, dtype=np.float32)[0]),
+                       loaded.check_can_enroll):
+            with pytest.raises(GalleryModelMismatchError, match="never mixes exports") as err:
+                enroll()
+            assert "fp32 onnxruntime" in str(err.value)
+        assert loaded.names == ["alice", "bob"]
+        assert path.read_bytes() == before
+        loaded.remove("bob")                                       # removing: allowed
+        loaded.save(path)
+        header = _header(path)
+        assert (header["precision"], header["backend"]) == ("fp32", "onnxruntime")
+        assert header["names"] == ["alice"]
+        # emptied, it holds nothing of the other export: it takes the verifier's
+        loaded.remove("alice")
+        assert loaded.enroll("carl", photos["a2"]) == 1 and loaded.export == other_export
+        loaded.save(tmp_path / "carl.npz")
+        header = _header(tmp_path / "carl.npz")
+        assert (header["precision"], header["backend"]) == other_export
+    assert Gallery.load(path, verifier).names == ["alice"]       # its own export reads it
 
 
 def _write_npz(path: Path, **arrays) -> Path:
@@ -426,6 +480,17 @@ def test_load_refuses_corrupt_files(verifier, photos, tmp_path):
         with pytest.raises(GalleryError) as err:
             Gallery.load(tmp_path / name, verifier)
         assert not isinstance(err.value, GalleryModelMismatchError), name
+        # numpy's advice to load an unreadable file "unsafely" with allow_pickle is never
+        # passed on: a biometric file must not be unpickled
+        message = str(err.value)
+        assert str(tmp_path / name) in message and "enroll the people again" in message
+        advice = message.replace(str(tmp_path / name), "").lower()
+        assert "pickle" not in advice and "unsafe" not in advice, message
+    for name in ["random.npz", "truncated.npz", "empty.npz"]:
+        with pytest.raises(GalleryError, match="not a gallery file, or a corrupt one"):
+            Gallery.load(tmp_path / name, verifier)
+    with pytest.raises(GalleryError, match="holds Python objects"):
+        Gallery.load(tmp_path / "pickled.npz", verifier)
     future = _write_npz(tmp_path / "v99.npz", embeddings=emb, labels=labels,
                         header=np.array(json.dumps({**header, "version": 99})))
     with pytest.raises(GalleryError, match="version 99"):
@@ -503,12 +568,22 @@ def test_door_lock_app_errors(exported, yunet, door, tmp_path, photos, capsys):
     # the lock's default is the strict far_1e-4 point; this test model has none: an error,
     # not a silent fall back to a looser τ
     assert door_lock.main(["enroll", "x", str(tmp_path / "a.png"), *common]) == 2
-    assert "no operating point 'far_1e-4'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # the remedy in the app's options, not the SDK's Python arguments
+    assert "no operating point 'far_1e-4'" in err and "--operating-point" in err
+    assert "--threshold" in err and "threshold=" not in err
     common += ["--operating-point", "model"]              # the file's own τ, said explicitly
-    two = tmp_path / "two.png"
+    # every enrolment error names the file, never a photo's index in the call
+    two, wall = tmp_path / "two.png", tmp_path / "wall.png"
     cv2.imwrite(str(two), np.hstack([photos["a1"], photos["b1"]]))
-    assert door_lock.main(["enroll", "x", str(two), *common]) == 2
-    assert "2 faces" in capsys.readouterr().err
+    cv2.imwrite(str(wall), BLANK)
+    assert door_lock.main(["enroll", "x", str(tmp_path / "a.png"), str(two), *common]) == 2
+    err = capsys.readouterr().err
+    assert f"door_lock: error: {two}: 2 faces found" in err and "index" not in err
+    assert door_lock.main(["enroll", "x", str(wall), str(tmp_path / "a.png"), *common]) == 2
+    err = capsys.readouterr().err
+    assert f"door_lock: error: {wall}: no face found" in err and "photo #" not in err
+    assert "nothing enrolled" in err
     assert not (tmp_path / "g.npz").exists()  # nothing saved
     assert door_lock.main(["run", "--source", str(folder), *common]) == 2  # no gallery yet
     assert "not found" in capsys.readouterr().err
@@ -552,14 +627,131 @@ def test_door_lock_enrolls_from_a_source(exported, yunet, photos, tmp_path, caps
             assert enrolled.identify(photos[key]).distance < 1e-6
     # fewer shots than asked before the source ends: an error and the gallery unchanged
     before = gallery.read_bytes()
-    assert door_lock.main(["enroll", "bob", "--source", str(frames), "--shots", "4",
-                           *common]) == 2
-    assert "1 of 4 shots" in capsys.readouterr().err
+    assert door_lock.main(["enroll", "bob", "--source", str(frames), "--shots", "3",
+                           "--every", "3", *common]) == 2
+    err = capsys.readouterr().err
+    assert "2 of 3 shots" in err and "4 files looked at: 2 shots, 1 face under --min-face" in err
+    assert "3 more passed over, fewer than --every 3 frames after a shot" in err
     assert gallery.read_bytes() == before
     for bad in (["enroll", "bob", str(frames / "5_b1.png"), "--source", str(frames)],
                 ["enroll", "bob"], ["enroll", "bob", "--source", str(frames), "--shots", "0"]):
         with pytest.raises(SystemExit):
             door_lock.main(bad + common)
+
+
+def test_door_lock_enrolls_every_file_of_a_folder(exported, yunet, photos, tmp_path, capsys):
+    """A folder's (or an image's) files are photos someone chose: without --every each one
+    is considered (--every is a camera's or video's frame sampling), and when too few pass,
+    the message says how many files were looked at and why the others were refused."""
+    door_lock = _app("door_lock")
+    folder = tmp_path / "ada"
+    folder.mkdir()
+    for name, image in [("1.png", photos["a1"]), ("2.png", BLANK), ("3.png", photos["a2"]),
+                        ("4.png", np.hstack([photos["a1"], photos["b1"]])), ("5.png", BLANK)]:
+        cv2.imwrite(str(folder / name), image)
+    (folder / "6.jpg").write_bytes(b"not an image")
+    gallery = tmp_path / "g.npz"
+    common = ["--gallery", str(gallery), "--model", str(exported["onnx_fp32"]),
+              "--yunet", str(yunet), "--operating-point", "model"]
+    assert door_lock.main(["enroll", "ada", "--source", str(folder), "--shots", "3",
+                           *common]) == 2
+    out, err = capsys.readouterr()
+    assert "1.png: shot 1/3" in out and "3.png: shot 2/3" in out   # 3.png is no frame "too soon"
+    assert "2 of 3 shots" in err and "6 files looked at" in err
+    assert "2 no face" in err and "1 several faces" in err and "1 unreadable" in err
+    assert "passed over" not in err and not gallery.exists()
+    assert door_lock.main(["enroll", "ada", "--source", str(folder), "--shots", "2",
+                           *common]) == 0
+    assert "2 photo(s) added" in capsys.readouterr().out
+    # one image as the source: considered, and a shortfall says so
+    assert door_lock.main(["enroll", "bob", "--source", str(folder / "1.png"), "--shots", "2",
+                           *common]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 shots" in err and "(1 file looked at: 1 shot)" in err
+    assert door_lock.main(["enroll", "bob", "--source", str(folder / "3.png"), "--shots", "1",
+                           *common]) == 0
+    with FaceVerifier.create(exported["onnx_fp32"], yunet) as v:
+        assert Gallery.load(gallery, v).counts() == {"ada": 2, "bob": 1}
+
+
+def test_door_lock_keeps_a_gallery_to_its_export(exported, yunet, photos, tmp_path, capsys):
+    """The CLI words the other-export remedy as its option; --accept-other-export reads
+    (list, run) a gallery of another export but enroll refuses to add to it, so the file
+    stays readable with the export it was made with."""
+    door_lock = _app("door_lock")
+    cv2.imwrite(str(tmp_path / "a.png"), photos["a1"])
+    cv2.imwrite(str(tmp_path / "b.png"), photos["b1"])
+    gallery = tmp_path / "g.npz"
+    common = ["--gallery", str(gallery), "--yunet", str(yunet), "--operating-point", "model"]
+    onnx = ["--model", str(exported["onnx_fp32"]), *common]
+    tflite = ["--model", str(exported["tflite_fp32"]), *common]
+    assert door_lock.main(["enroll", "ada", str(tmp_path / "a.png"), *onnx]) == 0
+    before = gallery.read_bytes()
+    capsys.readouterr()
+    assert door_lock.main(["list", *tflite]) == 2
+    err = capsys.readouterr().err
+    assert "--accept-other-export" in err and "accept_other_export=True" not in err
+    assert door_lock.main(["list", "--accept-other-export", *tflite]) == 0
+    assert "ada\t1 photo(s)" in capsys.readouterr().out
+    for extra in ([], ["--accept-other-export"]):
+        assert door_lock.main(["enroll", "carl", str(tmp_path / "b.png"), *extra, *tflite]) == 2
+        err = capsys.readouterr().err
+        assert "never mixes exports" in err and "accept_other_export" not in err
+        assert gallery.read_bytes() == before                 # nothing written
+    assert door_lock.main(["enroll", "carl", "--source", str(tmp_path), "--shots", "1",
+                           "--accept-other-export", *tflite]) == 2
+    assert "shot" not in capsys.readouterr().out              # refused before any shot
+    assert gallery.read_bytes() == before
+    assert door_lock.main(["list", *onnx]) == 0                 # still the ONNX export's file
+    assert door_lock.main(["enroll", "carl", str(tmp_path / "b.png"), *onnx]) == 0
+
+
+def test_door_lock_hold_is_measured_in_the_source_time(exported, yunet, photos, tmp_path):
+    """A folder is read in milliseconds: no hold may carry one photo's unlock over to the
+    next (a stranger's photo would be logged under the resident's name); a video's hold
+    lasts its own seconds, however fast it is read; a held frame never names anyone."""
+    door_lock = _app("door_lock")
+    folder = tmp_path / "door"
+    folder.mkdir()
+    for name, image in [("1_alice.png", photos["a1"]), ("2_bob.png", photos["b1"]),
+                        ("3_alice.png", photos["a1"])]:
+        cv2.imwrite(str(folder / name), image)
+    common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
+              "--yunet", str(yunet), "--threshold", "1e-6"]
+    assert door_lock.main(["enroll", "alice", str(folder / "1_alice.png"), *common]) == 0
+    audit = tmp_path / "audit.jsonl"
+    assert door_lock.main(["run", "--source", str(folder), "--audit", str(audit),
+                           *common]) == 0                      # the default --hold
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(r["frame"], r["decision"], r["name"]) for r in records] == [
+        ("1_alice.png", "unlocking", "alice"), ("1_alice.png", "unlock", "alice"),
+        ("2_bob.png", "deny", None),
+        ("3_alice.png", "unlocking", "alice"), ("3_alice.png", "unlock", "alice")]
+
+    video = tmp_path / "door.avi"  # 5 fps: alice, then bob for 0.2 .. 1.2 s
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (92, 112))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for frame in [photos["a1"]] + [photos["b1"]] * 6:
+        writer.write(frame)
+    writer.release()
+    capture = cv2.VideoCapture(str(video))
+    ok, first = capture.read()  # enroll the decoded frame: MJPG changes the pixels
+    capture.release()
+    assert ok
+    cv2.imwrite(str(tmp_path / "decoded.png"), first)
+    assert door_lock.main(["enroll", "alice", str(tmp_path / "decoded.png"), *common]) == 0
+    audit.unlink()
+    assert door_lock.main(["run", "--source", str(video), "--audit", str(audit),
+                           "--hold", "0.5", *common]) == 0
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    # frames 1, 2 (0.2, 0.4 s) are within the hold; frame 3 (0.6 s) is judged again
+    assert [(r["frame"], r["decision"], r["name"]) for r in records] == [
+        ("0", "unlocking", "alice"), ("0", "unlock", "alice"), ("1", "open", None),
+        ("2", "open", None), ("3", "deny", None), ("4", "deny", None), ("5", "deny", None),
+        ("6", "deny", None)]
+    assert records[2]["opened_for"] == "alice"
+    assert records[2]["open_left_s"] == pytest.approx(0.3)
 
 
 def test_door_lock_video_source(exported, yunet, photos, tmp_path):
@@ -626,7 +818,10 @@ def test_door_lock_cooldown_and_fail_closed(exported, yunet, photos, tmp_path):
         assert held.process(photos["a1"], "f", "test")["decision"] == "unlock"
         clock.now += 4.0
         record = held.process(photos["b1"], "f", "test")
-        assert record["decision"] == "open" and record["name"] == "alice"
+        # bob walks through the open door: his frame is not judged, and names nobody
+        assert record["decision"] == "open" and record["name"] is None
+        assert record["opened_for"] == "alice" and record["open_left_s"] == 1.0
+        assert "OPEN (opened for alice, 1 s left)" in out.getvalue()
         clock.now += 1.0
         assert held.process(photos["b1"], "f", "test")["decision"] == "deny"
         assert held.process(photos["a1"], "f", "test")["decision"] == "unlock"

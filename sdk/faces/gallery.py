@@ -15,6 +15,11 @@ embeddings, their person labels, the names and a JSON header recording the
 format version and the encoder that produced them — never face images.
 Saving writes a temporary file in the same folder, fsyncs it and renames it
 over the target, so a crash leaves either the old gallery or the new one.
+
+A gallery's embeddings all come from one export of the encoder (its precision
+and runtime, recorded in the header): a gallery of another export may be read
+for identification (``accept_other_export``), but enrolment into it is refused,
+so the header never names an export that did not produce its embeddings.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import numpy as np
 
 from ..distance import squared_l2
 from ..errors import (GalleryError, GalleryModelMismatchError, InputDtypeError, InputError,
-                      InputShapeError, MultipleFacesError, NoFaceError, PoorFaceQualityError,
-                      UnknownPersonError)
+                      InputShapeError, MultipleFacesError, NoFaceError, OtherExportError,
+                      PoorFaceQualityError, UnknownPersonError)
 from ..distance import VerifyResult
 from ..encoder import Encoder
 from .detector import check_image
@@ -97,7 +102,8 @@ class Gallery:
 
     ``Gallery(verifier)`` is empty; :meth:`load` reads a saved one.  The
     gallery uses but does not own the verifier (closing it is the caller's
-    job).
+    job).  Its embeddings all come from one export of the encoder
+    (:attr:`export`); see :meth:`load` for a gallery of another export.
 
     >>> with FaceVerifier.create() as fv:
     ...     g = Gallery(fv)
@@ -114,6 +120,9 @@ class Gallery:
                             f"got {type(verifier).__name__}")
         self._verifier = verifier
         self._people: dict[str, np.ndarray] = {}  # name -> (n, D) float32, enrollment order
+        # the export (precision, backend) the embeddings come from: the verifier's, unless
+        # load() accepted a file of another export
+        self._export: tuple[str | None, str | None] = _export_of(verifier)
 
     # --- description -----------------------------------------------------------
 
@@ -125,6 +134,12 @@ class Gallery:
     def threshold(self) -> float:
         """τ of the verifier: a probe farther than this from everyone is unknown."""
         return self._verifier.threshold
+
+    @property
+    def export(self) -> tuple[str | None, str | None]:
+        """``(precision, backend)`` of the encoder export the embeddings come from: the
+        verifier's, or for a gallery loaded with ``accept_other_export``, the file's."""
+        return self._export
 
     @property
     def names(self) -> list[str]:
@@ -161,30 +176,34 @@ class Gallery:
 
     # --- enrollment ---------------------------------------------------------------
 
-    def _one_face(self, image: np.ndarray, index: int, name: str,
+    def _one_face(self, image: np.ndarray, index: int, count: int, name: str,
                   quality: QualityOptions | None) -> np.ndarray:
-        """The aligned face of photo ``index`` of ``name``'s enrollment, which must show
-        exactly one face that meets ``quality`` (``None``: any face)."""
-        what = f"{name!r} photo {index}"
+        """The aligned face of photo ``index`` (0-based) of the ``count`` of ``name``'s
+        enrollment, which must show exactly one face that meets ``quality`` (``None``: any
+        face)."""
+        # 1-based for people, the 0-based index for code: "photo 0" read as a typo
+        what = f"{name!r} photo #{index + 1} of {count} (index {index})"
         image = check_image(image, what)
         faces = self._verifier.detect(image)
         if not faces:
-            raise NoFaceError(f"{what}: no face found; enroll a photo with one clearly "
-                              "visible, roughly frontal face")
+            reason = ("no face found; enroll a photo with one clearly visible, roughly "
+                      "frontal face")
+            raise NoFaceError(f"{what}: {reason}", index=index, reason=reason)
         if len(faces) > 1:
             boxes = ", ".join(f"({b[0]:.0f},{b[1]:.0f} {b[2]:.0f}x{b[3]:.0f})"
                               for b in (f.box for f in faces))
-            raise MultipleFacesError(f"{what}: {len(faces)} faces found at {boxes}; enrollment "
-                                     "needs exactly one, so it cannot tell whose face to use")
+            reason = (f"{len(faces)} faces found at {boxes}; enrollment needs exactly one, "
+                      "so it cannot tell whose face to use")
+            raise MultipleFacesError(f"{what}: {reason}", index=index, reason=reason)
         aligned = self._verifier.align(image, faces[0])
         if quality is not None:
             # one poor photo is the reference for every later attempt: refuse it here,
             # where the user can still take another, not at the door
             problems = assess_face(image, faces[0], aligned).problems(quality)
             if problems:
-                raise PoorFaceQualityError(f"{what}: " + "; ".join(problems)
-                                           + "; use another photo (quality=None enrols it "
-                                           "anyway)", problems, index)
+                reason = "; ".join(problems)
+                raise PoorFaceQualityError(f"{what}: {reason}; use another photo (quality=None "
+                                           "enrols it anyway)", problems, index, reason=reason)
         return aligned
 
     def enroll(self, name: str, images: np.ndarray | Sequence[np.ndarray], *,
@@ -205,14 +224,19 @@ class Gallery:
             The number of embeddings now enrolled for ``name``.
 
         Raises:
-            NoFaceError, MultipleFacesError: a photo shows no face or several
-                (the message says which photo).
+            NoFaceError, MultipleFacesError: a photo shows no face or several.
             PoorFaceQualityError: a photo's face misses a ``quality`` limit (the
-                message says which photo and what to change; ``.problems`` lists it).
+                message says what to change; ``.problems`` lists it).
+                These three name the photo as "photo #k of n (index i)"; ``.index``
+                is its 0-based position in ``images`` and ``.reason`` the message
+                without those words.
+            GalleryModelMismatchError: the gallery holds embeddings of another
+                export of the encoder (see :meth:`check_can_enroll`).
             GalleryError: invalid name or no photos.
             InputDtypeError, InputShapeError: not BGR uint8 images.
         """
         name = _check_name(name)
+        self.check_can_enroll()
         if isinstance(self._verifier, Encoder):
             return self.enroll_embeddings(name, self._verifier.embed(np.asarray(images)))
         batch = [images] if isinstance(images, np.ndarray) and images.ndim in (2, 3) \
@@ -222,7 +246,8 @@ class Gallery:
         if quality is not None and not isinstance(quality, QualityOptions):
             raise TypeError(f"quality must be sdk.QualityOptions or None, "
                             f"got {type(quality).__name__}")
-        aligned = [self._one_face(img, i, name, quality) for i, img in enumerate(batch)]
+        aligned = [self._one_face(img, i, len(batch), name, quality)
+                   for i, img in enumerate(batch)]
         return self.enroll_embeddings(name, self._verifier.embed_aligned(np.stack(aligned)))
 
     def enroll_embeddings(self, name: str, embeddings: np.ndarray) -> int:
@@ -237,9 +262,12 @@ class Gallery:
         Raises:
             InputDtypeError, InputShapeError: not float ``(D,)`` / ``(n, D)``.
             InputError: not of unit length (normalise with :func:`sdk.l2_normalize`).
+            GalleryModelMismatchError: the gallery holds embeddings of another
+                export of the encoder (see :meth:`check_can_enroll`).
             GalleryError: invalid name, or NaN/infinity in the embeddings.
         """
         name = _check_name(name)
+        self.check_can_enroll()
         e = np.asarray(embeddings)
         if e.dtype.kind != "f":
             raise InputDtypeError(f"embeddings: expected float, got {e.dtype}")
@@ -255,9 +283,32 @@ class Gallery:
             raise InputError(f"embeddings: expected unit vectors as the verifier gives them, "
                              f"got norms {norms.min():.4g}..{norms.max():.4g}; normalise them "
                              "with sdk.l2_normalize")
+        if not self._people:  # nothing of another export is left to mix with
+            self._export = _export_of(self._verifier)
         old = self._people.get(name)
         self._people[name] = e.copy() if old is None else np.concatenate([old, e])
         return len(self._people[name])
+
+    def check_can_enroll(self) -> None:
+        """Raise unless this gallery's verifier may add embeddings to it.
+
+        A gallery loaded with ``accept_other_export=True`` holds embeddings of
+        another export of the encoder than the verifier's.  Identifying with it
+        is allowed (small distance changes near τ), adding to it is not: the
+        gallery would mix embeddings of two exports under a header that can
+        name only one.  An empty gallery takes the verifier's export.
+
+        Raises:
+            GalleryModelMismatchError: the gallery holds embeddings of another export.
+        """
+        ours = _export_of(self._verifier)
+        if self._people and self._export != ours:
+            raise GalleryModelMismatchError(
+                f"cannot enroll into this gallery: its embeddings come from the "
+                f"{_describe(self._export)} export of {self._verifier.model_id!r} and the "
+                f"loaded model is its {_describe(ours)} export; one gallery never mixes "
+                f"exports, so enroll with the {_describe(self._export)} export, or enroll "
+                "everyone again with this one into a new gallery")
 
     def remove(self, name: str) -> None:
         """Forget ``name`` and all their embeddings.
@@ -316,10 +367,11 @@ class Gallery:
     # --- persistence -------------------------------------------------------------------
 
     def _header(self) -> dict:
-        info = self._verifier.info
+        # the export the embeddings come from, not the verifier's (see check_can_enroll)
+        precision, backend = self._export
         return {"format": GALLERY_FORMAT, "version": GALLERY_VERSION,
-                "model_id": info.model_id, "precision": info.precision,
-                "backend": self._verifier.model.backend,
+                "model_id": self._verifier.info.model_id, "precision": precision,
+                "backend": backend,
                 "embedding_size": self._verifier.embedding_size,
                 "metric": "squared_l2", "names": self.names,
                 "saved_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -366,13 +418,17 @@ class Gallery:
         Args:
             accept_other_export: accept a gallery enrolled with another export
                 of the same trained weights (same ``model_id``, other precision
-                or runtime, e.g. the TFLite int8 file instead of the ONNX one).
-                Off by default: their embeddings differ slightly, so distances
-                near τ may change.
+                or runtime, e.g. the TFLite int8 file instead of the ONNX one),
+                for identification and removal only: the gallery keeps its
+                export (:attr:`export`, written back by :meth:`save`) and
+                refuses enrolment (:meth:`check_can_enroll`).  Off by default:
+                their embeddings differ slightly, so distances near τ may change.
 
         Raises:
             GalleryError: the file is absent, corrupt, or of an unknown version.
             GalleryModelMismatchError: it was enrolled with another model.
+            OtherExportError: (a GalleryModelMismatchError) it was enrolled with
+                another export of this model and ``accept_other_export`` is off.
         """
         path = Path(path)
         if not path.is_file():
@@ -385,18 +441,21 @@ class Gallery:
                 f"gallery {path} was enrolled with model {header['model_id']!r}, but the loaded "
                 f"model is {info.model_id!r} ({verifier.model.path}); embeddings of different "
                 "models are not comparable: enroll the people again with this model")
-        ours = (info.precision, verifier.model.backend)
+        ours = _export_of(verifier)
         theirs = (header.get("precision"), header.get("backend"))
         if ours != theirs and not accept_other_export:
-            raise GalleryModelMismatchError(
-                f"gallery {path} was enrolled with the {theirs[0]} {theirs[1]} export of "
-                f"{info.model_id!r}, the loaded model is its {ours[0]} {ours[1]} export; "
-                "re-enroll, or pass accept_other_export=True to accept small distance changes")
+            raise OtherExportError(
+                f"gallery {path} was enrolled with the {_describe(theirs)} export of "
+                f"{info.model_id!r}, the loaded model is its {_describe(ours)} export; "
+                "re-enroll, or pass accept_other_export=True to identify with it despite small "
+                "distance changes (enrolling into it stays refused)",
+                path=str(path), model_id=info.model_id, enrolled=theirs, loaded=ours)
         if emb.shape[1] != verifier.embedding_size:
             raise GalleryModelMismatchError(
                 f"gallery {path} holds {emb.shape[1]}-d embeddings, the model gives "
                 f"{verifier.embedding_size}-d")
         gallery = cls(verifier)
+        gallery._export = theirs
         for i, name in enumerate(header["names"]):
             gallery._people[name] = np.ascontiguousarray(emb[labels == i])
         return gallery
@@ -408,8 +467,20 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
         return GalleryError(f"gallery {path} is unreadable: {why}; restore a backup or "
                             "enroll the people again")
 
+    # numpy's own messages are not repeated: for data it cannot parse they advise loading
+    # the file "unsafely" with allow_pickle, which a biometric file must never be
     try:
         loaded = np.load(path, allow_pickle=False)
+    except OSError as exc:
+        if exc.errno is not None:  # the file system's error (permissions, I/O), not numpy's
+            raise GalleryError(f"gallery {path} cannot be read: {exc.strerror}") from None
+        raise bad("it is not a gallery file, or a corrupt one (not a NumPy .npz "
+                  "archive)") from None
+    except (ValueError, EOFError, zipfile.BadZipFile):
+        # junk, an empty or truncated file, or a pickle: numpy cannot tell them apart
+        raise bad("it is not a gallery file, or a corrupt one (not a NumPy .npz "
+                  "archive)") from None
+    try:
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
             raise bad(f"it holds a single {type(loaded).__name__}, not a gallery archive")
         with loaded as z:
@@ -420,9 +491,11 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
             emb, labels = z["embeddings"], z["labels"]
     except GalleryError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        # np.load raises ValueError for pickled (object) arrays and non-npy data
-        raise bad(f"not a gallery file ({type(exc).__name__}: {exc})") from None
+    except ValueError:  # a damaged array, or an object array that allow_pickle=False refuses
+        raise bad("an array in it is corrupt or holds Python objects, which a gallery "
+                  "file never does") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise bad(f"its archive is corrupt ({type(exc).__name__})") from None
     try:
         header = json.loads(header_text)
     except json.JSONDecodeError as exc:
@@ -448,6 +521,16 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(emb)):
         raise bad("embeddings contain NaN or infinity")
     return header, emb, labels
+
+
+def _export_of(verifier: FaceVerifier | Encoder) -> tuple[str | None, str | None]:
+    """``(precision, backend)`` of the encoder export ``verifier`` runs."""
+    return verifier.info.precision, verifier.model.backend
+
+
+def _describe(export: tuple[str | None, str | None]) -> str:
+    """``("int8", "tflite")`` -> ``"int8 tflite"``, for messages."""
+    return " ".join(str(x) for x in export)
 
 
 def _fsync_dir(folder: Path) -> None:

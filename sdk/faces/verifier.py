@@ -29,7 +29,8 @@ import numpy as np
 from ..contract import ModelInfo, TensorSpec
 from ..distance import VerifyResult, l2_normalize, squared_l2
 from ..errors import (ClosedError, InputDtypeError, InputShapeError, MetadataError,
-                      ModelFormatError, ModelNotFoundError, NoFaceError)
+                      ModelFormatError, ModelNotFoundError, NoFaceError,
+                      ThresholdUnavailableError)
 from ..model import Model, load_model
 from ..paths import MODELS_DIR
 from .detector import ALIGNED_SIZE, Face, FaceDetector, FaceDetectorOptions, align_face, check_image
@@ -176,19 +177,28 @@ def _check_encoder(model: Model, options: FaceVerifierOptions) -> _InputPlan:
     if options.operating_point is not None:
         operating_threshold(info, options.operating_point, source)  # fail at load, not later
     elif options.threshold is None and info.threshold is None:
-        raise MetadataError(f"{source} carries no calibrated threshold "
-                            "(output.threshold); pass FaceVerifierOptions(threshold=...)")
+        raise _no_threshold(info, source)
     return plan
 
 
+def _no_threshold(info: ModelInfo, source: str) -> ThresholdUnavailableError:
+    """The error for a model without a calibrated τ when none is given."""
+    return ThresholdUnavailableError(
+        f"{source} carries no calibrated threshold (output.threshold); pass "
+        "FaceVerifierOptions(threshold=...)", source=source, operating_point=None,
+        available=tuple(sorted(info.operating_points)))
+
+
 def operating_threshold(info: ModelInfo, name: str, source: str) -> float:
-    """The τ of operating point ``name`` in ``info`` (MetadataError naming the
-    ones the file has when it is absent)."""
+    """The τ of operating point ``name`` in ``info`` (ThresholdUnavailableError, a
+    MetadataError, naming the ones the file has when it is absent)."""
     points = info.operating_points
     if name not in points:
         have = ", ".join(sorted(points)) or "none"
-        raise MetadataError(f"{source} has no operating point {name!r} (it has: {have}); "
-                            "pass threshold=... or re-release the model")
+        raise ThresholdUnavailableError(
+            f"{source} has no operating point {name!r} (it has: {have}); pass threshold=... "
+            "or re-release the model", source=source, operating_point=name,
+            available=tuple(sorted(points)))
     return points[name]
 
 
@@ -221,8 +231,9 @@ class FaceVerifier:
         Raises:
             ModelNotFoundError: the model (or YuNet) file is absent.
             ModelKindError: the model is not a ``face_encoder``.
-            MetadataError: the model has no contract, an unusable one, or no
-                threshold (pass ``threshold=``).
+            MetadataError: the model has no contract or an unusable one.
+            ThresholdUnavailableError: (a MetadataError) the model has no threshold
+                (pass ``threshold=``) or not the named ``operating_point``.
         """
         path = default_model_path(options.model)
         model = load_model(path, backend=options.backend, threads=options.threads)
@@ -289,8 +300,7 @@ class FaceVerifier:
                                        str(self._live_model().path))
         t = self.info.threshold
         if t is None:
-            raise MetadataError(f"{self._live_model().path} carries no calibrated threshold; "
-                                "pass FaceVerifierOptions(threshold=...)")
+            raise _no_threshold(self.info, str(self._live_model().path))
         return t
 
     @property
