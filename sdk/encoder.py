@@ -50,7 +50,8 @@ class EncoderOptions:
 class Encoder:
     """Embeds arrays shaped like the model's input (one sample or a batch).
 
-    >>> with Encoder.create("models/speaker/speaker_encoder.tflite") as enc:
+    >>> # made by ``make example-1d`` (docs/ND.md)
+    >>> with Encoder.create("runs/nd/speech/speech_int8.tflite") as enc:
     ...     r = enc.verify(features_a, features_b)
     """
 
@@ -60,6 +61,14 @@ class Encoder:
 
     @classmethod
     def create_from_options(cls, options: EncoderOptions) -> "Encoder":
+        """Load ``options.model_path`` as an encoder.
+
+        Raises:
+            ModelNotFoundError, ModelFormatError: no such file, or not a model file.
+            ModelKindError: a model of another kind (a stylizer; a face encoder, which
+                :class:`sdk.FaceVerifier` runs with its detector and alignment).
+            MetadataError: no calibrated threshold in the file and none in ``options``.
+        """
         model = load_model(options.model_path, threads=options.threads)
         try:
             info = model.require_kind(*_KINDS, user="Encoder", hint=_FACE_HINT)
@@ -73,12 +82,14 @@ class Encoder:
 
     @classmethod
     def create(cls, model_path: str | os.PathLike, **kwargs) -> "Encoder":
+        """``create_from_options(EncoderOptions(model_path, **kwargs))``."""
         return cls.create_from_options(EncoderOptions(model_path=model_path, **kwargs))
 
     # --- description -----------------------------------------------------------
 
     @property
     def info(self) -> ModelInfo:
+        """The model's contract (kind, input, metric, threshold, source hash, ...)."""
         return self._live().info
 
     @property
@@ -93,6 +104,7 @@ class Encoder:
 
     @property
     def threshold(self) -> float:
+        """τ: ``options.threshold`` if given, else the one calibrated into the file."""
         if self.options.threshold is not None:
             return float(self.options.threshold)
         return float(self.info.threshold)
@@ -104,6 +116,7 @@ class Encoder:
 
     @property
     def embedding_size(self) -> int:
+        """Length D of one embedding."""
         return int(self.info.output.get("embedding_size") or self._live().outputs[0].shape[-1])
 
     def _live(self) -> Model:
@@ -143,6 +156,7 @@ class Encoder:
         return VerifyResult(is_match=d <= self.threshold, distance=d, threshold=self.threshold)
 
     def close(self) -> None:
+        """Release the model; safe to call twice.  Later use raises ``ClosedError``."""
         if self._model is not None:
             self._model.close()
             self._model = None

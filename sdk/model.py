@@ -87,14 +87,17 @@ class Model:
 
     @property
     def has_info(self) -> bool:
+        """Whether the file carries the SDK's contract (files from ``export`` always do)."""
         return self._live().info is not None
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
+        """Name, shape (``None`` for a dynamic dimension) and dtype of each input."""
         return self._live().inputs
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
+        """Name, shape (``None`` for a dynamic dimension) and dtype of each output."""
         return self._live().outputs
 
     @property

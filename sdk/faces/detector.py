@@ -113,6 +113,13 @@ class FaceDetector:
 
     @classmethod
     def create_from_options(cls, options: FaceDetectorOptions) -> "FaceDetector":
+        """Load YuNet from ``options.model_path`` (``None``: ``$EDGE_SDK_YUNET``, the file ``make
+        setup`` put in ``models/yunet``, else ``../shared``).
+
+        Raises:
+            ModelNotFoundError: no YuNet file there.
+            ModelFormatError: OpenCV cannot load the file.
+        """
         path = yunet_path(options.model_path)
         try:
             det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), options.score_threshold,
@@ -123,6 +130,7 @@ class FaceDetector:
 
     @classmethod
     def create(cls, model_path: str | os.PathLike | None = None, **kwargs) -> "FaceDetector":
+        """``create_from_options(FaceDetectorOptions(model_path, **kwargs))``."""
         return cls.create_from_options(FaceDetectorOptions(model_path=model_path, **kwargs))
 
     def _run(self, image: np.ndarray) -> list[Face]:

@@ -128,6 +128,7 @@ class Gallery:
 
     @property
     def verifier(self) -> FaceVerifier | Encoder:
+        """The verifier (or encoder) that embeds enrolment and probe images."""
         return self._verifier
 
     @property

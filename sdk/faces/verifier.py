@@ -459,6 +459,8 @@ class FaceVerifier:
 
         Raises:
             NoFaceError: an image has no face (the message says which).
+            InputDtypeError, InputShapeError: an image is not a uint8 array shaped
+                (H, W, 3) BGR, (H, W) grey or (H, W, 4) BGRA, 16 px or more a side.
         """
         a, fa = self._largest(image_a, "image_a")
         b, fb = self._largest(image_b, "image_b")
