@@ -447,6 +447,41 @@ def test_check_engine_target():
                             "f.engine")
 
 
+def test_check_engine_target_platform():
+    """Engines are not portable across platforms (TensorRT support matrix): same TensorRT
+    and sm_9.0 on x86 and on aarch64 is still a mismatch; old headers without a platform
+    are not refused for it."""
+    from sdk.backends.tensorrt import check_engine_target, host_platform
+
+    assert "-" in host_platform()
+    x86 = {"gpu": "H100", "compute_capability": "9.0", "platform": "Linux-x86_64"}
+    arm = {"gpu": "GH200", "compute_capability": "9.0", "platform": "Linux-aarch64"}
+    info = _info(tensorrt={"version": "10.3.0", **x86})
+    check_engine_target(info, "10.3.0", x86, "f.engine")
+    with pytest.raises(errors.EngineMismatchError,
+                       match=r"platform Linux-x86_64.*aarch64.*rebuild"):
+        check_engine_target(info, "10.3.0", arm, "f.engine")
+    old = _info(tensorrt={"version": "10.3.0", "gpu": "H100", "compute_capability": "9.0"})
+    check_engine_target(old, "10.3.0", arm, "f.engine")
+
+
+def test_failed_deserialisation_is_not_blamed_on_the_target():
+    """deserialize_cuda_engine returning None: a header naming this TensorRT and GPU means a
+    damaged plan (ModelFormatError), no target info means a likely mismatch; both say how
+    to rebuild."""
+    from pathlib import Path
+
+    from sdk.backends.tensorrt import _deserialise_error
+
+    here = {"gpu": "Orin", "compute_capability": "8.7", "platform": "Linux-aarch64"}
+    matched = _info(tensorrt={"version": "10.3.0", **here})
+    err = _deserialise_error(matched, "10.3.0", here, Path("f.engine"))
+    assert isinstance(err, errors.ModelFormatError)
+    assert not isinstance(err, errors.EngineMismatchError) and "export jetson" in str(err)
+    err = _deserialise_error(_info(), "10.3.0", here, Path("f.engine"))
+    assert isinstance(err, errors.EngineMismatchError) and "export jetson" in str(err)
+
+
 def test_unpack_engine_rejects_foreign_and_truncated_files():
     blob = pack_engine(_info(), b"\x00plan-bytes")
     info, body = unpack_engine(blob)

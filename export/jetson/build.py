@@ -581,9 +581,16 @@ def build_from_manifest(manifest: str | Path, options: JetsonOptions | None = No
 
 
 def _io_specs(trt, network) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    from sdk.backends.tensorrt import numpy_dtype
+    from sdk.errors import ModelFormatError
+
     def spec(t) -> TensorSpec:
-        return TensorSpec(t.name, tuple(int(d) for d in t.shape),
-                          np.dtype(trt.nptype(t.dtype)).name)
+        # trt.nptype raises a bare TypeError for BF16/FP8/INT4 I/O: refuse before building
+        try:
+            dtype = numpy_dtype(trt, t.dtype, t.name)
+        except ModelFormatError as exc:
+            raise EngineBuildError(str(exc)) from None
+        return TensorSpec(t.name, tuple(int(d) for d in t.shape), dtype)
 
     return (tuple(spec(network.get_input(i)) for i in range(network.num_inputs)),
             tuple(spec(network.get_output(i)) for i in range(network.num_outputs)))
@@ -597,7 +604,8 @@ def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: s
     # TensorRT 10: every network is explicit-batch; the EXPLICIT_BATCH flag is deprecated
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
+    # path: "Only required if the model has externally stored weights" (OnnxParser.parse)
+    if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser failed:\n  "
                                + "\n  ".join(errors[:10]))
@@ -614,12 +622,16 @@ def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: s
         profile = builder.create_optimization_profile()
         for s in inputs:
             r = by_name[s.name]
-            profile.set_shape(s.name, r.min, r.opt, r.max)
+            _set_profile_shape(profile, s.name, r.min, r.opt, r.max, onnx_path)
         if config.add_optimization_profile(profile) < 0:
             raise EngineBuildError(f"{onnx_path}: TensorRT rejected the optimisation profile "
                                    f"{[p.to_dict() for p in m.profiles]}")
 
     calibrator = None
+    # FP16/INT8 are weak-typing flags: deprecated in TensorRT 10.12 (release notes: "Weak
+    # typing APIs deprecated") and removed in 11 (replacement: a strongly typed network from
+    # an fp16 / Q/DQ ONNX graph). They still work on 10.x, which is what this builder targets
+    # (build_from_manifest refuses a TensorRT without them).
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "int8":
@@ -639,13 +651,17 @@ def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: s
                 + ("found: reused, no recalibration" if cache.is_file()
                    else f"absent: calibrating on {len(images)} real samples"))
             data = CalibrationData(images, cache, transform=to_input)
+            # implicit quantisation: IInt8EntropyCalibrator2, int8_calibrator and
+            # set_calibration_profile are "Deprecated in TensorRT 10.1. Superseded by
+            # explicit quantization" (Python API, Int8/Calibrator.html), still present in 10.x;
+            # the replacement is a Q/DQ graph (m.quantized above: no calibrator).
             calibrator = make_entropy_calibrator(trt, cuda, data)
             config.int8_calibrator = calibrator
             if dynamic:
                 # calibrate at exactly the shape of the samples (the profile's opt shape)
                 cprof = builder.create_optimization_profile()
                 shape = data.sample_shape
-                cprof.set_shape(inputs[0].name, shape, shape, shape)
+                _set_profile_shape(cprof, inputs[0].name, shape, shape, shape, onnx_path)
                 if not config.set_calibration_profile(cprof):
                     raise EngineBuildError(f"{m.name}: TensorRT rejected the calibration "
                                            f"profile {shape}")
@@ -654,10 +670,27 @@ def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: s
     finally:
         if calibrator is not None:
             calibrator.free()
+    if calibrator is not None and calibrator.error is not None:
+        # raised inside get_batch, where TensorRT would have read it as "end of data"; the
+        # cache it may have written covers part of the data only, so it must not be reused
+        calibrator.data.cache_path.unlink(missing_ok=True)
+        raise EngineBuildError(f"{m.name}: INT8 calibration failed after "
+                               f"{calibrator.batches_given} batches: {calibrator.error}"
+                               ) from calibrator.error
     if serialized is None:
         raise EngineBuildError(f"{onnx_path}: TensorRT could not build a {precision} engine "
                                "(see the TensorRT log above; a larger --workspace may help)")
     return bytes(serialized), inputs, outputs
+
+
+def _set_profile_shape(profile, name: str, lo, mid, hi, onnx_path: Path) -> None:
+    """``IOptimizationProfile.set_shape`` raises RuntimeError ("Shape provided for min is
+    inconsistent with other shapes", pyCore.cpp) rather than returning False."""
+    try:
+        profile.set_shape(name, tuple(lo), tuple(mid), tuple(hi))
+    except RuntimeError as exc:
+        raise EngineBuildError(f"{onnx_path}: TensorRT rejected the shape range of {name!r} "
+                               f"{list(lo)} / {list(mid)} / {list(hi)}: {exc}") from None
 
 
 def _calibration_samples(root: Path, m: PreparedModel, onnx_path: Path):
@@ -693,6 +726,8 @@ def _engine_contract(onnx_path: Path, m: PreparedModel, precision: str,
         extra={**base.extra, "tensorrt": {
             "version": trt.__version__, "gpu": gpu["gpu"],
             "compute_capability": gpu["compute_capability"],
+            # engines are not portable across platforms either (checked on load)
+            "platform": gpu.get("platform"),
             "profiles": [p.to_dict() for p in m.profiles], "workspace_mb": workspace_mb,
             "onnx_sha256": m.sha256}})
 

@@ -175,6 +175,12 @@ def make_entropy_calibrator(trt, cuda, data: CalibrationData):
     ``data.sample_shape``: explicit-batch networks take the batch from the
     profile, so one sample per call keeps the calibrator and profile consistent.
     Call ``free()`` (inside the CUDA context) when the build is done.
+
+    The calibrator classes are "Deprecated in TensorRT 10.1. Superseded by explicit
+    quantization" (Python API, Int8/EntropyCalibrator2) and removed in TensorRT 11;
+    they still work on 10.x. TensorRT calls these methods on the thread that runs
+    ``build_serialized_network``, where the builder has pushed the CUDA context the
+    buffers below belong to.
     """
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
@@ -185,23 +191,42 @@ def make_entropy_calibrator(trt, cuda, data: CalibrationData):
             self._host = cuda.pagelocked_empty(data.sample_shape, np.float32)
             self._device = cuda.mem_alloc(self._host.nbytes)
             self.batches_given = 0
+            #: what went wrong inside get_batch (re-raised by the builder after the build)
+            self.error: Exception | None = None
 
         def get_batch_size(self) -> int:
+            # getBatchSize is deprecated since 10.0 (no implicit batch) but still abstract in
+            # the binding; 1 matches the (1, ...) batches and the calibration profile
             return 1
 
-        def get_batch(self, names):  # noqa: ARG002 - one input; TensorRT passes its name
-            batch = self.data.next_batch()
-            if batch is None:
-                return None  # no more data: TensorRT finishes calibration
-            np.copyto(self._host, batch)
-            cuda.memcpy_htod(self._device, self._host)
-            self.batches_given += 1
-            return [int(self._device)]
+        def get_batch(self, names):
+            # get_batch(names: List[str]) -> List[int]: one device pointer (int) per name, in
+            # the order of ``names``; [] or None ends calibration (IInt8Calibrator docs). The
+            # trampoline (python/src/infer/pyInt8.cpp) memcpys len(names) pointers from the
+            # list, and an exception raised here is only printed and read as "no more data",
+            # so calibration would silently finish on the batches seen so far: keep the error
+            # and end calibration; _build_serialized raises it after the build.
+            try:
+                if len(names) != 1:
+                    raise EngineBuildError(f"the calibrator feeds one input, TensorRT asks for "
+                                           f"{list(names)}")
+                batch = self.data.next_batch()
+                if batch is None:
+                    return None  # no more data: TensorRT finishes calibration
+                np.copyto(self._host, batch)
+                cuda.memcpy_htod(self._device, self._host)
+                self.batches_given += 1
+                return [int(self._device)]
+            except Exception as exc:  # noqa: BLE001 - handed back to the builder, see above
+                self.error = exc
+                return None
 
         def read_calibration_cache(self):
+            # bytes, or None when there is no cache: TensorRT then calls get_batch
             return self.data.read_cache()
 
         def write_calibration_cache(self, cache) -> None:
+            # ``cache`` is a buffer owned by TensorRT: copy it before the call returns
             self.data.write_cache(bytes(cache))
 
         def free(self) -> None:

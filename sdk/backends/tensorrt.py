@@ -14,6 +14,7 @@ before TensorRT tries to deserialise it.
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -48,18 +49,59 @@ def _import_runtime():
 
 
 def gpu_identity(cuda, device: int) -> dict[str, str]:
-    """What an engine is tied to: GPU name and compute capability."""
+    """What an engine is tied to: GPU name, compute capability and platform.
+
+    The platform (OS and CPU architecture) is part of it because TensorRT's support
+    matrix says "Serialized engines are not portable across platforms" (an x86 H100
+    and an aarch64 GH200 share sm_9.0).
+    """
     dev = cuda.Device(device)
     major, minor = dev.compute_capability()
-    return {"gpu": dev.name(), "compute_capability": f"{major}.{minor}"}
+    return {"gpu": dev.name(), "compute_capability": f"{major}.{minor}",
+            "platform": host_platform()}
+
+
+def host_platform() -> str:
+    """``Linux-aarch64`` style: the OS and CPU architecture an engine runs on."""
+    return f"{platform.system()}-{platform.machine()}"
+
+
+#: TensorRT data types numpy has no dtype for (trt.nptype raises TypeError for them;
+#: its source says "fp8 and bfloat16 have no equivalent numpy type").
+_NO_NUMPY_DTYPE = ("BF16", "FP8", "INT4", "FP4", "E8M0")
+
+
+def numpy_dtype(trt, dtype, tensor: str) -> str:
+    """numpy dtype name of a TensorRT I/O ``DataType``, or a typed error.
+
+    ``trt.nptype`` (tensorrt/__init__.py) maps float32/float16/int8/int32/bool/uint8
+    (and int64 in recent 10.x) and raises a bare ``TypeError`` for anything else,
+    e.g. a BF16 or FP8 network input; INT64 I/O exists since TensorRT 10.0 but older
+    10.x ``nptype`` tables lack it, hence the fallback by name.
+    """
+    name = getattr(dtype, "name", str(dtype))
+    try:
+        return np.dtype(trt.nptype(dtype)).name
+    except TypeError:
+        if name == "INT64":
+            return "int64"
+        why = ("numpy has no such dtype" if name in _NO_NUMPY_DTYPE
+               else "not a type this runner knows")
+        raise ModelFormatError(
+            f"tensor {tensor!r} is TensorRT {name} ({why}); the SDK feeds and reads engine "
+            "I/O as numpy arrays, so export the ONNX graph with float32/float16 inputs and "
+            "outputs (cast inside the graph) and rebuild") from None
 
 
 def check_engine_target(info: ModelInfo, trt_version: str, gpu: dict[str, str],
                         source: str) -> None:
     """Refuse an engine built for another TensorRT version or GPU.
 
-    TensorRT only guarantees an engine on the exact TensorRT version and the
-    same compute capability it was built with.
+    TensorRT only guarantees an engine on the exact TensorRT version, the same
+    GPU architecture and the same platform it was built with (support matrix,
+    "Engine Portability"; this builder sets neither VERSION_COMPATIBLE nor a
+    hardware-compatibility level).  Headers from older builds carry no platform:
+    that check is then skipped.
     """
     built = info.extra.get("tensorrt", {})
     problems = []
@@ -68,12 +110,35 @@ def check_engine_target(info: ModelInfo, trt_version: str, gpu: dict[str, str],
     if built.get("compute_capability") and built["compute_capability"] != gpu["compute_capability"]:
         problems.append(f"GPU {built.get('gpu', '?')} sm_{built['compute_capability']} "
                         f"(this device has {gpu['gpu']} sm_{gpu['compute_capability']})")
+    if built.get("platform") and gpu.get("platform") and built["platform"] != gpu["platform"]:
+        problems.append(f"platform {built['platform']} (this device is {gpu['platform']})")
     if problems:
         raise EngineMismatchError(
             f"{source} was built for " + " and ".join(problems)
             + ". Engines are not portable: rebuild it on this device with "
             "`python -m export jetson --onnx <model.onnx> --precision "
             f"{info.precision}` (or `make export-jetson`).")
+
+
+def _deserialise_error(info: ModelInfo, trt_version: str, gpu: dict[str, str],
+                       path: Path) -> Exception:
+    """Why ``deserialize_cuda_engine`` returned None, as a typed error.
+
+    The header was checked before: when it names this TensorRT, GPU architecture
+    and platform, the plan itself is at fault (damaged, or needs a plugin), not
+    the target, so saying "another TensorRT or GPU" would mislead.
+    """
+    rebuild = ("rebuild it on this device with `python -m export jetson --onnx <model.onnx> "
+               f"--precision {info.precision}`")
+    built = info.extra.get("tensorrt", {})
+    if built.get("version") and built.get("compute_capability"):
+        return ModelFormatError(
+            f"{path}: TensorRT {trt_version} could not deserialise the engine although its "
+            f"header says it was built for this TensorRT and sm_{gpu['compute_capability']} "
+            f"(the plan is damaged or needs a plugin; see the TensorRT log above); {rebuild}")
+    return EngineMismatchError(
+        f"{path}: TensorRT {trt_version} could not deserialise the engine and its header "
+        "does not say what it was built for (another TensorRT version or GPU?); " + rebuild)
 
 
 class _Binding:
@@ -110,24 +175,31 @@ class TensorRTBackend:
         if options.device >= cuda.Device.count():
             raise BackendUnavailableError(f"GPU {options.device} requested, "
                                           f"{cuda.Device.count()} present")
-        check_engine_target(info, trt.__version__, gpu_identity(cuda, options.device), str(path))
+        gpu = gpu_identity(cuda, options.device)
+        check_engine_target(info, trt.__version__, gpu, str(path))
         ctx = cuda.Device(options.device).retain_primary_context()
         ctx.push()
         try:
             logger = trt.Logger(trt.Logger.WARNING)
-            runtime = trt.Runtime(logger)
+            runtime = trt.Runtime(logger)  # the engine keeps it alive (keep_alive in pyCore.cpp)
             engine = runtime.deserialize_cuda_engine(bytes(body))
             if engine is None:
-                raise EngineMismatchError(
-                    f"{path}: TensorRT {trt.__version__} could not deserialise the engine "
-                    "(built with another TensorRT version or for another GPU?); rebuild it on "
-                    "this device with `python -m export jetson`")
+                raise _deserialise_error(info, trt.__version__, gpu, path)
+            # returns None on failure (e.g. no device memory for its activations)
             context = engine.create_execution_context()
+            if context is None:
+                raise InferenceError(f"{path}: TensorRT could not create an execution context "
+                                     "(out of GPU memory? see the TensorRT log above)")
             inputs, outputs = [], []
             for i in range(engine.num_io_tensors):
                 name = engine.get_tensor_name(i)
+                # shape-tensor I/O lives in host memory (ICudaEngine.get_tensor_location);
+                # run() binds device buffers only, which TensorRT would misread
+                if engine.get_tensor_location(name) == trt.TensorLocation.HOST:
+                    raise ModelFormatError(f"{path}: I/O tensor {name!r} is a host-side shape "
+                                           "tensor, which this runner does not support")
                 spec = TensorSpec(name, tuple(engine.get_tensor_shape(name)),
-                                  np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name)
+                                  numpy_dtype(trt, engine.get_tensor_dtype(name), name))
                 is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
                 (inputs if is_input else outputs).append(spec)
             backend = cls(trt, cuda, ctx, engine, context, tuple(inputs), tuple(outputs),
@@ -166,7 +238,14 @@ class TensorRTBackend:
                 cuda.memcpy_htod_async(b.device, b.host, self._stream)
             results = []
             for spec in self.outputs:
+                # valid only now that every input shape is set; a -1 left in an output
+                # means a data-dependent shape (NvInferRuntime.h, getTensorShape), which
+                # needs an IOutputAllocator this runner does not implement
                 shape = tuple(ctx.get_tensor_shape(spec.name))
+                if any(d < 0 for d in shape):
+                    raise InferenceError(f"output {spec.name!r} has a data-dependent shape "
+                                         f"{list(shape)}; this runner needs output shapes "
+                                         "that follow from the input shapes")
                 results.append((self._binding(spec, shape), shape))
             if not ctx.execute_async_v3(self._stream.handle):
                 raise InferenceError("TensorRT execute_async_v3 failed (check the engine and "
