@@ -3,12 +3,15 @@
     python -m apps.door_lock enroll NAME IMAGE... [--gallery FILE]
     python -m apps.door_lock enroll NAME --source CAMERA_INDEX|VIDEO|FOLDER|IMAGE [--shots N]
         [--every K]
-    python -m apps.door_lock run --source CAMERA_INDEX|VIDEO|FOLDER [--gallery FILE]
+    python -m apps.door_lock run --source CAMERA_INDEX|VIDEO|FOLDER|IMAGE [--gallery FILE]
         [--unlock-cmd CMD] [--hook-timeout S] [--cooldown S] [--max-failures N]
         [--attempt-seconds S] [--hold S] [--min-face PX] [--no-quality-check]
         [--audit FILE.jsonl]
     python -m apps.door_lock list|remove NAME [--gallery FILE]
     python -m apps.door_lock calibrate --source FOLDER [--far 1e-4] [--json FILE] [--plot PNG]
+
+A camera is ``N``, ``camera`` or ``camera:N``, as for apps/stylize_camera.py
+(apps/sources.py).
 
 Each frame: detect -> identify (sdk.Gallery) -> unlock hook.  The hook is a
 shell command (it gets the person in $DOOR_NAME and the distance in
@@ -68,7 +71,10 @@ from sdk.errors import (CalibrationError, FaceError, NoFaceError,  # noqa: E402
                         ThresholdUnavailableError)
 from sdk.faces.quality import QualityOptions, assess_face  # noqa: E402
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+# re-exported: IMAGE_SUFFIXES and SourceError are used from here (demo_faces, scripts)
+from apps.sources import (CAMERA, FOLDER, IMAGE, IMAGE_SUFFIXES, VIDEO,  # noqa: E402,F401
+                          SourceError, source_kind)
+
 DEFAULT_GALLERY = "gallery.npz"
 # a door must bound false accepts, not maximise accuracy: strict by default
 DEFAULT_OPERATING_POINT = "far_1e-4"
@@ -86,8 +92,6 @@ UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED, OPEN, TOO_SMALL, POOR_FAC
 UNLOCKING = "unlocking"
 #: Seconds the door stays open after an unlock, unless --hold says otherwise.
 DEFAULT_HOLD_S = 5.0
-#: Kinds of --source (:func:`source_kind`).
-CAMERA, VIDEO, FOLDER, IMAGE = "camera", "video", "folder", "image"
 #: --every of `enroll --source` when not given: a camera or video gets half a second of a
 #: 30 fps stream between shots (a new pose); a folder's or image's files are each a photo
 #: someone chose, so every one is considered.
@@ -99,10 +103,6 @@ def face_px(face) -> float:
     return float(min(face.box[2:4]))
 
 
-class SourceError(SdkError, ValueError):
-    """The --source cannot be opened."""
-
-
 # --- frames ---------------------------------------------------------------------
 
 
@@ -112,20 +112,6 @@ class Frame(NamedTuple):
     frame_id: str               # the file's name, or the frame's index
     image: np.ndarray | None    # BGR; None when unreadable
     time: float | None          # seconds on the source's clock; None: a photo, its own event
-
-
-def source_kind(source: str) -> str:
-    """:data:`CAMERA` (an index), :data:`VIDEO`, :data:`FOLDER` (of images) or
-    :data:`IMAGE` (one image file, by its suffix)."""
-    path = Path(source)
-    if path.is_dir():
-        return FOLDER
-    if source.isdigit():
-        return CAMERA
-    if path.is_file():
-        return IMAGE if path.suffix.lower() in IMAGE_SUFFIXES else VIDEO
-    raise SourceError(f"--source {source!r} is neither a camera index, a video file, "
-                      "an image nor a folder of images")
 
 
 def iter_frames(source: str) -> Iterator[Frame]:
@@ -140,8 +126,8 @@ def iter_frames(source: str) -> Iterator[Frame]:
         SourceError: the source cannot be opened, a folder holds no images, or a
             video reports no frame rate (its frames could not be timed).
     """
+    kind, ref = source_kind(source)
     path = Path(source)
-    kind = source_kind(source)
     if kind in (FOLDER, IMAGE):
         files = [path] if kind == IMAGE else sorted(
             p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -150,7 +136,7 @@ def iter_frames(source: str) -> Iterator[Frame]:
         for p in files:
             yield Frame(p.name, cv2.imread(str(p), cv2.IMREAD_COLOR), None)
         return
-    cap = cv2.VideoCapture(int(source) if kind == CAMERA else str(path))
+    cap = cv2.VideoCapture(ref)
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"cannot open --source {source!r} with OpenCV")
@@ -212,7 +198,7 @@ class LockOptions:
     cooldown_s: float = 30.0
     hook_timeout_s: float = 10.0
     attempt_s: float = 1.0
-    hold_s: float = 5.0
+    hold_s: float = DEFAULT_HOLD_S
     min_face_px: float = MIN_FACE_PX
     quality: QualityOptions | None = field(default_factory=QualityOptions)
 
@@ -527,7 +513,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         # before any photo is taken: a gallery of another export refuses new people
         gallery.check_can_enroll()
         if args.source is not None:
-            kind = source_kind(args.source)
+            kind, _ = source_kind(args.source)
             every = args.every if args.every is not None else DEFAULT_EVERY[kind]
             shots = collect_shots(verifier, iter_frames(args.source), args.shots, every,
                                   sys.stdout, args.min_face, quality_of(args))
@@ -605,7 +591,7 @@ def hold_for(kind: str, hold: float | None) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    kind = source_kind(args.source)
+    kind, _ = source_kind(args.source)
     options = LockOptions(unlock_cmd=args.unlock_cmd, max_failures=args.max_failures,
                           cooldown_s=args.cooldown, attempt_s=args.attempt_seconds,
                           hold_s=hold_for(kind, args.hold), min_face_px=args.min_face,
@@ -813,7 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"--source: skip faces smaller than this (default {MIN_FACE_PX:g})")
     p.set_defaults(func=cmd_enroll)
     p = sub.add_parser("run", parents=[common], help="watch a source and open for enrolled people")
-    p.add_argument("--source", required=True, help="camera index, video file or image folder")
+    p.add_argument("--source", required=True,
+                   help="camera index (N or camera:N), video file, image folder or image")
     p.add_argument("--unlock-cmd", default=None,
                    help="shell command that opens the door ($DOOR_NAME, $DOOR_DISTANCE set)")
     p.add_argument("--hook-timeout", type=float, default=10.0, metavar="S",

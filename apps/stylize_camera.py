@@ -28,19 +28,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from apps.sources import CAMERA, IMAGE, IMAGE_SUFFIXES, SourceError, source_kind  # noqa: E402
 from sdk import Stylizer, StylizerOptions  # noqa: E402
 from sdk.errors import SdkError  # noqa: E402
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: output container -> the fourcc OpenCV's writer is given for it
 VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 
-CAMERA, VIDEO, IMAGE = "camera", "video", "image"
 PROG = "stylize_camera"  # message prefix, as door_lock's, whatever sys.argv[0] is
 
 
-class UsageError(SdkError, ValueError):
-    """Bad --source/--out: reported on one line with exit status 2."""
+class UsageError(ValueError):
+    """Bad --out, or a --source OpenCV cannot read: one line, exit status 2 (the app's
+    error, not the SDK's, like apps.sources.SourceError)."""
 
 
 def draw_fps(frame: np.ndarray, fps: float, label: str) -> None:
@@ -49,22 +49,6 @@ def draw_fps(frame: np.ndarray, fps: float, label: str) -> None:
     for color, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
         cv2.putText(frame, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, color, thickness,
                     cv2.LINE_AA)
-
-
-def source_kind(source: str) -> tuple[str, int | str]:
-    """``(CAMERA, index)``, ``(IMAGE, path)`` or ``(VIDEO, path)``; opens nothing, but a
-    file source must exist (so OpenCV never gets to warn about a missing file)."""
-    text = source
-    if text.lower().startswith("camera"):
-        text = text.partition(":")[2] or "0"
-        if not text.isdigit():
-            raise UsageError(f"--source {source!r}: a camera is camera:INDEX, e.g. camera:1")
-    if text.isdigit():
-        return CAMERA, int(text)
-    path = Path(source)
-    if not path.is_file():
-        raise UsageError(f"--source {source!r} is neither a camera index nor an existing file")
-    return (IMAGE if path.suffix.lower() in IMAGE_SUFFIXES else VIDEO), source
 
 
 def check_out(out: str, kind: str) -> None:
@@ -94,9 +78,10 @@ def open_source(kind: str, ref: int | str) -> tuple[cv2.VideoCapture | None, np.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--style", required=True, help="stylizer model (.tflite/.onnx/.engine)")
-    parser.add_argument("--source", required=True, help="camera index, video file or image file")
+    parser.add_argument("--source", required=True,
+                        help="camera index (N or camera:N), video file or image file")
     parser.add_argument("--out", required=True,
                         help=f"output: a video ({'/'.join(VIDEO_FOURCC)}) for a camera or video "
                              f"source, an image ({'/'.join(IMAGE_SUFFIXES)}) for an image")
@@ -115,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     # OpenCV would otherwise log its own warning next to our one-line message
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
-        kind, ref = source_kind(args.source)
+        kind, ref = source_kind(args.source, folders=False)  # a camera, video or image
         check_out(args.out, kind)
         cap, image = open_source(kind, ref)
-    except UsageError as exc:
+    except (SourceError, UsageError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     overlay = kind != IMAGE if args.overlay is None else args.overlay

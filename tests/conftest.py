@@ -42,6 +42,19 @@ def assert_agrees_with_float(ref: np.ndarray, got: np.ndarray, min_cos: float,
     assert own.max() < max_frac * spread, (float(own.max()), spread, max_frac)
 
 
+def load_app(name: str):
+    """apps/<name>.py as a module (apps/ is not an installed package)."""
+    import importlib.util
+    import sys
+
+    path = REPO / "apps" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_test_app_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def yunet():
     """The YuNet detector file in ../shared (skips the test when absent)."""

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_app
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -27,11 +29,7 @@ def test_make_help_expands_variables():
 
 
 def test_demo_help_has_the_whole_description(capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_test_app_demo", REPO / "apps" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_app("demo")
     with pytest.raises(SystemExit) as stop:
         demo.main(["--help"])
     assert stop.value.code == 0

@@ -134,9 +134,9 @@ def test_enrolment_refuses_a_poor_photo(exported, yunet, att):
 
 
 def _door_lock():
-    from test_faces_runtime import _app
+    from conftest import load_app
 
-    return _app("door_lock")
+    return load_app("door_lock")
 
 
 def test_door_skips_poor_faces_without_counting_failures(exported, yunet, att):

@@ -28,7 +28,7 @@ from sdk.faces import verifier as verifier_module
 from sdk.faces.gallery import GALLERY_VERSION, Gallery
 from sdk.faces.verifier import FaceVerifier, FaceVerifierOptions, VerifyResult
 
-from conftest import shared_path
+from conftest import load_app, shared_path
 
 
 # --- fixtures --------------------------------------------------------------------
@@ -46,18 +46,6 @@ def photos():
 def verifier(exported, yunet):
     with FaceVerifier.create(exported["onnx_fp32"], yunet) as v:
         yield v
-
-
-def _app(name: str):
-    """apps/<name>.py as a module (apps/ is not an installed package)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "apps" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_test_app_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _with_contract(src: Path, dst: Path, **changes) -> Path:
@@ -519,7 +507,7 @@ def door(tmp_path, photos):
 
 
 def test_door_lock_end_to_end(exported, yunet, door, tmp_path, capsys):
-    door_lock = _app("door_lock")
+    door_lock = load_app("door_lock")
 
     folder, alice = door
     common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
@@ -555,11 +543,11 @@ def test_report_tables_use_the_door_default():
     """RESULTS_faces.md's door tables show the point the lock really uses."""
     from export.faces.report import DOOR_POINT
 
-    assert _app("door_lock").DEFAULT_OPERATING_POINT == DOOR_POINT
+    assert load_app("door_lock").DEFAULT_OPERATING_POINT == DOOR_POINT
 
 
 def test_door_lock_app_errors(exported, yunet, door, tmp_path, photos, capsys):
-    door_lock = _app("door_lock")
+    door_lock = load_app("door_lock")
 
     folder, _ = door
     common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
@@ -598,7 +586,7 @@ def test_door_lock_app_errors(exported, yunet, door, tmp_path, photos, capsys):
 def test_door_lock_enrolls_from_a_source(exported, yunet, photos, tmp_path, capsys):
     """`enroll NAME --source`: shots of exactly one face, --every frames apart, all or
     nothing, the embeddings the same as enrolling those photos."""
-    door_lock = _app("door_lock")
+    door_lock = load_app("door_lock")
     frames = tmp_path / "camera"
     frames.mkdir()
     two = np.hstack([photos["a1"], photos["b1"]])
@@ -643,7 +631,7 @@ def test_door_lock_enrolls_every_file_of_a_folder(exported, yunet, photos, tmp_p
     """A folder's (or an image's) files are photos someone chose: without --every each one
     is considered (--every is a camera's or video's frame sampling), and when too few pass,
     the message says how many files were looked at and why the others were refused."""
-    door_lock = _app("door_lock")
+    door_lock = load_app("door_lock")
     folder = tmp_path / "ada"
     folder.mkdir()
     for name, image in [("1.png", photos["a1"]), ("2.png", BLANK), ("3.png", photos["a2"]),
@@ -678,7 +666,7 @@ def test_door_lock_keeps_a_gallery_to_its_export(exported, yunet, photos, tmp_pa
     """The CLI words the other-export remedy as its option; --accept-other-export reads
     (list, run) a gallery of another export but enroll refuses to add to it, so the file
     stays readable with the export it was made with."""
-    door_lock = _app("door_lock")
+    door_lock = load_app("door_lock")
     cv2.imwrite(str(tmp_path / "a.png"), photos["a1"])
     cv2.imwrite(str(tmp_path / "b.png"), photos["b1"])
     gallery = tmp_path / "g.npz"
@@ -710,7 +698,7 @@ def test_door_lock_hold_is_measured_in_the_source_time(exported, yunet, photos, 
     """A folder is read in milliseconds: no hold may carry one photo's unlock over to the
     next (a stranger's photo would be logged under the resident's name); a video's hold
     lasts its own seconds, however fast it is read; a held frame never names anyone."""
-    door_lock = _app("door_lock")
+    door_lock = load_app("door_lock")
     folder = tmp_path / "door"
     folder.mkdir()
     for name, image in [("1_alice.png", photos["a1"]), ("2_bob.png", photos["b1"]),
@@ -755,7 +743,7 @@ def test_door_lock_hold_is_measured_in_the_source_time(exported, yunet, photos, 
 
 
 def test_door_lock_video_source(exported, yunet, photos, tmp_path):
-    door_lock = _app("door_lock")
+    door_lock = load_app("door_lock")
     video = tmp_path / "door.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (92, 112))
     if not writer.isOpened():
@@ -790,7 +778,7 @@ class _Clock:
 def test_door_lock_cooldown_and_fail_closed(exported, yunet, photos, tmp_path):
     import io
 
-    door_lock = _app("door_lock")
+    door_lock = load_app("door_lock")
     DoorLock, LockOptions = door_lock.DoorLock, door_lock.LockOptions
 
     with FaceVerifier.create(exported["onnx_fp32"], yunet, threshold=1e-6) as v:
@@ -865,7 +853,7 @@ def test_door_lock_never_unlocks_unrecorded_or_after_its_timeout(exported, yunet
                                                                tmp_path):
     import io
 
-    door_lock = _app("door_lock")
+    door_lock = load_app("door_lock")
     DoorLock, LockOptions = door_lock.DoorLock, door_lock.LockOptions
     with FaceVerifier.create(exported["onnx_fp32"], yunet, threshold=1e-6) as v:
         g = Gallery(v)
@@ -912,7 +900,7 @@ def test_door_lock_never_unlocks_unrecorded_or_after_its_timeout(exported, yunet
 
 
 def test_demo_faces(exported, yunet, monkeypatch, tmp_path, capsys):
-    demo_faces = _app("demo_faces")
+    demo_faces = load_app("demo_faces")
 
     shared_path("data", "faces", "deepface-pairs", "master.csv")
     monkeypatch.setenv("EDGE_SDK_YUNET", str(yunet))
@@ -940,7 +928,7 @@ def test_demo_never_shows_an_enrolled_photo_as_a_stranger(yunet, capsys):
     their own enrolment photos, d = 0)."""
     released = Path(__file__).resolve().parents[1] / "models" / "faces" / "face_encoder_int8.onnx"
     data = shared_path("data", "faces", "deepface-pairs")
-    demo = _app("demo_faces")
+    demo = load_app("demo_faces")
     assert demo.main(["--data", str(data), "--people", "2", "--enroll-photos", "2",
                       "--probes", "1", "--model", str(released), "--yunet", str(yunet)]) == 0
     out = capsys.readouterr().out

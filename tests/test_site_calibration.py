@@ -20,8 +20,7 @@ from sdk.errors import CalibrationError, InputError, InputShapeError
 from sdk.faces.calibration import (calibrate_threshold, far_upper_bound, pair_distances,
                                    pair_rates)
 
-from conftest import shared_path
-from test_faces_runtime import _app
+from conftest import load_app, shared_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,7 +129,7 @@ def test_door_lock_calibrate(tmp_path, capsys):
     site.mkdir()
     for person in sorted(p for p in att.iterdir() if p.is_dir())[:8]:
         (site / person.name).symlink_to(person)
-    door_lock = _app("door_lock")
+    door_lock = load_app("door_lock")
     common = ["--model", str(model), "--yunet", str(yunet), "--source", str(site)]
     out_json = tmp_path / "site.json"
     png = tmp_path / "site.png"

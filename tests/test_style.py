@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import shared_path
+from conftest import load_app, shared_path
 from sdk.errors import (ClosedError, InputDtypeError, InputError, InputShapeError,
                         ModelKindError, ModelNotFoundError)
 
@@ -800,19 +800,6 @@ def test_bench_cli_writes_table_json_and_the_outputs_picture(style_models, tmp_p
 # --- apps/stylize_camera.py ------------------------------------------------------------
 
 
-def _stylize_camera():
-    """apps/stylize_camera.py as a module (apps/ is not an installed package)."""
-    import importlib.util
-    import sys
-
-    path = Path(__file__).resolve().parent.parent / "apps" / "stylize_camera.py"
-    spec = importlib.util.spec_from_file_location("_test_app_stylize_camera", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _write_image(path: Path) -> Path:
     import cv2
 
@@ -822,7 +809,7 @@ def _write_image(path: Path) -> Path:
 
 def test_stylize_camera_bad_source_or_out_is_one_line_and_exit_2(tmp_path, capsys):
     """Checked before the model is even opened: a missing --style does not mask them."""
-    app = _stylize_camera()
+    app = load_app("stylize_camera")
     image = _write_image(tmp_path / "photo.png")
     video = tmp_path / "clip.avi"
     video.write_bytes(b"not opened: the --out check comes first")
@@ -843,10 +830,23 @@ def test_stylize_camera_bad_source_or_out_is_one_line_and_exit_2(tmp_path, capsy
     assert not list(tmp_path.glob("out.*"))
 
 
+def test_source_kind_is_shared_and_camera_is_a_whole_word(tmp_path, monkeypatch):
+    """apps/sources.py reads --source for both apps: "camera_clip.mp4" is a video file, not
+    camera 0; a folder is a source only where the app reads folders (door_lock)."""
+    app = load_app("stylize_camera")
+    monkeypatch.chdir(tmp_path)
+    Path("camera_clip.mp4").write_bytes(b"")
+    Path("0").mkdir()
+    assert app.source_kind("camera_clip.mp4") == ("video", "camera_clip.mp4")
+    assert app.source_kind("camera") == app.source_kind("0", folders=False) == ("camera", 0)
+    assert app.source_kind("camera:2") == ("camera", 2)
+    assert app.source_kind("0") == ("folder", "0")
+
+
 def test_stylize_camera_overlay_only_on_video_by_default(style_models, tmp_path, monkeypatch):
     import cv2
 
-    app = _stylize_camera()
+    app = load_app("stylize_camera")
     paths, _ = style_models
     style = str(paths["onnx_fp32"])
     image = _write_image(tmp_path / "photo.png")

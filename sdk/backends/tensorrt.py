@@ -115,9 +115,13 @@ def check_engine_target(info: ModelInfo, trt_version: str, gpu: dict[str, str],
     if problems:
         raise EngineMismatchError(
             f"{source} was built for " + " and ".join(problems)
-            + ". Engines are not portable: rebuild it on this device with "
-            "`python -m export jetson --onnx <model.onnx> --precision "
-            f"{info.precision}` (or `make export-jetson`).")
+            + f". Engines are not portable: {_rebuild(info)} (or `make export-jetson`).")
+
+
+def _rebuild(info: ModelInfo) -> str:
+    """The remedy for an engine this device cannot run."""
+    return ("rebuild it on this device with `python -m export jetson --onnx <model.onnx> "
+            f"--precision {info.precision}`")
 
 
 def _deserialise_error(info: ModelInfo, trt_version: str, gpu: dict[str, str],
@@ -128,8 +132,7 @@ def _deserialise_error(info: ModelInfo, trt_version: str, gpu: dict[str, str],
     and platform, the plan itself is at fault (damaged, or needs a plugin), not
     the target, so saying "another TensorRT or GPU" would mislead.
     """
-    rebuild = ("rebuild it on this device with `python -m export jetson --onnx <model.onnx> "
-               f"--precision {info.precision}`")
+    rebuild = _rebuild(info)
     built = info.extra.get("tensorrt", {})
     if built.get("version") and built.get("compute_capability"):
         return ModelFormatError(
