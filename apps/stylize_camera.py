@@ -122,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{stylizer.style} ({Path(args.style).suffix[1:]})"
         if image is not None:
             start = time.perf_counter()
-            out = stylizer(image)
+            try:
+                out = stylizer(image)
+            except SdkError as exc:  # the runtime failed on this input: one line, as above
+                print(f"{PROG}: error: {exc}", file=sys.stderr)
+                return 1
             fps = 1.0 / max(time.perf_counter() - start, 1e-6)
             if overlay:
                 draw_fps(out, fps, label)
@@ -158,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 n += 1
         except KeyboardInterrupt:
             pass
+        except SdkError as exc:  # e.g. an InferenceError mid-stream: what was written stays
+            print(f"{PROG}: error: frame {n}: {exc}", file=sys.stderr)
+            return 1
         finally:
             cap.release()
             if writer is not None:

@@ -877,3 +877,38 @@ def test_stylize_camera_overlay_only_on_video_by_default(style_models, tmp_path,
     cap = cv2.VideoCapture(str(tmp_path / "fps.mp4"))
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
     cap.release()
+
+
+def test_stylize_camera_runtime_failure_mid_stream_is_one_line(style_models, tmp_path,
+                                                               monkeypatch, capsys):
+    """A runtime error on the third frame: exit 1 with one line naming the frame, the two
+    frames already stylised stay in the written video, and no traceback."""
+    import cv2
+
+    from sdk import Stylizer
+    from sdk.errors import InferenceError
+
+    app = load_app("stylize_camera")
+    paths, _ = style_models
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    for i in range(4):
+        writer.write(np.full((64, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    real, calls = Stylizer.__call__, []
+
+    def flaky(self, frame):
+        calls.append(1)
+        if len(calls) == 3:
+            raise InferenceError("the runtime failed")
+        return real(self, frame)
+
+    monkeypatch.setattr(Stylizer, "__call__", flaky)
+    out = tmp_path / "out.avi"
+    assert app.main(["--style", str(paths["onnx_fp32"]), "--source", str(clip),
+                     "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["stylize_camera: error: frame 2: the runtime failed"]
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    cap.release()
