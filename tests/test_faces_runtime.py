@@ -425,6 +425,7 @@ def test_a_gallery_never_mixes_exports(verifier, exported, yunet, photos, tmp_pa
         assert header["names"] == ["alice"]
         # emptied, it holds nothing of the other export: it takes the verifier's
         loaded.remove("alice")
+        assert loaded.export == other_export                       # at once, not at enrolment
         assert loaded.enroll("carl", photos["a2"]) == 1 and loaded.export == other_export
         loaded.save(tmp_path / "carl.npz")
         header = _header(tmp_path / "carl.npz")

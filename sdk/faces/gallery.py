@@ -319,6 +319,8 @@ class Gallery:
         """
         self._embeddings_of(name)
         del self._people[name.strip()]
+        if not self._people:  # nothing of another export is left: save() names the verifier's
+            self._export = _export_of(self._verifier)
 
     # --- search ---------------------------------------------------------------------
 
