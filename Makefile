@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHARED ?= ../shared
-FACES_RUN ?= runs/faces/run17
+FACES_RUN ?= runs/faces/run18
 
 .PHONY: help setup-runtime setup demo test export-tflite export-onnx export-jetson jetson-check \
         device-bundle bench \
@@ -42,7 +42,7 @@ faces-teacher: faces-data ## dlib teacher embeddings of every training face (~30
 	$(PY) -m pip install -q -e ".[teacher]"
 	$(PY) -m export faces teacher --per-identity 0
 
-train-faces: setup ## train the face encoder in twelve legs (60 + 80 + 95 + 80 + 80 + 85 + 85 + 60 + 85 + 85 + 85 + 85 min, checkpointed: rerun to resume)
+train-faces: setup ## train the face encoder in thirteen legs (60 + 80 + 95 + 80 + 80 + 85 + 85 + 60 + 85 + 85 + 85 + 85 + 85 min, checkpointed: rerun to resume)
 	$(PY) -m export faces train --out runs/faces/run1 --minutes 60 --cls 1.0 --resume
 	$(PY) -m export faces train --out runs/faces/run2 --init runs/faces/run1 --minutes 80 --cls 1.0 \
 	    --distill 5 --distill-mode relational --lr 2e-3 --seed 1 --resume
@@ -68,9 +68,12 @@ train-faces: setup ## train the face encoder in twelve legs (60 + 80 + 95 + 80 +
 	$(PY) -m export faces train --out runs/faces/run16 --init runs/faces/run14 --minutes 85 --cls 1.0 \
 	    --cls-margin 0.4 --distill 5 --distill-mode projected --lr 1e-3 --seed 16 \
 	    --hard-identities 0.25 --hard-pool 24 --resume
-	$(PY) -m export faces train --out $(FACES_RUN) --init runs/faces/run16 --minutes 85 --cls 1.0 \
+	$(PY) -m export faces train --out runs/faces/run17 --init runs/faces/run16 --minutes 85 --cls 1.0 \
 	    --cls-margin 0.4 --distill 2.5 --distill-mode projected --lr 1e-3 --seed 17 \
 	    --hard-identities 0.25 --hard-pool 24 --resume
+	$(PY) -m export faces train --out $(FACES_RUN) --init runs/faces/run17 --minutes 85 --cls 1.0 \
+	    --cls-margin 0.4 --distill 2.5 --distill-mode projected --lr 1e-3 --seed 18 \
+	    --hard-identities 0.25 --hard-pool 24 --dropout 0 --resume
 
 release-faces: setup ## fp32/fp16/int8 TFLite + ONNX, accuracy gate, copy to models/faces
 	$(PY) -m export faces release --model $(FACES_RUN)/model.keras --json runs/faces/release.json

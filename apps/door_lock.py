@@ -544,7 +544,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
           f"{len(gallery)} people in {args.gallery}")
     if n < RECOMMENDED_PHOTOS:
         # measured at the door's default point (docs/FACES.md, "How many photos to enrol";
-        # run 17's file): one photo let 86 % / 53 % of att-orl / yale attempts in, three 96 % / 91 %
+        # run 18's file): one photo let 89 % / 64 % of att-orl / yale attempts in, three 97 % / 92 %
         print(f"tip: at the door's strict threshold one photo per person refuses many genuine "
               f"attempts; enrol {RECOMMENDED_PHOTOS} or more (different light and pose): "
               f"door_lock.py enroll {args.name} a.jpg b.jpg c.jpg, or from the camera: "
