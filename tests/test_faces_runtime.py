@@ -695,6 +695,25 @@ def test_door_lock_keeps_a_gallery_to_its_export(exported, yunet, photos, tmp_pa
     assert door_lock.main(["enroll", "carl", str(tmp_path / "b.png"), *onnx]) == 0
 
 
+def _door_video(tmp_path: Path, frames) -> tuple[Path, Path]:
+    """A 5 fps MJPG video of 92x112 ``frames`` and its first frame as decoded (MJPG changes
+    the pixels, so that is the photo to enroll)."""
+    video = tmp_path / "door.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (92, 112))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    capture = cv2.VideoCapture(str(video))
+    ok, first = capture.read()
+    capture.release()
+    assert ok
+    decoded = tmp_path / "decoded.png"
+    cv2.imwrite(str(decoded), first)
+    return video, decoded
+
+
 def test_door_lock_hold_is_measured_in_the_source_time(exported, yunet, photos, tmp_path):
     """A folder is read in milliseconds: no hold may carry one photo's unlock over to the
     next (a stranger's photo would be logged under the resident's name); a video's hold
@@ -717,19 +736,9 @@ def test_door_lock_hold_is_measured_in_the_source_time(exported, yunet, photos, 
         ("2_bob.png", "deny", None),
         ("3_alice.png", "unlocking", "alice"), ("3_alice.png", "unlock", "alice")]
 
-    video = tmp_path / "door.avi"  # 5 fps: alice, then bob for 0.2 .. 1.2 s
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (92, 112))
-    if not writer.isOpened():
-        pytest.skip("this OpenCV build cannot write MJPG video")
-    for frame in [photos["a1"]] + [photos["b1"]] * 6:
-        writer.write(frame)
-    writer.release()
-    capture = cv2.VideoCapture(str(video))
-    ok, first = capture.read()  # enroll the decoded frame: MJPG changes the pixels
-    capture.release()
-    assert ok
-    cv2.imwrite(str(tmp_path / "decoded.png"), first)
-    assert door_lock.main(["enroll", "alice", str(tmp_path / "decoded.png"), *common]) == 0
+    # 5 fps: alice, then bob for 0.2 .. 1.2 s
+    video, first = _door_video(tmp_path, [photos["a1"]] + [photos["b1"]] * 6)
+    assert door_lock.main(["enroll", "alice", str(first), *common]) == 0
     audit.unlink()
     assert door_lock.main(["run", "--source", str(video), "--audit", str(audit),
                            "--hold", "0.5", *common]) == 0
@@ -745,21 +754,11 @@ def test_door_lock_hold_is_measured_in_the_source_time(exported, yunet, photos, 
 
 def test_door_lock_video_source(exported, yunet, photos, tmp_path):
     door_lock = load_app("door_lock")
-    video = tmp_path / "door.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (92, 112))
-    if not writer.isOpened():
-        pytest.skip("this OpenCV build cannot write MJPG video")
-    for frame in (photos["a1"], np.full((112, 92, 3), 127, np.uint8), photos["b1"]):
-        writer.write(frame)
-    writer.release()
+    video, first = _door_video(
+        tmp_path, (photos["a1"], np.full((112, 92, 3), 127, np.uint8), photos["b1"]))
     common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
               "--yunet", str(yunet), "--threshold", "1e-6"]
-    capture = cv2.VideoCapture(str(video))
-    ok, first = capture.read()  # enroll the decoded frame: MJPG changes the pixels
-    capture.release()
-    assert ok
-    cv2.imwrite(str(tmp_path / "a.png"), first)
-    assert door_lock.main(["enroll", "alice", str(tmp_path / "a.png"), *common]) == 0
+    assert door_lock.main(["enroll", "alice", str(first), *common]) == 0
     audit = tmp_path / "audit.jsonl"
     assert door_lock.main(["run", "--source", str(video), "--audit", str(audit), "--hold", "0",
                            *common]) == 0
