@@ -8,14 +8,19 @@ to the released int8 ONNX file (``runs/faces/runNN_rule.md``):
     file's;
  3. at the ``far_1e-4`` operating point, one-shot enrolled att-orl / yale probes are
     accepted at most ``--max-drop`` points below the released file's, and no unknown person
-    is let in.
+    is let in;
+ 4. (rules written since session 17, with ``--enroll3``) with three photos enrolled per
+    person (``evaluate --enroll 3``), at ``far_1e-4`` no unknown person is let in either:
+    the door tells users to enrol three, and more photos per person give a stranger more
+    chances to land near one (run 19 let 3 % of unknown att-orl probes in that way).
 
 This reads those numbers from the JSON reports instead of by hand and prints them side by
 side with the verdict; the exit status is 0 when every rule holds, 1 otherwise.
 
     python scripts/release_rule.py runs/faces/eval18.json \\
         --candidate runs/faces/export18/face_encoder_int8.onnx \\
-        --released models/faces/face_encoder_int8.onnx --release-json runs/faces/release18.json
+        --released models/faces/face_encoder_int8.onnx --release-json runs/faces/release18.json \\
+        --enroll3 runs/faces/eval18_enroll3.json
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ def _strict(model: dict) -> dict:
 
 
 def decide(report: dict, candidate: str, released: str, release: dict | None = None,
-           max_drop: float = 2.0) -> tuple[bool, list[str]]:
+           max_drop: float = 2.0, enroll3: dict | None = None) -> tuple[bool, list[str]]:
     """The rule's verdict and one line per check (``ok`` / ``FAILS``)."""
     cand, rel = _model(report, candidate), _model(report, released)
     lines: list[str] = []
@@ -83,6 +88,12 @@ def decide(report: dict, candidate: str, released: str, release: dict | None = N
         rejected = cs[name]["unknown_rejected"]
         check(rejected == 1.0, f"3. far_1e-4 {name} unknown people refused: "
                                f"{100 * rejected:.1f} %")
+    if enroll3 is not None:
+        three = _strict(_model(enroll3, candidate))
+        for name in SETS:
+            rejected = three[name]["unknown_rejected"]
+            check(rejected == 1.0, f"4. far_1e-4 three photos, {name} unknown people refused: "
+                                   f"{100 * rejected:.1f} %")
     return ok, lines
 
 
@@ -92,12 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidate", required=True, help="the leg's int8 ONNX file, as evaluated")
     ap.add_argument("--released", required=True, help="the released int8 ONNX file, as evaluated")
     ap.add_argument("--release-json", type=Path, help="the leg's release --json report (rule 1)")
+    ap.add_argument("--enroll3", type=Path,
+                    help="the candidate's evaluate --enroll 3 JSON report (rule 4)")
     ap.add_argument("--max-drop", type=float, default=2.0,
                     help="rule 3: points of one-shot acceptance the candidate may lose")
     args = ap.parse_args(argv)
     report = json.loads(args.report.read_text())
     release = json.loads(args.release_json.read_text()) if args.release_json else None
-    ok, lines = decide(report, args.candidate, args.released, release, args.max_drop)
+    enroll3 = json.loads(args.enroll3.read_text()) if args.enroll3 else None
+    ok, lines = decide(report, args.candidate, args.released, release, args.max_drop, enroll3)
     print("\n".join(lines))
     print("rule holds: release" if ok else "rule fails: keep the released file")
     return 0 if ok else 1

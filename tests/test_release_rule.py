@@ -43,6 +43,26 @@ def test_run15_fails_rule_2_as_decided(rule):
     assert len(failing) == 2 and all("2. every-pair TAR" in line for line in failing)
 
 
+def test_run19_fails_rules_2_and_4(rule):
+    # session 17: run 19 lost 0.15 points of TAR at FAR 1e-3 and, with three photos enrolled,
+    # let 3 of 100 unknown att-orl probes in at far_1e-4 (rule 4, new in session 17)
+    ok, lines = rule.decide(_load("eval19.json"), "export19/face_encoder_int8.onnx", RELEASED,
+                            _load("release19.json"), enroll3=_load("eval19_enroll3.json"))
+    assert not ok
+    failing = [line for line in lines if line.startswith("FAILS")]
+    assert len(failing) == 2
+    assert "2. every-pair TAR at FAR 0.001" in failing[0]
+    assert "4. far_1e-4 three photos, att-orl unknown people refused: 97.0 %" in failing[1]
+
+
+def test_rule_4_passes_runs_17_and_18_as_released(rule):
+    for run in (17, 18):
+        ok, lines = rule.decide(_load(f"eval{run}.json"), f"export{run}/face_encoder_int8.onnx",
+                                RELEASED, _load(f"release{run}.json"),
+                                enroll3=_load(f"eval{run}_enroll3.json"))
+        assert ok and sum(line.startswith("ok    4.") for line in lines) == 2
+
+
 def test_an_unknown_person_let_in_or_a_refused_file_fails(rule):
     report, release = _load("eval17.json"), _load("release17.json")
     key = next(k for k in report["models"] if k.endswith("export17/face_encoder_int8.onnx"))
