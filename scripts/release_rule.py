@@ -88,13 +88,33 @@ def decide(report: dict, candidate: str, released: str, release: dict | None = N
         rejected = cs[name]["unknown_rejected"]
         check(rejected == 1.0, f"3. far_1e-4 {name} unknown people refused: "
                                f"{100 * rejected:.1f} %")
+    lines += _draws_info("one photo", cs, rs)
     if enroll3 is not None:
         three = _strict(_model(enroll3, candidate))
         for name in SETS:
             rejected = three[name]["unknown_rejected"]
             check(rejected == 1.0, f"4. far_1e-4 three photos, {name} unknown people refused: "
                                    f"{100 * rejected:.1f} %")
+        lines += _draws_info("three photos", three, None)
     return ok, lines
+
+
+def _draws_info(what: str, cand: dict, rel: dict | None) -> list[str]:
+    """Not part of the verdict (rules 3-4 use evaluate's seed-0 split, as written before
+    session 17): unknown probes let in over the further random draws of who stays unknown,
+    where the reports have them (evaluate since session 17)."""
+    out = []
+    for name in SETS:
+        c = cand.get(name, {})
+        if "draws" not in c:
+            continue
+        r = (rel or {}).get(name, {})
+        ref = (f" (released: {r['draws_unknown_let_in']} of {r['draws_unknown_probes']})"
+               if "draws" in r else "")
+        out.append(f"info  far_1e-4 {what}, {name}: {c['draws_unknown_let_in']} of "
+                   f"{c['draws_unknown_probes']} unknown probes in over {c['draws']} more "
+                   f"draws of who is unknown{ref}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

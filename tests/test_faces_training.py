@@ -493,6 +493,24 @@ def test_identification_with_several_enrolled_photos(tmp_path):
     assert r[2]["rank1_closed_set"] == 1.0
     with pytest.raises(evaluate.EvaluationError, match="no photo left"):
         evaluate.evaluate_identification(tmp_path, encoder, Crop(), None, enroll=3)
+    # the further draws of who stays unknown (seeds 1..10), one of the four people each
+    draws = r[1]["_draws"]
+    assert len(draws) == 10 and all(len(du) == 3 and len(dk) == 6 for du, dk in draws)
+    tau = 2 - 2 * np.cos(np.deg2rad(45))   # p1's photos are within 45 degrees of p0's first
+    want_in, who = 0, set()
+    for s, (du, _) in zip(range(1, 11), draws):
+        (u,) = evaluate.unknown_people(4, 0.25, s)
+        who.add(u)
+        enrolled = [np.deg2rad(v[0]) for k, v in enumerate(degrees.values()) if k != u]
+        probes = np.deg2rad(list(degrees.values())[u])
+        want = [min(2 - 2 * np.cos(a - e) for e in enrolled) for a in probes]
+        assert du == pytest.approx(want)
+        want_in += sum(w <= tau for w in want)
+    assert len(who) > 1 and want_in > 0     # the draws differ, and some let a stranger in
+    over = evaluate.open_set_over_draws(draws, tau)
+    assert over["draws"] == 10 and over["draws_unknown_probes"] == 30
+    assert over["draws_unknown_let_in"] == want_in
+    assert over["draws_unknown_in"] == pytest.approx(want_in / 30)
 
 
 def test_closest_impostors_are_the_nearest_different_pairs():

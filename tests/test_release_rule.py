@@ -79,3 +79,19 @@ def test_an_unknown_person_let_in_or_a_refused_file_fails(rule):
 def test_an_ambiguous_model_name_is_an_error(rule):
     with pytest.raises(SystemExit, match="several"):
         rule.decide(_load("eval17.json"), "face_encoder_int8.onnx", RELEASED, None)
+
+
+def test_draws_are_reported_not_judged(rule):
+    # evaluate (since session 17) adds further random draws of who stays unknown; the
+    # rule prints them and keeps its verdict on the seed-0 split it was written for
+    report, three = _load("eval18.json"), _load("eval18_enroll3.json")
+    cand = next(k for k in report["models"] if k.endswith("export18/face_encoder_int8.onnx"))
+    extra = {"draws": 10, "draws_unknown_let_in": 23, "draws_unknown_probes": 438,
+             "draws_unknown_in": 23 / 438, "draws_known_correct_and_accepted": 0.925}
+    for rep, key in ((report, cand), (three, next(iter(three["models"])))):
+        rep["models"][key]["operating_points"]["far_1e-4"]["identification"]["yale"].update(extra)
+    ok, lines = rule.decide(report, cand, RELEASED, _load("release18.json"), enroll3=three)
+    info = [line for line in lines if line.startswith("info")]
+    assert ok and len(info) == 2
+    assert "one photo, yale: 23 of 438 unknown probes in over 10 more draws" in info[0]
+    assert "three photos, yale: 23 of 438" in info[1]

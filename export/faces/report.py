@@ -78,8 +78,14 @@ def operating_point_table(ev: dict, name: str | None = None) -> list[str]:
 
         def ident(k):
             v = idn.get(k)
-            return "–" if v is None else (f"{_pct(v['unknown_rejected'])} / "
-                                          f"{_pct(v['known_correct_and_accepted'])}")
+            if v is None:
+                return "–"
+            cell = f"{_pct(v['unknown_rejected'])} / {_pct(v['known_correct_and_accepted'])}"
+            if "draws" in v:  # reports since session 17: who stays unknown, drawn again
+                cell += (f" ({v['draws']} more draws: {v['draws_unknown_let_in']} of "
+                         f"{v['draws_unknown_probes']} unknown probes in, "
+                         f"{_pct(v['draws_known_correct_and_accepted'])} accepted)")
+            return cell
 
         lines.append(f"| {m['name']} | {op['threshold']:.3f} ({m['operating_points_source']}) "
                      f"| {pair('pairs.txt')} | {pair('master.csv')} | {ident('att-orl')} "
