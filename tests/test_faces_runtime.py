@@ -507,6 +507,35 @@ def door(tmp_path, photos):
     return folder, enroll
 
 
+def test_door_lock_suggests_the_stricter_point_for_several_photos(exported, yunet, door,
+                                                                   tmp_path, capsys):
+    """Three photos per person give a stranger about three chances at far_1e-4: enrolment
+    says so and names far_1e-5 when the file has it (never switches by itself)."""
+    door_lock = load_app("door_lock")
+    _, alice = door
+    with sdk.load_model(exported["onnx_fp32"]) as m:
+        output = dict(m.info.output)
+    model = _with_contract(exported["onnx_fp32"], tmp_path / "op.onnx", output={
+        **output, "operating_points": {"far_1e-4": 1.9, "far_1e-5": 1.8}})
+    common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(model), "--yunet", str(yunet)]
+    assert door_lock.main(["enroll", "alice", str(alice), *common]) == 0
+    out = capsys.readouterr().out
+    assert "enrol 3 or more" in out and "far_1e-5" not in out
+    assert door_lock.main(["enroll", "alice", str(alice), str(alice), *common]) == 0
+    out = capsys.readouterr().out
+    assert "about 3 chances" in out and "--operating-point far_1e-5" in out
+    # asked for another point, or a file without far_1e-5: no such tip
+    assert door_lock.main(["enroll", "alice", str(alice), *common,
+                           "--operating-point", "far_1e-5"]) == 0
+    assert "chances" not in capsys.readouterr().out
+    plain = _with_contract(exported["onnx_fp32"], tmp_path / "plain.onnx", output={
+        **output, "operating_points": {"far_1e-4": 1.9}})
+    assert door_lock.main(["enroll", "bob", str(alice), str(alice), str(alice),
+                           "--gallery", str(tmp_path / "g2.npz"), "--model", str(plain),
+                           "--yunet", str(yunet)]) == 0
+    assert "chances" not in capsys.readouterr().out
+
+
 def test_door_lock_end_to_end(exported, yunet, door, tmp_path, capsys):
     door_lock = load_app("door_lock")
 

@@ -393,7 +393,7 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     r = m["dense"][0]
     # a model without operating points gets a release's: fitted on every pair of the photos
     assert m["operating_points_source"] == "fitted on every pair of pairs.txt's photos"
-    assert set(m["operating_points"]) == {"far_1e-2", "far_1e-3", "far_1e-4"}
+    assert set(m["operating_points"]) == {"far_1e-2", "far_1e-3", "far_1e-4", "far_1e-5"}
     assert (r["at_threshold"]["far_1e-4"]["threshold"]
             == m["operating_points"]["far_1e-4"]["threshold"]
             == r["at_far"]["0.0001"]["threshold"])
