@@ -42,13 +42,14 @@ def assert_agrees_with_float(ref: np.ndarray, got: np.ndarray, min_cos: float,
     assert own.max() < max_frac * spread, (float(own.max()), spread, max_frac)
 
 
-def load_app(name: str):
-    """apps/<name>.py as a module (apps/ is not an installed package)."""
+def load_app(name: str, folder: str = "apps"):
+    """apps/<name>.py (or ``folder``/<name>.py, e.g. scripts/) as a module: neither is an
+    installed package."""
     import importlib.util
     import sys
 
-    path = REPO / "apps" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_test_app_{name}", path)
+    path = REPO / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_test_{folder}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

@@ -1,10 +1,10 @@
 """scripts/headline.py: the docs' numbers, rounded once from the committed reports of run 18."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "data" / "faces"
@@ -13,10 +13,7 @@ RUN18 = "runs/faces/export18/face_encoder_int8.onnx"
 
 @pytest.fixture(scope="module")
 def headline():
-    spec = importlib.util.spec_from_file_location("headline", ROOT / "scripts" / "headline.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_app("headline", "scripts")
 
 
 def test_rounds_once_from_the_raw_value(headline):

@@ -3,11 +3,11 @@ from the committed evaluation reports in docs/data/faces, and on edited copies."
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "data" / "faces"
@@ -16,10 +16,7 @@ RELEASED = "models/faces/face_encoder_int8.onnx"
 
 @pytest.fixture(scope="module")
 def rule():
-    spec = importlib.util.spec_from_file_location("release_rule", ROOT / "scripts" / "release_rule.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_app("release_rule", "scripts")
 
 
 def _load(name: str) -> dict:
