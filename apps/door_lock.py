@@ -544,6 +544,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                                 reason=exc.reason) from None
         gallery.save(args.gallery)
         points = verifier.info.operating_points
+        fewest = min(gallery.counts().values())
     print(f"enrolled {args.name!r}: {len(added)} photo(s) added, {n} in all; "
           f"{len(gallery)} people in {args.gallery}")
     if n < RECOMMENDED_PHOTOS:
@@ -553,15 +554,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
               f"attempts; enrol {RECOMMENDED_PHOTOS} or more (different light and pose): "
               f"door_lock.py enroll {args.name} a.jpg b.jpg c.jpg, or from the camera: "
               f"door_lock.py enroll {args.name} --source 0")
-    elif (chosen_operating_point(args) == DEFAULT_OPERATING_POINT
+    elif (fewest >= RECOMMENDED_PHOTOS
+          and chosen_operating_point(args) == DEFAULT_OPERATING_POINT
           and STRICTER_POINT in points):
         # the gallery scores a person by the nearest of their photos: a stranger gets about
         # one chance per photo (docs/FACES.md, "How many photos to enrol"; run 18's file:
         # three photos at the far_1e-5 τ let more enrolled attempts in than one photo at
-        # far_1e-4, and about as few strangers)
-        print(f"tip: with {n} photos per person a stranger gets about {n} chances at "
-              f"{DEFAULT_OPERATING_POINT}; this model also has {STRICTER_POINT}: "
-              f"door_lock.py run --operating-point {STRICTER_POINT}")
+        # far_1e-4, and about as few strangers). The τ is the whole door's, so only once
+        # everyone has that many: people with one photo would be refused far more often.
+        print(f"tip: everyone here has {fewest} or more photos, so a stranger gets about "
+              f"{fewest} chances per person at {DEFAULT_OPERATING_POINT}; this model also has "
+              f"{STRICTER_POINT}: add --operating-point {STRICTER_POINT} to door_lock.py run")
     return 0
 
 

@@ -18,10 +18,11 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Iterator
 
 FARS = ("0.01", "0.001", "0.0001", "1e-05")
-POINTS = ("far_1e-2", "far_1e-3", "far_1e-4")
+POINTS = ("far_1e-2", "far_1e-3", "far_1e-4", "far_1e-5")
 
 
 def pct(v: float | None) -> str:
@@ -43,8 +44,30 @@ def _ident(m: dict, root: str) -> dict | None:
     return None
 
 
+def _draws(r: dict, prefix: str = "") -> str:
+    """' (over N more draws: X of Y unknown probes in, Z % accepted)' where reported."""
+    if f"{prefix}draws" not in r:
+        return ""
+    return (f" (over {r[prefix + 'draws']} more draws of who is unknown: "
+            f"{r[prefix + 'draws_unknown_let_in']} of {r[prefix + 'draws_unknown_probes']} "
+            f"unknown probes in, {pct(r[prefix + 'draws_known_correct_and_accepted'])} % "
+            "accepted)")
+
+
+def point_lines(m: dict) -> Iterator[str]:
+    """Identification at each named operating point of one model's entry."""
+    for p in POINTS:
+        op = m.get("operating_points", {}).get(p)
+        if op:
+            yield f"{p} (τ {op['threshold']:.3f}): " + "; ".join(
+                f"{root} accepted {pct(r.get('known_correct_and_accepted'))} %, "
+                f"unknown in {pct(1.0 - r['unknown_rejected'])} %{_draws(r)}"
+                for root, r in op.get("identification", {}).items())
+
+
 def eval_lines(m: dict) -> Iterator[str]:
     """Headline lines of one model's entry in an evaluation report."""
+    source = m.get("threshold_source") or "τ"
     dense = (m.get("dense") or [None])[0]
     if dense:
         tars = [pct(dense["at_far"].get(f, {}).get("tar")) for f in FARS]
@@ -52,7 +75,7 @@ def eval_lines(m: dict) -> Iterator[str]:
         thr = dense.get("at_threshold", {})
         if "threshold" in thr:
             t = thr["threshold"]
-            yield (f"at the best-accuracy τ {t['threshold']:.3f}: every-pair FAR "
+            yield (f"at τ {t['threshold']:.3f} ({source}): every-pair FAR "
                    f"{t['far']:.3g}, TAR {pct(t['tar'])} %")
         for s, g in sorted(dense.get("genuine_by_set", {}).items()):
             yield (f"  {s}: TAR at FAR 1e-3 / 1e-4 {pct(g.get('tar_at_far_0.001'))} / "
@@ -72,23 +95,21 @@ def eval_lines(m: dict) -> Iterator[str]:
     for root in ("att-orl", "yale"):
         i = _ident(m, root)
         if i:
-            yield (f"{root}: rank-1 {pct(i.get('rank1_closed_set'))} %, at the best-accuracy τ "
-                   f"unknown refused {pct(i.get('open_set_unknown_rejected'))} % "
-                   f"({i.get('photos_per_person')} photo(s) per person)")
-    ops = m.get("operating_points", {})
-    for p in POINTS:
-        op = ops.get(p)
-        if not op:
-            continue
-        parts = []
-        for root, r in op.get("identification", {}).items():
-            parts.append(f"{root} accepted {pct(r.get('known_correct_and_accepted'))} %, "
-                         f"unknown in {pct(1.0 - r['unknown_rejected'])} %")
-        yield f"{p} (τ {op['threshold']:.3f}): " + "; ".join(parts)
+            yield (f"{root}: rank-1 {pct(i.get('rank1_closed_set'))} %, at τ ({source}) "
+                   f"unknown refused {pct(i.get('open_set_unknown_rejected'))} %, enrolled "
+                   f"accepted {pct(i.get('open_set_known_correct_and_accepted'))} % "
+                   f"({i.get('photos_per_person')} photo(s) per person)"
+                   f"{_draws(i, 'open_set_')}")
+    yield from point_lines(m)
     t = m.get("embed_ms")
     if t:
         yield (f"embed {t['threads']} thread(s): median {t['median']:.2f} ms, "
                f"p90 {t['p90']:.2f} ms over {t['runs']} runs")
+
+
+def _change(drop: float) -> str:
+    """A drop (float minus quantised, points) as a signed change, never '-0.00'."""
+    return f"{round(-drop, 2) + 0.0:+.2f}"
 
 
 def release_lines(r: dict) -> Iterator[str]:
@@ -99,10 +120,10 @@ def release_lines(r: dict) -> Iterator[str]:
         parts = [f"τ {f['threshold']:.3f}" if f.get("threshold") is not None else ""]
         if g:
             # drops are float minus quantised, in points; the docs write them as changes
-            parts.append(f"every-pair accuracy {-g.get('accuracy_drop', 0.0):+.2f}, "
-                         f"TAR at FAR {g.get('far')} {-g.get('tar_drop', 0.0):+.2f} points")
+            parts.append(f"every-pair accuracy {_change(g.get('accuracy_drop', 0.0))}, "
+                         f"TAR at FAR {g.get('far')} {_change(g.get('tar_drop', 0.0))} points")
         if f.get("drop_points") is not None:
-            parts.append(f"10-fold {-f['drop_points']:+.2f} points")
+            parts.append(f"10-fold {_change(f['drop_points'])} points")
         if size:
             parts.append(f"{size} B")
         yield f"{name}: " + ", ".join(p for p in parts if p)
@@ -131,15 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.enroll3:
         with open(args.enroll3) as fh:
             e3 = json.load(fh)["models"]
+        # the --enroll 3 run of the same file(s): keys are the paths as evaluated, so match
+        # on the file name when the directories differ
+        wanted = {Path(k).name for k in args.model}
         for key, m in e3.items():
+            if key not in args.model and Path(key).name not in wanted:
+                continue
             print(f"# {key}, three photos per person")
-            for p in POINTS:
-                op = m.get("operating_points", {}).get(p)
-                if op:
-                    print(f"{p}: " + "; ".join(
-                        f"{root} accepted {pct(r.get('known_correct_and_accepted'))} %, "
-                        f"unknown in {pct(1.0 - r['unknown_rejected'])} %"
-                        for root, r in op.get("identification", {}).items()))
+            for line in point_lines(m):
+                print(line)
     if args.release:
         with open(args.release) as fh:
             rel = json.load(fh)

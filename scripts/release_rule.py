@@ -90,7 +90,12 @@ def decide(report: dict, candidate: str, released: str, release: dict | None = N
                                f"{100 * rejected:.1f} %")
     lines += _draws_info("one photo", cs, rs)
     if enroll3 is not None:
-        three = _strict(_model(enroll3, candidate))
+        m3 = _model(enroll3, candidate)
+        shots = {i.get("photos_per_person") for i in m3.get("identification", [])}
+        if shots != {3}:  # a one-photo report passed by mistake would pass rule 4 silently
+            raise SystemExit(f"--enroll3: the report enrolled {sorted(shots)} photo(s) per "
+                             "person, not 3 (evaluate --enroll 3)")
+        three = _strict(m3)
         for name in SETS:
             rejected = three[name]["unknown_rejected"]
             check(rejected == 1.0, f"4. far_1e-4 three photos, {name} unknown people refused: "

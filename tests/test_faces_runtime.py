@@ -524,9 +524,14 @@ def test_door_lock_suggests_the_stricter_point_for_several_photos(exported, yune
     assert door_lock.main(["enroll", "alice", str(alice), str(alice), *common]) == 0
     out = capsys.readouterr().out
     assert "about 3 chances" in out and "--operating-point far_1e-5" in out
-    # asked for another point, or a file without far_1e-5: no such tip
-    assert door_lock.main(["enroll", "alice", str(alice), *common,
-                           "--operating-point", "far_1e-5"]) == 0
+    # asked for another point or an explicit τ: no such tip
+    for other in (["--operating-point", "far_1e-5"], ["--operating-point", "model"],
+                  ["--threshold", "1.5"]):
+        assert door_lock.main(["enroll", "alice", str(alice), *common, *other]) == 0
+        assert "chances" not in capsys.readouterr().out
+    # someone with one photo: the door-wide τ would refuse them more often, no tip
+    assert door_lock.main(["enroll", "carol", str(alice), *common]) == 0
+    assert door_lock.main(["enroll", "alice", str(alice), *common]) == 0
     assert "chances" not in capsys.readouterr().out
     plain = _with_contract(exported["onnx_fp32"], tmp_path / "plain.onnx", output={
         **output, "operating_points": {"far_1e-4": 1.9}})

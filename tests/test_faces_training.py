@@ -3,6 +3,7 @@ losses, metrics, pairs generation, sampler, model building.  Tiny tensors only."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -350,10 +351,24 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     (tmp_path / "pairs.txt").write_text("2 1\nset/a 1 2\nset/a 1 set/b 1\n"
                                         "set/b 1 2\nset/a 2 set/b 2\n")
     (tmp_path / "m.csv").write_text("file_x,file_y,Decision\n0.png,1.png,Yes\n0.png,0.png,No\n")
+    for person in ("ids/p0", "ids/p1", "ids/p2", "ids/p3"):   # an identification set
+        (tmp_path / person).mkdir(parents=True)
+        for j in range(2):
+            cv2.imwrite(str(tmp_path / person / f"{j}.png"),
+                        rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
     path = tmp_path / "enc.keras"
     build_encoder(width=0.25, blocks=(1, 1, 1), final=64).save(path)
-    report = evaluate.run([str(path)], [(tmp_path / "pairs.txt", tmp_path)], [], None, None)
+    report = evaluate.run([str(path)], [(tmp_path / "pairs.txt", tmp_path)], [tmp_path / "ids"],
+                          None, None)
     m = next(iter(report["models"].values()))
+    # the identification set at each operating point: seed 0's split and ten more draws
+    ids = m["operating_points"]["far_1e-3"]["identification"]["ids"]
+    assert ids["draws"] == 10 and ids["draws_unknown_probes"] == 10 * 2   # 1 of 4 people
+    assert 0 <= ids["draws_unknown_let_in"] <= 20
+    assert m["identification"][0]["open_set_draws"] == 10                  # at the model's τ
+    assert "_draws" not in m["identification"][0] and "_du" not in m["identification"][0]
+    json.dumps(report)                                       # plain Python numbers only
+    assert any("more draws of who is unknown" in line for line in evaluate.summary_lines(report))
     r = m["pairs"][0]
     assert r["pairs"] == 4 and r["same"] == 2 and r["no_face_fallbacks"] == 4
     assert len(r["ten_fold"]["fold_accuracies"]) == 2
@@ -430,7 +445,6 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
     # the false accepts at FAR 1e-3 grouped by photo set: both sides are in "set" here
     assert set(r["false_accepts_at_far_1e-3"]) <= {"set ~ set"}
     # report: several evaluate reports (e.g. a new run, the teacher) fill the same tables
-    import json
 
     from export.faces import report as freport
 

@@ -78,6 +78,12 @@ def test_an_ambiguous_model_name_is_an_error(rule):
         rule.decide(_load("eval17.json"), "face_encoder_int8.onnx", RELEASED, None)
 
 
+def test_rule_4_refuses_a_one_photo_report(rule):
+    with pytest.raises(SystemExit, match=r"enrolled \[1\] photo"):
+        rule.decide(_load("eval18.json"), "export18/face_encoder_int8.onnx", RELEASED,
+                    _load("release18.json"), enroll3=_load("eval18.json"))
+
+
 def test_draws_are_reported_not_judged(rule):
     # evaluate (since session 17) adds further random draws of who stays unknown; the
     # rule prints them and keeps its verdict on the seed-0 split it was written for
