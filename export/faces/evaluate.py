@@ -401,6 +401,8 @@ def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: fl
     Who stays unknown decides much of the open-set numbers on sets of 15 or 40 people (one
     look-alike more or less), so ``draws`` further random splits (seeds ``seed + 1`` …) are
     kept for :func:`at_operating_points`, which reports their mean next to ``seed``'s split.
+    A person who was unknown in ``seed``'s split and has no more than ``enroll`` photos is
+    enrolled with all of them in a draw that keeps them known, and has no probe there.
     """
     if enroll < 1:
         raise EvaluationError(f"enroll must be >= 1 photo per person, got {enroll}")
