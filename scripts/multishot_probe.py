@@ -55,11 +55,11 @@ def embed_all(fv: sdk.FaceVerifier, files: list[Path]) -> tuple[np.ndarray, np.n
 
 def score(probes: np.ndarray, enrolled: np.ndarray, rule: str) -> np.ndarray:
     """d(probe, person) for each probe row: nearest enrolled photo, or the mean template."""
+    # sdk.squared_l2: the one distance the SDK, training and evaluation use
     if rule == "nearest":
-        return np.min(((probes[:, None, :] - enrolled[None]) ** 2).sum(-1), axis=1)
+        return np.min(sdk.squared_l2(probes[:, None, :], enrolled[None]), axis=1)
     t = enrolled.mean(0)
-    t = t / np.linalg.norm(t)
-    return ((probes - t) ** 2).sum(-1)
+    return sdk.squared_l2(probes, t / np.linalg.norm(t))
 
 
 def tar_at_far(gen: np.ndarray, imp: np.ndarray, far: float) -> tuple[float, float]:
