@@ -322,6 +322,48 @@ def test_widen_preserves_the_embedding():
         widen(narrow, build_encoder(width=0.5, blocks=(3, 2, 2), final=64))
 
 
+def test_weight_soup_averages_runs_and_refuses_other_networks(tmp_path):
+    """scripts/weight_soup.py: the soup's every weight (BatchNorm statistics included) and
+    learnt heads are the runs' mean, it loads as a run folder, and two different networks
+    are refused rather than mixed."""
+    import keras
+
+    from conftest import load_app
+    from export.faces.model import build_encoder
+
+    ws = load_app("weight_soup", folder="scripts")
+    runs = []
+    for i in range(2):
+        keras.utils.set_random_seed(10 + i)
+        m = build_encoder(width=0.25, blocks=(1, 1, 1), final=64)
+        for layer in m.layers:   # distinct moving statistics per run, as after training
+            if isinstance(layer, keras.layers.BatchNormalization):
+                g, b, mu, v = layer.get_weights()
+                layer.set_weights([g, b, mu + i, v * (1 + i)])
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        m.save(run / "model.keras")
+        np.save(run / "classifier.npy", np.full((128, 3), float(i), np.float32))
+        runs.append((run, m))
+    out = tmp_path / "soup"
+    assert ws.main([str(runs[0][0]), str(runs[1][0]), "--out", str(out)]) == 0
+    mixed = keras.models.load_model(out / "model.keras", compile=False)
+    for k, var in enumerate(mixed.weights):
+        want = (np.asarray(runs[0][1].weights[k]) + np.asarray(runs[1][1].weights[k])) / 2
+        np.testing.assert_allclose(np.asarray(var), want, rtol=1e-6, atol=1e-6, err_msg=var.path)
+    np.testing.assert_allclose(np.load(out / "classifier.npy"), 0.5)
+    assert not (out / "projection.npy").exists()
+    assert json.loads((out / "state.json").read_text())["soup_of"] == [str(r) for r, _ in runs]
+
+    other = tmp_path / "other"
+    other.mkdir()
+    build_encoder(width=0.25, blocks=(2, 1, 1), final=64).save(other / "model.keras")
+    with pytest.raises(ws.SoupError, match="differ"):
+        ws.soup([runs[0][0], other], tmp_path / "bad")
+    with pytest.raises(ws.SoupError, match="no model.keras"):
+        ws.soup([runs[0][0], tmp_path / "missing"], tmp_path / "bad")
+
+
 @pytest.mark.skipif(not (SHARED_FACES / "att-orl" / "s1").is_dir(),
                     reason="../shared/data/faces/att-orl not present")
 def test_runtime_alignment_on_a_real_face():
