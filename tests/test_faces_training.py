@@ -322,14 +322,17 @@ def test_widen_preserves_the_embedding():
         widen(narrow, build_encoder(width=0.5, blocks=(3, 2, 2), final=64))
 
 
-def test_weight_soup_averages_runs_and_refuses_other_networks(tmp_path):
+def test_weight_soup_averages_runs_and_refuses_other_networks(tmp_path, capsys):
     """scripts/weight_soup.py: the soup's every weight (BatchNorm statistics included) and
-    learnt heads are the runs' mean, it loads as a run folder, and two different networks
-    are refused rather than mixed."""
+    learnt heads are the runs' mean in their dtype, `train --init` reads it as a run folder
+    with its parents' record, and what cannot be averaged is refused before anything is
+    written."""
     import keras
 
     from conftest import load_app
     from export.faces.model import build_encoder
+    from export.faces.report import training_legs
+    from export.faces.train import earlier_heads
 
     ws = load_app("weight_soup", folder="scripts")
     runs = []
@@ -344,24 +347,41 @@ def test_weight_soup_averages_runs_and_refuses_other_networks(tmp_path):
         run.mkdir()
         m.save(run / "model.keras")
         np.save(run / "classifier.npy", np.full((128, 3), float(i), np.float32))
+        np.save(run / "projection.npy", np.eye(128, dtype=np.float32) * (i + 1))
+        (run / "state.json").write_text(json.dumps({"history": [{"epoch": 1}], "run": i}))
         runs.append((run, m))
     out = tmp_path / "soup"
+    (out / "stale").mkdir(parents=True)   # a folder already there is replaced whole
     assert ws.main([str(runs[0][0]), str(runs[1][0]), "--out", str(out)]) == 0
     mixed = keras.models.load_model(out / "model.keras", compile=False)
     for k, var in enumerate(mixed.weights):
         want = (np.asarray(runs[0][1].weights[k]) + np.asarray(runs[1][1].weights[k])) / 2
         np.testing.assert_allclose(np.asarray(var), want, rtol=1e-6, atol=1e-6, err_msg=var.path)
-    np.testing.assert_allclose(np.load(out / "classifier.npy"), 0.5)
-    assert not (out / "projection.npy").exists()
-    assert json.loads((out / "state.json").read_text())["soup_of"] == [str(r) for r, _ in runs]
+    assert not (out / "stale").exists()
+    heads = earlier_heads(out / "model.keras")   # what `train --init out` starts from
+    assert heads["classifier"].dtype == np.float32
+    np.testing.assert_allclose(heads["classifier"], 0.5)
+    np.testing.assert_allclose(heads["projection"], np.eye(128) * 1.5)
+    state = heads["state"]
+    assert state["soup_of"] == [str(r) for r, _ in runs]
+    assert state["params"] == mixed.count_params() and state["epoch"] == 0
+    assert [leg.get("run") for leg in training_legs(state)] == [1, None]
 
     other = tmp_path / "other"
     other.mkdir()
     build_encoder(width=0.25, blocks=(2, 1, 1), final=64).save(other / "model.keras")
     with pytest.raises(ws.SoupError, match="differ"):
         ws.soup([runs[0][0], other], tmp_path / "bad")
-    with pytest.raises(ws.SoupError, match="no model.keras"):
-        ws.soup([runs[0][0], tmp_path / "missing"], tmp_path / "bad")
+    (runs[1][0] / "projection.npy").unlink()
+    with pytest.raises(ws.SoupError, match="projection.npy is in some runs"):
+        ws.soup([runs[0][0], runs[1][0]], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ws.SoupError, match="overwritten"):
+        ws.soup([runs[0][0], runs[1][0]], runs[1][0])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        ws.main([str(runs[0][0]), str(tmp_path / "missing"), "--out", str(tmp_path / "bad")])
+    assert stop.value.code == 2 and "no model.keras" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not (SHARED_FACES / "att-orl" / "s1").is_dir(),
