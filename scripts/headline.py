@@ -152,11 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.enroll3:
         with open(args.enroll3) as fh:
             e3 = json.load(fh)["models"]
-        # the --enroll 3 run of the same file(s): keys are the paths as evaluated, so match
-        # on the file name when the directories differ
+        # the --enroll 3 run of the same file(s): keys are the paths as evaluated; match on
+        # the file name only when no key matches exactly (the directories differ), since
+        # two candidates' files share a name (face_encoder_int8.onnx)
+        exact = [k for k in e3 if k in args.model]
         wanted = {Path(k).name for k in args.model}
         for key, m in e3.items():
-            if key not in args.model and Path(key).name not in wanted:
+            if key not in exact and (exact or Path(key).name not in wanted):
                 continue
             print(f"# {key}, three photos per person")
             for line in point_lines(m):

@@ -40,3 +40,17 @@ def test_unknown_model_lists_the_report(headline, capsys):
     rc = headline.main([str(DATA / "eval18.json"), "--model", "nope.onnx"])
     assert rc == 2
     assert RUN18 in capsys.readouterr().err
+
+
+def test_enroll3_report_of_two_same_named_files(headline, capsys):
+    # session 18 evaluated run 21's and the run 20+21 soup's face_encoder_int8.onnx with three
+    # photos in one report: each is quoted with its own numbers, not both
+    soup = "runs/faces/export_soup2021/face_encoder_int8.onnx"
+    rc = headline.main([str(DATA / "eval21.json"), "--model", soup,
+                        "--enroll3", str(DATA / "eval21_enroll3.json")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.count("three photos per person") == 1
+    assert f"# {soup}, three photos per person" in out
+    assert "far_1e-4 (τ 0.798): att-orl accepted 96.7 %" in out
+    assert "far_1e-4 (τ 0.793): att-orl accepted 96.2 %" not in out
