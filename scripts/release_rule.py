@@ -17,6 +17,11 @@ to the released int8 ONNX file (``runs/faces/runNN_rule.md``):
 This reads those numbers from the JSON reports instead of by hand and prints them side by
 side with the verdict; the exit status is 0 when every rule holds, 1 otherwise.
 
+Rules since session 18 judge two candidates of one evaluation run (a leg and a weight
+average); give ``--candidate`` (and ``--release-json``) once per candidate, in the rule's
+order. Each is judged alone; of those that hold, the one with the higher every-pair TAR at
+FAR 1e-4 is chosen, a tie going to the one given first (as the rules say).
+
     python scripts/release_rule.py runs/faces/eval18.json \\
         --candidate runs/faces/export18/face_encoder_int8.onnx \\
         --released models/faces/face_encoder_int8.onnx --release-json runs/faces/release18.json \\
@@ -122,24 +127,51 @@ def _draws_info(what: str, cand: dict, rel: dict | None) -> list[str]:
     return out
 
 
+def choose(report: dict, passing: list[str]) -> str | None:
+    """Of the candidates whose rule holds (in the order given), the one with the highest
+    every-pair TAR at FAR 1e-4; the first given wins a tie; None when none holds."""
+    best = None
+    for key in passing:
+        if best is None or _dense_tar(_model(report, key), "0.0001") > \
+                _dense_tar(_model(report, best), "0.0001"):
+            best = key
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("report", type=Path, help="the evaluate --standard --dense JSON report")
-    ap.add_argument("--candidate", required=True, help="the leg's int8 ONNX file, as evaluated")
+    ap.add_argument("--candidate", required=True, action="append",
+                    help="the leg's int8 ONNX file, as evaluated (repeatable: one per candidate)")
     ap.add_argument("--released", required=True, help="the released int8 ONNX file, as evaluated")
-    ap.add_argument("--release-json", type=Path, help="the leg's release --json report (rule 1)")
+    ap.add_argument("--release-json", type=Path, action="append",
+                    help="the leg's release --json report (rule 1; one per --candidate, same order)")
     ap.add_argument("--enroll3", type=Path,
                     help="the candidate's evaluate --enroll 3 JSON report (rule 4)")
     ap.add_argument("--max-drop", type=float, default=2.0,
                     help="rule 3: points of one-shot acceptance the candidate may lose")
     args = ap.parse_args(argv)
+    if args.release_json and len(args.release_json) != len(args.candidate):
+        ap.error(f"{len(args.candidate)} --candidate but {len(args.release_json)} "
+                 "--release-json: give one release report per candidate, in the same order")
     report = json.loads(args.report.read_text())
-    release = json.loads(args.release_json.read_text()) if args.release_json else None
+    releases = ([json.loads(p.read_text()) for p in args.release_json] if args.release_json
+                else [None] * len(args.candidate))
     enroll3 = json.loads(args.enroll3.read_text()) if args.enroll3 else None
-    ok, lines = decide(report, args.candidate, args.released, release, args.max_drop, enroll3)
-    print("\n".join(lines))
-    print("rule holds: release" if ok else "rule fails: keep the released file")
-    return 0 if ok else 1
+    passing = []
+    for candidate, release in zip(args.candidate, releases):
+        ok, lines = decide(report, candidate, args.released, release, args.max_drop, enroll3)
+        if len(args.candidate) > 1:
+            print(f"# {candidate}")
+        print("\n".join(lines))
+        print("rule holds: release" if ok else "rule fails: keep the released file")
+        if ok:
+            passing.append(candidate)
+    if len(args.candidate) > 1:
+        best = choose(report, passing)
+        print(f"chosen: {best} (highest every-pair TAR at FAR 1e-4 of those that hold)" if best
+              else "no candidate holds: keep the released file")
+    return 0 if passing else 1
 
 
 if __name__ == "__main__":

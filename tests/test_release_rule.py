@@ -98,3 +98,32 @@ def test_draws_are_reported_not_judged(rule):
     assert ok and len(info) == 2
     assert "one photo, yale: 23 of 438 unknown probes in over 10 more draws" in info[0]
     assert "three photos, yale: 23 of 438" in info[1]
+
+
+def test_two_candidates_of_one_run(rule, capsys):
+    """Session 18 judged run 21 and the run 20+21 average in one evaluation run: both fail.
+    Of two that hold, the higher TAR at FAR 1e-4 is chosen, the first given on a tie."""
+    args = [str(DATA / "eval21.json"), "--released", RELEASED,
+            "--candidate", "export_run21/face_encoder_int8.onnx",
+            "--candidate", "export_soup2021/face_encoder_int8.onnx",
+            "--release-json", str(DATA / "release_run21.json"),
+            "--release-json", str(DATA / "release_soup2021.json"),
+            "--enroll3", str(DATA / "eval21_enroll3.json")]
+    assert rule.main(args) == 1
+    out = capsys.readouterr().out
+    assert out.count("rule fails") == 2 and "no candidate holds" in out
+    assert "FAILS 3. far_1e-4 one-shot yale accepted: 54.1 %" in out
+    assert "FAILS 3. far_1e-4 one-shot yale accepted: 59.6 %" in out
+    with pytest.raises(SystemExit):   # one release report for two candidates
+        rule.main(args[:-6] + ["--release-json", str(DATA / "release_run21.json")])
+
+    report = _load("eval17.json")
+    key = next(k for k in report["models"] if k.endswith("export17/face_encoder_int8.onnx"))
+    twin = copy.deepcopy(report["models"][key])
+    report["models"]["runs/faces/export17b/face_encoder_int8.onnx"] = twin
+    both = [key, "export17b/face_encoder_int8.onnx"]
+    assert rule.choose(report, both) == key            # a tie: the first given
+    dense = twin["dense"][0] if isinstance(twin["dense"], list) else twin["dense"]
+    dense["at_far"]["0.0001"]["tar"] += 0.001
+    assert rule.choose(report, both) == both[1]
+    assert rule.choose(report, [key]) == key and rule.choose(report, []) is None
