@@ -164,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.candidate) > 1:
             print(f"# {candidate}")
         print("\n".join(lines))
-        print("rule holds: release" if ok else "rule fails: keep the released file")
+        if len(args.candidate) > 1:   # the release is the choice below, not each verdict
+            print("rule holds" if ok else "rule fails")
+        else:
+            print("rule holds: release" if ok else "rule fails: keep the released file")
         if ok:
             passing.append(candidate)
     if len(args.candidate) > 1:
