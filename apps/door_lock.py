@@ -66,7 +66,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sdk  # noqa: E402
-from sdk.errors import (CalibrationError, FaceError, NoFaceError,  # noqa: E402
+from sdk.errors import (CalibrationError, FaceError, GalleryError, NoFaceError,  # noqa: E402
                         OtherExportError, PoorFaceQualityError, SdkError,
                         ThresholdUnavailableError)
 from sdk.faces.quality import QualityOptions, assess_face  # noqa: E402
@@ -615,7 +615,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     with _verifier(args) as verifier:
         gallery = _load_gallery(args, verifier)
-        audit = open(args.audit, "a", encoding="utf-8") if args.audit else None
+        if len(gallery) == 0:
+            # nobody could ever be let in: refuse to start rather than log an error per frame
+            raise GalleryError(f"{args.gallery} has nobody enrolled; enrol someone first "
+                               "(door_lock.py enroll NAME PHOTO...)")
+        try:
+            audit = open(args.audit, "a", encoding="utf-8") if args.audit else None
+        except OSError as exc:
+            raise OSError(f"--audit {args.audit}: {exc.strerror or exc}") from None
         try:
             lock = DoorLock(gallery, options, audit=audit)
             for i, frame in enumerate(iter_frames(args.source)):

@@ -39,6 +39,9 @@ def source_kind(source: str, *, folders: bool = True) -> tuple[str, int | str]:
     if source.isdigit():
         return CAMERA, int(source)
     path = Path(source)
+    if not folders and path.is_dir():
+        raise SourceError(f"--source {source!r} is a folder; this app reads a camera index, "
+                          "a video file or one image")
     if not path.is_file():
         kinds = "a camera index, a video file, an image nor a folder of images" if folders \
             else "a camera index nor an existing file"

@@ -28,7 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apps.sources import CAMERA, IMAGE, IMAGE_SUFFIXES, SourceError, source_kind  # noqa: E402
+from apps.sources import (CAMERA, IMAGE, IMAGE_SUFFIXES, VIDEO, SourceError,  # noqa: E402
+                          source_kind)
 from sdk import Stylizer, StylizerOptions  # noqa: E402
 from sdk.errors import SdkError  # noqa: E402
 
@@ -56,10 +57,14 @@ def check_out(out: str, kind: str) -> None:
     suffix = Path(out).suffix.lower()
     wanted = IMAGE_SUFFIXES if kind == IMAGE else tuple(VIDEO_FOURCC)
     if suffix not in wanted:
+        # a file without an image suffix is read as a video: say so, it may be neither
+        read_as = ("" if kind != VIDEO else
+                   f" (--source is read as a video: its suffix is none of "
+                   f"{'/'.join(IMAGE_SUFFIXES)})")
         raise UsageError(
             f"--out {out!r} does not fit {'an image' if kind == IMAGE else 'a ' + kind} "
-            f"source: an image source writes {'/'.join(IMAGE_SUFFIXES)}, a camera or video "
-            f"source writes {'/'.join(VIDEO_FOURCC)}")
+            f"source{read_as}: an image source writes {'/'.join(IMAGE_SUFFIXES)}, a camera "
+            f"or video source writes {'/'.join(VIDEO_FOURCC)}")
 
 
 def open_source(kind: str, ref: int | str) -> tuple[cv2.VideoCapture | None, np.ndarray | None]:

@@ -81,8 +81,10 @@ class StylizerOptions:
 def _check_frame(frame, what: str = "frame") -> np.ndarray:
     """A BGR uint8 (H, W, 3) frame; grey (H, W) and BGRA frames are converted."""
     if not isinstance(frame, np.ndarray):
+        hint = (" (cv2.imread returns None when the file is missing or unreadable)"
+                if frame is None else "")
         raise InputError(f"{what}: expected a numpy array (BGR uint8, as cv2 gives it), "
-                         f"got {type(frame).__name__}")
+                         f"got {type(frame).__name__}{hint}")
     if frame.dtype != np.uint8:
         raise InputDtypeError(f"{what}: expected dtype uint8 (BGR, 0..255), got {frame.dtype}")
     if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):

@@ -141,6 +141,8 @@ def test_bad_inputs(verifier):
         verifier.embed(BLANK.astype(np.float32))
     with pytest.raises(InputDtypeError):
         verifier.embed([[1, 2, 3]])
+    with pytest.raises(InputDtypeError, match="cv2.imread returns None"):  # a missing file
+        verifier.embed(None)
     with pytest.raises(InputShapeError):
         verifier.embed(np.zeros((64, 64, 5), np.uint8))
     with pytest.raises(InputShapeError):
@@ -331,6 +333,8 @@ def test_gallery_errors(verifier, photos):
         g.identify_embedding(np.ones(4, np.float32))
     with pytest.raises(TypeError):
         Gallery("not a verifier")
+    with pytest.raises(TypeError, match="FaceVerifier or an Encoder"):
+        Gallery.load("gallery.npz", "not a verifier")
 
 
 def test_save_load_round_trip(verifier, photos, tmp_path):
@@ -616,6 +620,16 @@ def test_door_lock_app_errors(exported, yunet, door, tmp_path, photos, capsys):
     assert door_lock.main(["run", "--source", str(folder), "--max-failures", "0", *common]) == 2
     assert door_lock.main(["run", "--source", str(folder), "--model",
                            str(tmp_path / "nomodel.onnx")]) == 2
+    capsys.readouterr()
+    # an audit log that cannot be opened names the option
+    assert door_lock.main(["run", "--source", str(folder), "--audit",
+                           str(tmp_path / "no" / "dir" / "a.jsonl"), *common]) == 2
+    assert "door_lock: error: --audit " in capsys.readouterr().err
+    # a gallery with nobody in it cannot open the door: the lock refuses to start
+    assert door_lock.main(["remove", "x", *common]) == 0
+    capsys.readouterr()
+    assert door_lock.main(["run", "--source", str(folder), *common]) == 2
+    assert "nobody enrolled" in capsys.readouterr().err
 
 
 def test_door_lock_enrolls_from_a_source(exported, yunet, photos, tmp_path, capsys):

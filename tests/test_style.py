@@ -841,6 +841,12 @@ def test_source_kind_is_shared_and_camera_is_a_whole_word(tmp_path, monkeypatch)
     assert app.source_kind("camera") == app.source_kind("0", folders=False) == ("camera", 0)
     assert app.source_kind("camera:2") == ("camera", 2)
     assert app.source_kind("0") == ("folder", "0")
+    Path("photos").mkdir()
+    with pytest.raises(app.SourceError, match="is a folder; this app reads"):
+        app.source_kind("photos", folders=False)
+    Path("notes.txt").write_text("x")
+    with pytest.raises(app.UsageError, match="read as a video"):
+        app.check_out("x.jpg", app.source_kind("notes.txt", folders=False)[0])
 
 
 def test_stylize_camera_overlay_only_on_video_by_default(style_models, tmp_path, monkeypatch):

@@ -659,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append",
                     help="model file (.keras, .tflite, .onnx), 'peer' (MobileFaceNet) or "
                          "'teacher' (the dlib descriptor distilled from); repeat for several "
-                         "(default: models/faces/face_encoder_int8.tflite)")
+                         "(default: models/faces/face_encoder_int8.onnx, the SDK's default)")
     ap.add_argument("--pairs", action="append", default=[], type=Path,
                     help="pairs.txt (LFW format) or master.csv; repeat, each with --images")
     ap.add_argument("--images", action="append", default=[], type=Path,
@@ -668,8 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--identify", action="append", default=[], type=Path,
                     help="identification set root (<person>/<image>), e.g. att-orl, yale")
     ap.add_argument("--standard", action="store_true",
-                    help=f"all standard sets: {RUNS / 'pairs.txt'}, deepface master.csv, "
-                         "att-orl, yale")
+                    help="all standard sets: runs/faces/pairs.txt (the held-out pairs), deepface "
+                         "master.csv, att-orl, yale")
     ap.add_argument("--enroll", type=int, default=1, metavar="N",
                     help="photos enrolled per person in the identification sets (default 1: "
                          "one-shot; a person's distance is the smallest over them)")
@@ -690,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     from sdk.paths import REPO_ROOT
 
     models = [str(PEER) if m == "peer" else m for m in
-              (args.model or [str(REPO_ROOT / "models" / "faces" / "face_encoder_int8.tflite")])]
+              (args.model or [str(REPO_ROOT / "models" / "faces" / "face_encoder_int8.onnx")])]
     pairs = list(args.pairs)
     images = list(args.images)
     identify = list(args.identify)

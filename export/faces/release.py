@@ -138,18 +138,10 @@ def calibration_faces(cache_path, split_path, n: int = 300, seed: int = 0, check
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m export faces release``."""
-    import keras
-
-    from export import formats as fmt
     from sdk.paths import REPO_ROOT
 
-    from . import model as _m  # noqa: F401
-    from .model import encoder_width
     from .cli import FACES, RUNS
-    from .evaluate import (Encoder, FaceCropper, dense_operating_points, evaluate_dense,
-                           evaluate_pairs)
     from .gate import DEFAULT_MAX_DROP, GATE_FAR, GateScores, judge
-    from .train import heads_file, save_heads
 
     ap = argparse.ArgumentParser(prog="python -m export faces release")
     ap.add_argument("--model", default=str(RUNS / "run1" / "model.keras"))
@@ -171,6 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    # TensorFlow only after the arguments: --help and usage errors answer at once
+    import keras
+
+    from export import formats as fmt
+
+    from . import model as _m  # noqa: F401
+    from .model import encoder_width
+    from .evaluate import (Encoder, FaceCropper, dense_operating_points, evaluate_dense,
+                           evaluate_pairs)
+    from .train import heads_file, save_heads
 
     out, rel = Path(args.out), Path(args.release_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,8 @@ def _import_interpreter(runtime: str | None):
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
             continue
         if not hasattr(module, "Interpreter"):  # TensorFlow >= 2.20 moved it to LiteRT
-            errors.append(f"{name}: {module_name} has no Interpreter in {package} {version}")
+            errors.append(f"{name}: {module_name} has no Interpreter in {package} {version} "
+                          "(newer TensorFlow leaves it to LiteRT: use ai_edge_litert)")
             continue
         if name != "ai_edge_litert" and runtime is None:
             log.warning("LiteRT (ai-edge-litert) is not installed; using %s %s", package, version)

@@ -40,8 +40,11 @@ class Face:
 def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
     """Validate a BGR uint8 image (H, W, 3); a (H, W) grey image is converted."""
     if not isinstance(image, np.ndarray):
+        # cv2.imread returns None, not an error, for a missing or unreadable file
+        hint = (" (cv2.imread returns None when the file is missing or unreadable)"
+                if image is None else "")
         raise InputDtypeError(f"{what}: expected a numpy array (BGR uint8, as cv2.imread gives), "
-                              f"got {type(image).__name__}")
+                              f"got {type(image).__name__}{hint}")
     if image.dtype != np.uint8:
         raise InputDtypeError(f"{what}: expected dtype uint8 (BGR as OpenCV gives it), "
                               f"got {image.dtype}")
@@ -121,11 +124,17 @@ class FaceDetector:
             ModelFormatError: OpenCV cannot load the file.
         """
         path = yunet_path(options.model_path)
+        # OpenCV 5 warns on every YuNet load that its new graph engine ignores the target
+        # (harmless); quiet it for this call only and leave the caller's log level as it was
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(min(level, cv2.utils.logging.LOG_LEVEL_ERROR))
         try:
             det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), options.score_threshold,
                                             options.nms_threshold, 5000)
         except cv2.error as exc:
             raise ModelFormatError(f"{path}: OpenCV cannot load this YuNet model: {exc}") from None
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         return cls(det, options, path)
 
     @classmethod

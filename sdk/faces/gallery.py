@@ -428,11 +428,15 @@ class Gallery:
                 their embeddings differ slightly, so distances near τ may change.
 
         Raises:
+            TypeError: ``verifier`` is neither a FaceVerifier nor an Encoder.
             GalleryError: the file is absent, corrupt, or of an unknown version.
             GalleryModelMismatchError: it was enrolled with another model.
             OtherExportError: (a GalleryModelMismatchError) it was enrolled with
                 another export of this model and ``accept_other_export`` is off.
         """
+        if not isinstance(verifier, (FaceVerifier, Encoder)):
+            raise TypeError(f"verifier must be a FaceVerifier or an Encoder, "
+                            f"got {type(verifier).__name__}")
         path = Path(path)
         if not path.is_file():
             raise GalleryError(f"gallery {path} not found; enroll people first "
