@@ -150,11 +150,34 @@ class ModelInfo:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("output", "quantization", "versions", "extra"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise TypeError(f"{name} must be a mapping, got "
+                                f"{type(getattr(self, name)).__name__}")
         metric = self.output.get("metric")
         if metric is not None and metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
+        if not all(isinstance(t, TensorSpec) for t in self.inputs + self.outputs):
+            raise TypeError("inputs and outputs must be TensorSpecs")
+        self._check_thresholds(metric)
+
+    def _check_thresholds(self, metric: str | None) -> None:
+        """τ and the operating points must be numbers, and squared L2 distances between
+        unit vectors lie in [0, 4]: a τ of 4 or more would accept everyone."""
+        points = self.output.get("operating_points") or {}
+        if not isinstance(points, Mapping):
+            raise TypeError(f"operating_points must be a mapping, got {type(points).__name__}")
+        taus = dict(points)
+        if self.output.get("threshold") is not None:
+            taus["threshold"] = self.output["threshold"]
+        for name, tau in taus.items():
+            if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+                raise TypeError(f"{name} must be a number, got {tau!r}")
+            if metric == "squared_l2" and not 0.0 < float(tau) < 4.0:
+                raise ValueError(f"{name} {tau!r} is not a squared L2 distance between unit "
+                                 "vectors that can refuse anyone (0 < τ < 4)")
 
     # convenience accessors used by the task classes
     @property
@@ -214,6 +237,9 @@ class ModelInfo:
                 f"(reads schema {SCHEMA_VERSION}); upgrade the SDK or re-export the model")
         try:
             pre = d.get("preprocessing", {})
+            if not isinstance(pre, dict) or not all(
+                    isinstance(t, dict) for t in list(d["inputs"]) + list(d["outputs"])):
+                raise TypeError("preprocessing, inputs and outputs must hold JSON objects")
             return cls(
                 kind=d["kind"], name=d["name"],
                 inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
@@ -223,7 +249,7 @@ class ModelInfo:
                 quantization=d.get("quantization", {}), source_hash=d.get("source_hash", ""),
                 versions=d.get("versions", {}), extra=d.get("extra", {}), schema=schema,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MetadataError(f"{source}: the SDK contract is malformed ({exc!r})") from None
 
 

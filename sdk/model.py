@@ -129,6 +129,9 @@ class Model:
                 d is not None and d != g for d, g in zip(spec.shape, x.shape)):
             raise InputShapeError(f"input {spec.name!r}: expected shape {spec.describe()}, "
                                   f"got {x.dtype.name}{list(x.shape)}")
+        if x.size == 0:  # runtimes fail on it each in their own way (XNNPack: a RuntimeError)
+            raise InputShapeError(f"input {spec.name!r}: got an empty array "
+                                  f"{x.dtype.name}{list(x.shape)}; nothing to run")
         if x.dtype == spec.dtype:
             return np.ascontiguousarray(x)
         if spec.quantization and spec.dtype in ("int8", "uint8") and x.dtype == np.float32:

@@ -7,6 +7,7 @@ the real YuNet detector on real photos from ../shared (skipped when absent).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -437,6 +438,28 @@ def test_a_gallery_never_mixes_exports(verifier, exported, yunet, photos, tmp_pa
     assert Gallery.load(path, verifier).names == ["alice"]       # its own export reads it
 
 
+def test_alignment_fallback_is_the_least_squares_similarity():
+    """When LMEDS gives up, the fit on all five landmarks still aligns; landmarks that
+    cannot be aligned get a typed error, not OpenCV's."""
+    from sdk.errors import FaceError
+    from sdk.faces.detector import ARCFACE_TEMPLATE, _similarity_least_squares, align_face
+
+    angle, scale, shift = np.deg2rad(25), 1.7, np.array([40.0, -12.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    src = (ARCFACE_TEMPLATE @ rot.T) * scale + shift      # the template moved, turned, grown
+    matrix = _similarity_least_squares(src.astype(np.float32), ARCFACE_TEMPLATE)
+    back = src @ matrix[:, :2].T + matrix[:, 2]
+    np.testing.assert_allclose(back, ARCFACE_TEMPLATE, atol=1e-3)
+    # and it is what OpenCV's robust fit finds on such points
+    cv_matrix, _ = cv2.estimateAffinePartial2D(src.astype(np.float32), ARCFACE_TEMPLATE,
+                                               method=cv2.LMEDS)
+    np.testing.assert_allclose(matrix, cv_matrix, atol=1e-3)
+    image = np.zeros((200, 200, 3), np.uint8)
+    for bad in (np.zeros((5, 2)), np.full((5, 2), np.nan)):
+        with pytest.raises(FaceError, match="degenerate"):
+            align_face(image, bad)
+
+
 def _write_npz(path: Path, **arrays) -> Path:
     with open(path, "wb") as f:
         np.savez(f, **arrays)
@@ -468,8 +491,25 @@ def test_load_refuses_corrupt_files(verifier, photos, tmp_path):
     _write_npz(tmp_path / "nan.npz", header=np.array(json.dumps(header)),
                embeddings=emb * np.nan, labels=labels)
     np.save(tmp_path / "bare.npy", emb)  # a single array: np.load gives no archive
+    # rows that are not unit vectors: zero rows sit at d = 1 from every probe, under τ
+    _write_npz(tmp_path / "zeros.npz", header=np.array(json.dumps(header)),
+               embeddings=np.zeros_like(emb), labels=labels)
+    _write_npz(tmp_path / "scaled.npz", header=np.array(json.dumps(header)),
+               embeddings=emb * 5, labels=labels)
+    # a name enrol() never makes could be neither found nor removed
+    _write_npz(tmp_path / "spacename.npz", header=np.array(json.dumps(
+        {**header, "names": [" alice"]})), embeddings=emb, labels=labels)
+    # a compressed member whose data is damaged (zlib's own error, not numpy's)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, header=np.array(json.dumps(header)),
+                        embeddings=np.tile(emb, (50, 1)), labels=np.zeros(50 * len(emb), int))
+    blob = bytearray(buffer.getvalue())
+    start = blob.find(b"embeddings.npy") + 200
+    blob[start:start + 64] = bytes(64)
+    (tmp_path / "zlib.npz").write_bytes(bytes(blob))
     for name in ["random.npz", "truncated.npz", "empty.npz", "pickled.npz", "nolabels.npz",
-                 "badlabel.npz", "notjson.npz", "nan.npz", "bare.npy"]:
+                 "badlabel.npz", "notjson.npz", "nan.npz", "bare.npy", "zeros.npz",
+                 "scaled.npz", "spacename.npz", "zlib.npz"]:
         with pytest.raises(GalleryError) as err:
             Gallery.load(tmp_path / name, verifier)
         assert not isinstance(err.value, GalleryModelMismatchError), name
@@ -492,6 +532,23 @@ def test_load_refuses_corrupt_files(verifier, photos, tmp_path):
         Gallery.load(tmp_path / "absent.npz", verifier)
     assert zipfile.is_zipfile(good)  # the good file stays loadable
     assert Gallery.load(good, verifier).names == ["alice"]
+
+
+def test_save_keeps_permissions_and_symlinks(verifier, photos, tmp_path):
+    g = Gallery(verifier)
+    g.enroll("alice", photos["a1"])
+    path = g.save(tmp_path / "g.npz")
+    os.chmod(path, 0o644)                      # e.g. read by a service of another user
+    g.enroll("bob", photos["b1"])
+    assert g.save(path) == path and (path.stat().st_mode & 0o777) == 0o644
+    link = tmp_path / "current.npz"
+    link.symlink_to(path)
+    g.remove("bob")
+    g.save(link)
+    assert link.is_symlink() and Gallery.load(path, verifier).names == ["alice"]
+    # a probe must be a unit vector like the gallery's: a zero one is d = 1 from everyone
+    with pytest.raises(InputError, match="unit vector"):
+        g.identify_embedding(np.zeros(verifier.embedding_size, np.float32))
 
 
 # --- door-lock app ----------------------------------------------------------------

@@ -253,6 +253,64 @@ def test_wrong_shape_says_expected_and_got(exported):
     assert "float32[?,16,16,3]" in msg and "[1, 32, 32, 3]" in msg
 
 
+@pytest.mark.parametrize("fmt", ["tflite_fp32", "onnx_fp32"])
+def test_runtime_failures_are_typed(fmt, exported, sample_images):
+    """An empty batch is the caller's error; a runtime that fails on inputs it accepted is
+    an InferenceError, and the TFLite interpreter is usable again after a failed resize."""
+    with sdk.load_model(exported[fmt]) as model:
+        with pytest.raises(errors.InputShapeError, match="empty array"):
+            model(sample_images[:0])
+        backend = model._backend
+        if fmt == "onnx_fp32":
+            class Failing:
+                def run(self, *args):
+                    raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : boom")
+            real, backend._session = backend._session, Failing()
+            with pytest.raises(errors.InferenceError, match="boom"):
+                model(sample_images[:1])
+            backend._session = real
+        else:
+            interp = backend._interp
+            real = interp.allocate_tensors
+
+            def fail_once():
+                interp.allocate_tensors = real
+                raise RuntimeError("boom")
+            interp.allocate_tensors = fail_once
+            with pytest.raises(errors.InputShapeError, match="boom"):
+                model(sample_images[:2])                  # a new batch size: resize fails
+            assert model(sample_images[:2]).shape[0] == 2   # resized and allocated again
+            interp.invoke = lambda: (_ for _ in ()).throw(RuntimeError("boom"))
+            with pytest.raises(errors.InferenceError, match="boom"):
+                model(sample_images[:2])
+            del interp.invoke
+        assert model(sample_images[:1]).shape[0] == 1
+
+
+def test_onnx_integer_io_takes_its_scale_from_the_contract(tmp_path):
+    """An ONNX graph carries no scale for a uint8 input or output; the contract does, and
+    Model quantises the input and dequantises the output with it (as for TFLite)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.formats import set_onnx_metadata
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "q",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4])])
+    path = tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    set_onnx_metadata(path, ModelInfo(
+        kind="generic", name="q", inputs=(TensorSpec("x", (1, 4), "uint8", (0.5, 10)),),
+        outputs=(TensorSpec("y", (1, 4), "uint8", (0.25, 0)),)))
+    with sdk.load_model(path) as model:
+        x = np.array([[0.0, 1.0, 2.5, 50.0]], np.float32)
+        q = np.array([[10, 12, 15, 110]], np.uint8)               # round(x / 0.5) + 10
+        np.testing.assert_array_equal(model.run(x, dequantize=False)[0], q)
+        np.testing.assert_allclose(model(x), q * 0.25)
+
+
 def test_wrong_rank(exported):
     with sdk.load_model(exported["tflite_fp32"]) as model:
         with pytest.raises(errors.InputShapeError):
@@ -316,6 +374,24 @@ def test_malformed_contract_json():
         ModelInfo.from_json("{nope")
     with pytest.raises(errors.MetadataError, match="malformed"):
         ModelInfo.from_json(json.dumps({"schema": 1, "kind": "face_encoder"}))
+    # a foreign or damaged contract of the right shape: every field of the wrong type or
+    # range is the SDK's MetadataError, never an AttributeError deep inside a task class
+    good = json.loads(ModelInfo(
+        kind="face_encoder", name="f", inputs=(TensorSpec("x", (None, 112, 112, 3), "float32"),),
+        outputs=(TensorSpec("y", (None, 128), "float32"),),
+        output={"embedding_size": 128, "metric": "squared_l2", "threshold": 1.2,
+                "operating_points": {"far_1e-4": 0.8}}).to_json())
+    assert ModelInfo.from_json(json.dumps(good)).operating_points == {"far_1e-4": 0.8}
+    bad = [("output", []), ("inputs", [1]), ("outputs", ["y"]), ("preprocessing", [1]),
+           ("versions", [1]), ("quantization", "int8"), ("extra", 3),
+           ("output", {**good["output"], "operating_points": [1]}),
+           ("output", {**good["output"], "threshold": "abc"}),
+           ("output", {**good["output"], "threshold": 4.0}),      # would accept everyone
+           ("output", {**good["output"], "threshold": -1}),
+           ("output", {**good["output"], "operating_points": {"far_1e-4": 9}})]
+    for key, value in bad:
+        with pytest.raises(errors.MetadataError, match="malformed"):
+            ModelInfo.from_json(json.dumps({**good, key: value}))
 
 
 def test_unknown_tflite_runtime_name(exported):

@@ -8,7 +8,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from ..contract import METADATA_KEY, ModelInfo, TensorSpec
-from ..errors import BackendUnavailableError, ModelFormatError
+from ..errors import BackendUnavailableError, InferenceError, ModelFormatError
 from .base import BackendOptions
 
 # ONNX Runtime reports element types as strings like "tensor(float)".
@@ -19,11 +19,17 @@ _ORT_TYPES = {
 }
 
 
-def _spec(arg) -> TensorSpec:
+def _spec(arg, contract: dict[str, TensorSpec]) -> TensorSpec:
     if arg.type not in _ORT_TYPES:
         raise ModelFormatError(f"tensor {arg.name!r} has unsupported type {arg.type}")
     shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
-    return TensorSpec(arg.name, shape, _ORT_TYPES[arg.type])
+    dtype = _ORT_TYPES[arg.type]
+    # an ONNX graph input/output carries no scale: an integer tensor's comes from the
+    # contract (as TFLite files carry theirs), so Model quantises/dequantises it
+    known = contract.get(arg.name)
+    quant = known.quantization if known is not None and known.dtype == dtype \
+        and dtype in ("int8", "uint8", "int16") else None
+    return TensorSpec(arg.name, shape, dtype, quant)
 
 
 class OnnxRuntimeBackend:
@@ -66,13 +72,18 @@ class OnnxRuntimeBackend:
                                    f"{str(exc).splitlines()[0][:300]}") from None
         meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         info = ModelInfo.from_json(meta, source=str(path)) if meta else None
-        inputs = tuple(_spec(a) for a in session.get_inputs())
-        outputs = tuple(_spec(a) for a in session.get_outputs())
+        contract = {t.name: t for t in (info.inputs + info.outputs)} if info else {}
+        inputs = tuple(_spec(a, contract) for a in session.get_inputs())
+        outputs = tuple(_spec(a, contract) for a in session.get_outputs())
         return cls(session, inputs, outputs, info, f"onnxruntime {ort.__version__}")
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         feed = {spec.name: x for spec, x in zip(self.inputs, inputs)}
-        return list(self._session.run(self._output_names, feed))
+        try:
+            return list(self._session.run(self._output_names, feed))
+        except Exception as exc:  # ORT's own InvalidArgument/RuntimeException/... types
+            raise InferenceError(f"ONNX Runtime failed to run the model: "
+                                 f"{str(exc).splitlines()[0][:300]}") from None
 
     def close(self) -> None:
         self._session = None

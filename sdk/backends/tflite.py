@@ -16,7 +16,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from ..contract import METADATA_KEY, ModelInfo, TensorSpec
-from ..errors import BackendUnavailableError, InputShapeError, ModelFormatError
+from ..errors import BackendUnavailableError, InferenceError, InputShapeError, ModelFormatError
 from ..tflite_metadata import read_metadata
 from .base import BackendOptions
 
@@ -104,18 +104,30 @@ class TFLiteBackend:
         resized = False
         for i, (idx, x) in enumerate(zip(self._in_idx, inputs)):
             if x.shape != self._shapes[i]:
+                # the shapes are recorded only once the tensors fit them: after a failure
+                # the next call resizes and allocates again instead of invoking an unready
+                # model
+                if not resized:
+                    self._shapes = [None] * len(self._shapes)
                 try:
                     interp.resize_tensor_input(idx, x.shape, strict=True)
                 except (ValueError, RuntimeError) as exc:
                     raise InputShapeError(f"input {self.inputs[i].name!r}: the model cannot "
                                           f"take shape {x.shape}: {exc}") from None
-                self._shapes[i] = x.shape
                 resized = True
         if resized:
-            interp.allocate_tensors()
-        for idx, x in zip(self._in_idx, inputs):
-            interp.set_tensor(idx, x)
-        interp.invoke()
+            try:
+                interp.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise InputShapeError(f"the model cannot run on inputs of shapes "
+                                      f"{[x.shape for x in inputs]}: {exc}") from None
+            self._shapes = [x.shape for x in inputs]
+        try:
+            for idx, x in zip(self._in_idx, inputs):
+                interp.set_tensor(idx, x)
+            interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise InferenceError(f"{self.runtime} failed to run the model: {exc}") from None
         # copy: get_tensor returns a view into the interpreter's arena
         return [np.array(interp.get_tensor(idx)) for idx in self._out_idx]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ClosedError, InputDtypeError, InputShapeError, ModelFormatError
+from ..errors import ClosedError, FaceError, InputDtypeError, InputShapeError, ModelFormatError
 from ..paths import yunet_path
 
 #: Landmarks of the 112x112 ArcFace/MobileFaceNet template, in YuNet's order:
@@ -66,11 +66,35 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZ
     """Warp the face with these 5 landmarks onto the ``size``x``size`` template (BGR uint8)."""
     src = np.asarray(landmarks, dtype=np.float32).reshape(5, 2)
     dst = ARCFACE_TEMPLATE * (size / ALIGNED_SIZE)
-    matrix, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
-    if matrix is None:  # degenerate landmarks: fall back to a least-squares fit on all five
-        matrix, _ = cv2.estimateAffinePartial2D(src, dst, method=0)
+    matrix = None
+    if np.all(np.isfinite(src)):
+        matrix, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    if matrix is None:  # LMEDS gave up: a least-squares fit on all five (OpenCV has none)
+        matrix = _similarity_least_squares(src, dst)
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
+
+
+def _similarity_least_squares(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 rotation + uniform scale + translation taking ``src`` nearest to ``dst`` in
+    least squares (Umeyama 1991, reflections excluded, as estimateAffinePartial2D).
+
+    Raises:
+        FaceError: the landmarks are not finite or all in one point.
+    """
+    src64, dst64 = src.astype(np.float64), dst.astype(np.float64)
+    mean_s, mean_d = src64.mean(axis=0), dst64.mean(axis=0)
+    xs, xd = src64 - mean_s, dst64 - mean_d
+    var_s = float((xs ** 2).sum(axis=1).mean()) if np.all(np.isfinite(xs)) else 0.0
+    if not var_s > 1e-12:
+        raise FaceError("the face's landmarks are degenerate (not finite, or all in one point): "
+                        "it cannot be aligned")
+    u, d, vt = np.linalg.svd(xd.T @ xs / len(src64))
+    flip = np.diag([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rotation = u @ flip @ vt
+    scale = float(np.trace(np.diag(d) @ flip)) / var_s
+    shift = mean_d - scale * rotation @ mean_s
+    return np.hstack([scale * rotation, shift[:, None]]).astype(np.float64)
 
 
 @dataclass(frozen=True)

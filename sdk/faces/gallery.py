@@ -330,6 +330,12 @@ class Gallery:
         size = self._verifier.embedding_size
         if e.shape != (size,):
             raise InputShapeError(f"embedding: expected ({size},), got {e.shape}")
+        # τ is a distance between unit vectors: a zero or scaled probe would sit at d ≈ 1 (or
+        # anywhere) from everyone and could pass it
+        norm = float(np.linalg.norm(e))
+        if not np.isfinite(norm) or abs(norm - 1.0) > UNIT_TOLERANCE:
+            raise InputError(f"embedding: expected a unit vector as the verifier gives it, got "
+                             f"norm {norm:.4g}; normalise it with sdk.l2_normalize")
         return {name: float(np.min(squared_l2(e, emb))) for name, emb in self._people.items()}
 
     def identify_embedding(self, embedding: np.ndarray, top_k: int = 3) -> IdentifyResult:
@@ -382,9 +388,12 @@ class Gallery:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the gallery to ``path`` (``.npz``) atomically; returns the path.
 
-        The file holds embeddings, names and the encoder's identity, no images.
+        The file holds embeddings, names and the encoder's identity, no images.  A file
+        already there keeps its permissions; a symlink keeps pointing at the file written.
         """
-        path = Path(path)
+        given = Path(path)
+        # through a symlink, replace its target (os.replace would swap the link for a file)
+        path = given.resolve()
         names = self.names
         size = self._verifier.embedding_size
         emb = np.concatenate([self._people[n] for n in names]) if names \
@@ -399,6 +408,10 @@ class Gallery:
         # temp file in the same folder: os.replace is atomic only within one file system
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            try:  # the replaced file's permissions, not mkstemp's 0600: a service may read it
+                os.fchmod(fd, path.stat().st_mode & 0o7777)
+            except FileNotFoundError:
+                pass
             with os.fdopen(fd, "wb") as f:
                 f.write(buffer.getvalue())
                 f.flush()
@@ -411,7 +424,7 @@ class Gallery:
                 pass
             raise
         _fsync_dir(path.parent)
-        return path
+        return given
 
     @classmethod
     def load(cls, path: str | os.PathLike, verifier: FaceVerifier, *,
@@ -501,7 +514,8 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     except ValueError:  # a damaged array, or an object array that allow_pickle=False refuses
         raise bad("an array in it is corrupt or holds Python objects, which a gallery "
                   "file never does") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - zlib.error, an encrypted or unknown-method
+        # member (RuntimeError, NotImplementedError), OSError, EOFError, BadZipFile, ...
         raise bad(f"its archive is corrupt ({type(exc).__name__})") from None
     try:
         header = json.loads(header_text)
@@ -517,6 +531,13 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     if not isinstance(header.get("model_id"), str) or not isinstance(names, list) \
             or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
         raise bad("header fields model_id/names are invalid")
+    for n in names:  # as enrol() makes them: otherwise a person could be neither found nor removed
+        try:
+            valid = _check_name(n) == n
+        except GalleryError:
+            valid = False
+        if not valid:
+            raise bad(f"name {n!r} is not one enrol() makes")
     if emb.dtype != np.float32 or emb.ndim != 2 or labels.ndim != 1 \
             or labels.dtype.kind not in "iu" or len(labels) != len(emb):
         raise bad(f"embeddings {emb.dtype}{emb.shape} / labels {labels.dtype}{labels.shape} "
@@ -527,6 +548,11 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
         raise bad("a name has no embeddings")
     if not np.all(np.isfinite(emb)):
         raise bad("embeddings contain NaN or infinity")
+    # τ is a distance between unit vectors; zero or scaled rows could match any probe
+    norms = np.linalg.norm(emb, axis=1)
+    if len(norms) and np.any(np.abs(norms - 1.0) > UNIT_TOLERANCE):
+        raise bad(f"embeddings are not unit vectors (norms {norms.min():.4g}.."
+                  f"{norms.max():.4g})")
     return header, emb, labels
 
 
