@@ -6,8 +6,10 @@ the process's resident-set high-water mark: Linux's ``VmHWM`` is reset
 (``/proc/self/clear_refs`` = 5) before the model is loaded and read after its
 last run, so it covers the runtime's native allocations, which ``tracemalloc``
 cannot see.  Where that reset is impossible the figure is reported as absent,
-never estimated.  GPU memory of TensorRT engines is outside the RSS on a
-discrete GPU (on a Jetson it is shared memory and shows up).
+never estimated.  GPU memory of TensorRT engines is not in that figure: on a
+discrete GPU it is device memory, and on a Jetson, where the GPU shares the RAM, the
+driver's allocations are not mapped into the process's pages either (not measured
+here; read them with ``tegrastats`` on the device).
 """
 
 from __future__ import annotations

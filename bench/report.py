@@ -63,6 +63,18 @@ def machine_info() -> dict:
     }
 
 
+#: Fewest timings a percentile is shown from: below them p90 / p99 is (nearly) the
+#: slowest run, which the tables would otherwise print as if it were a tail estimate.
+MIN_SAMPLES = {"p90": 10, "p99": 100}
+
+
+def _pct(stats: dict, key: str, width: int = 0) -> str:
+    """``stats[key]`` formatted, or "-" when ``stats`` holds too few samples for it."""
+    n = stats.get("n")
+    text = "-" if n is not None and n < MIN_SAMPLES[key] else f"{stats[key]:.2f}"
+    return f"{text:>{width}s}" if width else text
+
+
 def _label(r: dict) -> str:
     t = "" if r.get("threads") is None else f" t{r['threads']}"
     return f"{r['name']} [{r['backend']} {r['precision']}{t}]"
@@ -70,15 +82,16 @@ def _label(r: dict) -> str:
 
 def table(results: dict) -> str:
     """Plain-text table for stdout."""
-    head = (f"{'model':44s} {'MB':>6s} {'load':>7s} {'first':>7s} {'median':>8s} {'p90':>8s} "
-            f"{'p99':>8s} {'inf/s':>7s} {'peakMB':>7s}")
+    head = (f"{'model':44s} {'MB':>6s} {'load':>7s} {'first':>7s} {'n':>5s} {'median':>8s} "
+            f"{'p90':>8s} {'p99':>8s} {'inf/s':>7s} {'peakMB':>7s}")
     lines = [head, "-" * len(head)]
     for r in results["models"]:
         lat = r["latency_ms"]
         mem = "-" if r["peak_rss_delta_mb"] is None else f"{r['peak_rss_delta_mb']:.0f}"
         lines.append(f"{_label(r)[:44]:44s} {r['file_mb']:6.2f} {r['load_ms']:7.1f} "
-                     f"{r['first_ms']:7.1f} {lat['median']:8.2f} {lat['p90']:8.2f} "
-                     f"{lat['p99']:8.2f} {r['throughput_per_s']:7.1f} {mem:>7s}")
+                     f"{r['first_ms']:7.1f} {lat.get('n', '?'):>5} {lat['median']:8.2f} "
+                     f"{_pct(lat, 'p90', 8)} {_pct(lat, 'p99', 8)} "
+                     f"{r['throughput_per_s']:7.1f} {mem:>7s}")
     if results["pipeline"]:
         lines += ["", "face pipeline (median ms per photo; largest face)",
                   f"{'encoder':44s} {'faces':>7s} {'detect':>8s} {'align':>8s} {'quality':>8s} "
@@ -89,7 +102,7 @@ def table(results: dict) -> str:
             lines.append(f"{label[:44]:44s} {p['faces']:>3d}/{p['photos']:<3d} "
                          f"{p['detect_ms']['median']:8.2f} {p['align_ms']['median']:8.2f} "
                          f"{_stage(p, 'quality_ms'):>8s} {p['embed_ms']['median']:8.2f} "
-                         f"{p['total_ms']['median']:8.2f} {p['total_ms']['p90']:8.2f}")
+                         f"{p['total_ms']['median']:8.2f} {_pct(p['total_ms'], 'p90', 8)}")
     for s in results["skipped"]:
         lines.append(f"skipped {s['path']}: {s['reason']}")
     return "\n".join(lines)
@@ -113,17 +126,20 @@ def markdown(results: dict) -> str:
            f"Settings: {s['runs']} timed runs after {s['warmup']} warm-up runs, batch 1, "
            f"threads {s['threads']}, dynamic image sizes set to {s['frame']}.",
            "",
+           f"p90 is shown from {MIN_SAMPLES['p90']} timings on, p99 from "
+           f"{MIN_SAMPLES['p99']} (\"-\": too few to tell it from the slowest run).",
+           "",
            "| model | role | backend | precision | threads | size MB | load ms | first ms | "
-           "median ms | p90 ms | p99 ms | inf/s | peak RSS MB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "n | median ms | p90 ms | p99 ms | inf/s | peak RSS MB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["models"]:
         lat = r["latency_ms"]
         mem = "n/a" if r["peak_rss_delta_mb"] is None else f"{r['peak_rss_delta_mb']:.0f}"
         out.append(f"| {r['name']} | {r['role']} | {r['runtime']} | {r['precision']} | "
                    f"{r['threads'] if r['threads'] is not None else 'default'} | "
                    f"{r['file_mb']:.2f} | {r['load_ms']:.1f} | {r['first_ms']:.1f} | "
-                   f"{lat['median']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | "
-                   f"{r['throughput_per_s']:.1f} | {mem} |")
+                   f"{lat.get('n', '?')} | {lat['median']:.2f} | {_pct(lat, 'p90')} | "
+                   f"{_pct(lat, 'p99')} | {r['throughput_per_s']:.1f} | {mem} |")
     if results["pipeline"]:
         out += ["", "Face pipeline on real photos (per photo, largest face; median / p90 ms):",
                 "", "| encoder | backend | precision | threads | faces/photos | detect | align | "
@@ -131,7 +147,7 @@ def markdown(results: dict) -> str:
                 "|---|---|---|---|---|---|---|---|---|---|"]
         for p in results["pipeline"]:
             def mp(k):  # results written before the quality stage existed lack it
-                return f"{p[k]['median']:.2f} / {p[k]['p90']:.2f}" if k in p else "-"
+                return f"{p[k]['median']:.2f} / {_pct(p[k], 'p90')}" if k in p else "-"
             out.append(f"| {p['encoder']} | {p['runtime']} | {p['precision']} | "
                        f"{p['threads'] if p['threads'] is not None else 'default'} | "
                        f"{p['faces']}/{p['photos']} | {mp('detect_ms')} | {mp('align_ms')} | "

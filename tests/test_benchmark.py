@@ -99,6 +99,7 @@ def test_benchmark_face_pipeline_split(bench_run):
         for stage in ("detect_ms", "align_ms", "quality_ms", "embed_ms", "total_ms"):
             _check_stats(p[stage], p["faces"])
         assert p["total_ms"]["median"] >= p["detect_ms"]["min"]
+        assert p["detector_threads"] == p["threads"]  # CPU rows: the encoder's budget
 
 
 def test_benchmark_markdown_and_plot(bench_run):
@@ -106,8 +107,21 @@ def test_benchmark_markdown_and_plot(bench_run):
     md = (out / "b.md").read_text()
     assert "| model | role | backend |" in md and res["command"] in md
     assert md.count("| m_fp32 | given |") == 1 and md.count("| m_int8 | given |") == 1
+    # three timed runs: no p90 or p99 is printed as if it were a tail
+    row = next(line for line in md.splitlines() if line.startswith("| m_fp32 | given |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[8] == "3" and cells[10] == "-" and cells[11] == "-"
     png = (out / "b.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_percentiles_need_enough_samples():
+    from bench.report import _pct
+
+    few, some = {"p90": 9.0, "p99": 9.9, "n": 9}, {"p90": 9.0, "p99": 9.9, "n": 50}
+    assert (_pct(few, "p90"), _pct(few, "p99")) == ("-", "-")
+    assert (_pct(some, "p90"), _pct(some, "p99")) == ("9.00", "-")
+    assert _pct({**some, "n": 100}, "p99") == "9.90"
 
 
 def test_stats_and_memory_helpers():

@@ -174,6 +174,22 @@ def test_check_pad_reflect_and_instance_norm_caveats():
     assert "instancenorm-weights" in _codes(report, "error")
 
 
+def test_check_pooling_ranks():
+    """1D pooling over a rank-3 tensor is imported (onnx-tensorrt unsqueezes it to 2D);
+    pooling over four spatial dims is not."""
+    from export.jetson.check import check_onnx
+
+    for kernel, shape, ok in (([2], [1, 4, 8], True), ([2, 2], [1, 4, 8, 8], True),
+                              ([2, 2, 2, 2], [1, 4, 8, 8, 8, 8], False)):
+        out = [1, 4] + [d // 2 for d in shape[2:]]
+        nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=kernel,
+                                  strides=[2] * len(kernel))]
+        report = check_onnx(_graph(nodes, [helper.make_tensor_value_info(
+            "x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info(
+                "y", TensorProto.FLOAT, out)], opset=13))
+        assert ("pool-rank" not in _codes(report, "error")) is ok, (kernel, report.issues)
+
+
 def test_check_qdq_rules():
     """TensorRT takes symmetric int8 Q/DQ only: uint8 / non-zero zero points are errors."""
     from export.jetson.check import check_onnx
@@ -367,6 +383,38 @@ def test_engine_names_key_on_source_precision_settings_version_and_gpu():
               engine_filename("face", "fp16", "ab" * 32, s, "10.3.0",
                               {"gpu": "Xavier", "compute_capability": "7.2"})}
     assert name not in others and len(others) == 5
+    agx = {**orin, "sm_count": 16, "board": "NVIDIA Jetson AGX Orin Developer Kit"}
+    nano = {**orin, "sm_count": 8, "board": "NVIDIA Jetson Orin Nano Developer Kit"}
+    names = {engine_filename("face", "fp16", "ab" * 32, s, "10.3.0", g) for g in (agx, nano)}
+    assert len(names) == 2 and all("-sm87-" in n for n in names)
+
+
+def test_engine_check_sees_damaged_images():
+    """The post-build check compares mean-centred outputs: a plain cosine of 0..255 images
+    stays near 1 for a blurred or noisy picture; the centred one falls below every floor,
+    while an embedding (or an image) that only moved by rounding stays above them."""
+    import cv2
+
+    from export.jetson.build import ENGINE_MIN_COSINE, centred_cosine
+
+    rng = np.random.default_rng(0)
+    image = cv2.resize(rng.uniform(0, 255, (12, 12, 3)).astype(np.float32), (96, 96))
+    image = np.clip(image + rng.normal(0, 20, image.shape), 0, 255)
+    blurred = cv2.blur(image, (9, 9))
+    noisy = np.clip(image + rng.normal(0, 40, image.shape), 0, 255)
+    rounded = np.round(image)
+    ref = image.reshape(1, -1)
+    plain = float((ref * blurred.reshape(1, -1)).sum()
+                  / (np.linalg.norm(ref) * np.linalg.norm(blurred)))
+    assert plain > ENGINE_MIN_COSINE["int8"]           # what the plain cosine let through
+    for damaged in (blurred, noisy):
+        assert centred_cosine(ref, damaged.reshape(1, -1))[0] < ENGINE_MIN_COSINE["int8"]
+    assert centred_cosine(ref, rounded.reshape(1, -1))[0] > ENGINE_MIN_COSINE["fp16"]
+    e = rng.normal(size=(2, 128))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    assert centred_cosine(e, e + rng.normal(0, 1e-3, e.shape)).min() > ENGINE_MIN_COSINE["fp16"]
+    flat = np.full((1, 8), 3.0)
+    assert centred_cosine(flat, flat)[0] == 1.0 and centred_cosine(flat, flat + 1)[0] == 0.0
 
 
 def test_unavailable_precision_is_an_error_not_a_fallback():
@@ -461,8 +509,28 @@ def test_check_engine_target_platform():
     with pytest.raises(errors.EngineMismatchError,
                        match=r"platform Linux-x86_64.*aarch64.*rebuild"):
         check_engine_target(info, "10.3.0", arm, "f.engine")
-    old = _info(tensorrt={"version": "10.3.0", "gpu": "H100", "compute_capability": "9.0"})
+    old = _info(tensorrt={"version": "10.3.0", "gpu": "GH200", "compute_capability": "9.0"})
     check_engine_target(old, "10.3.0", arm, "f.engine")
+
+
+def test_check_engine_target_device_model():
+    """Devices that share a name and compute capability are still different models:
+    every Orin module reports "Orin" sm_8.7; the SM count and the board tell them apart.
+    A different name with the same compute capability is refused too."""
+    from sdk.backends.tensorrt import check_engine_target
+
+    agx = {"gpu": "Orin", "compute_capability": "8.7", "sm_count": 16,
+           "board": "NVIDIA Jetson AGX Orin Developer Kit", "platform": "Linux-aarch64"}
+    nano = {**agx, "sm_count": 8, "board": "NVIDIA Jetson Orin Nano Developer Kit"}
+    info = _info(tensorrt={"version": "10.3.0", **agx})
+    check_engine_target(info, "10.3.0", agx, "f.engine")
+    with pytest.raises(errors.EngineMismatchError,
+                       match=r"16 streaming multiprocessors \(this device has 8\).*Nano"):
+        check_engine_target(info, "10.3.0", nano, "f.engine")
+    with pytest.raises(errors.EngineMismatchError, match=r"GPU A10 \(this device has RTX 3090"):
+        check_engine_target(_info(tensorrt={"version": "10.3.0", "gpu": "A10",
+                                            "compute_capability": "8.6"}),
+                            "10.3.0", {"gpu": "RTX 3090", "compute_capability": "8.6"}, "f")
 
 
 def test_failed_deserialisation_is_not_blamed_on_the_target():

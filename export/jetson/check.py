@@ -428,9 +428,11 @@ def _check_node(report: CheckReport, node, name: str, constants: set[str],
                    "precision; compare the FP16 engine's output with the fp32 model", name)
     elif op in ("MaxPool", "AveragePool", "LpPool"):
         kernel = _attr(node, "kernel_shape", []) or []
-        if len(kernel) not in (2, 3):
-            report.add(ERROR, "pool-rank", f"{op} over {len(kernel)} spatial dims: only 2D or "
-                                           "3D pooling is supported", name)
+        # 1D pooling (a rank-3 input) is imported too: onnx-tensorrt's poolingHelper
+        # unsqueezes it to 2D and squeezes the result back
+        if len(kernel) not in (1, 2, 3):
+            report.add(ERROR, "pool-rank", f"{op} over {len(kernel)} spatial dims: only 1D, "
+                                           "2D or 3D pooling is supported", name)
         dil = _attr(node, "dilations", []) or []
         if any(int(d) != 1 for d in dil):
             report.add(ERROR, "pool-dilation", f"{op} dilations {list(dil)}: must be all ones",

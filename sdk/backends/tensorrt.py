@@ -48,17 +48,34 @@ def _import_runtime():
     return trt, cuda
 
 
-def gpu_identity(cuda, device: int) -> dict[str, str]:
-    """What an engine is tied to: GPU name, compute capability and platform.
+def gpu_identity(cuda, device: int) -> dict:
+    """What an engine is tied to: GPU name, compute capability, number of streaming
+    multiprocessors, the board (Jetsons) and the platform.
 
-    The platform (OS and CPU architecture) is part of it because TensorRT's support
-    matrix says "Serialized engines are not portable across platforms" (an x86 H100
-    and an aarch64 GH200 share sm_9.0).
+    TensorRT tunes an engine's kernels for the device model it was built on; several
+    devices share a name and a compute capability (every Orin module reports "Orin" and
+    sm_8.7, but an AGX Orin has 16 SMs and an Orin Nano 8), so the SM count and, on a
+    Jetson, the board's device-tree model tell them apart.  The platform (OS and CPU
+    architecture) is part of it because TensorRT's support matrix says "Serialized
+    engines are not portable across platforms" (an x86 H100 and an aarch64 GH200 share
+    sm_9.0).
     """
     dev = cuda.Device(device)
     major, minor = dev.compute_capability()
     return {"gpu": dev.name(), "compute_capability": f"{major}.{minor}",
-            "platform": host_platform()}
+            "sm_count": int(dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)),
+            "board": board_model(), "platform": host_platform()}
+
+
+def board_model() -> str | None:
+    """The device-tree model of an embedded board (``NVIDIA Jetson AGX Orin Developer
+    Kit``), or None on a PC or server."""
+    for p in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
+        try:
+            return Path(p).read_text(errors="replace").strip("\x00\n ") or None
+        except OSError:
+            continue
+    return None
 
 
 def host_platform() -> str:
@@ -98,10 +115,11 @@ def check_engine_target(info: ModelInfo, trt_version: str, gpu: dict[str, str],
     """Refuse an engine built for another TensorRT version or GPU.
 
     TensorRT only guarantees an engine on the exact TensorRT version, the same
-    GPU architecture and the same platform it was built with (support matrix,
+    device model and the same platform it was built with (support matrix,
     "Engine Portability"; this builder sets neither VERSION_COMPATIBLE nor a
-    hardware-compatibility level).  Headers from older builds carry no platform:
-    that check is then skipped.
+    hardware-compatibility level): the compute capability, the GPU's name, its
+    SM count and the board must all match.  Headers from older builds lack some
+    of these: those checks are then skipped.
     """
     built = info.extra.get("tensorrt", {})
     problems = []
@@ -110,6 +128,14 @@ def check_engine_target(info: ModelInfo, trt_version: str, gpu: dict[str, str],
     if built.get("compute_capability") and built["compute_capability"] != gpu["compute_capability"]:
         problems.append(f"GPU {built.get('gpu', '?')} sm_{built['compute_capability']} "
                         f"(this device has {gpu['gpu']} sm_{gpu['compute_capability']})")
+    elif built.get("gpu") and gpu.get("gpu") and built["gpu"] != gpu["gpu"]:
+        # same architecture, another device model: its kernels were tuned for another GPU
+        problems.append(f"GPU {built['gpu']} (this device has {gpu['gpu']})")
+    if built.get("sm_count") and gpu.get("sm_count") and built["sm_count"] != gpu["sm_count"]:
+        problems.append(f"a GPU with {built['sm_count']} streaming multiprocessors (this "
+                        f"device has {gpu['sm_count']})")
+    if built.get("board") and gpu.get("board") and built["board"] != gpu["board"]:
+        problems.append(f"board {built['board']!r} (this device is {gpu['board']!r})")
     if built.get("platform") and gpu.get("platform") and built["platform"] != gpu["platform"]:
         problems.append(f"platform {built['platform']} (this device is {gpu['platform']})")
     if problems:
