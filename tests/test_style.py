@@ -3,6 +3,7 @@ student training/resume, export round trips and sdk.Stylizer."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -251,9 +252,14 @@ def test_train_writes_checkpoints_samples_and_resumes(random_extractor, tmp_path
     train(opts, progress=False, extractor=random_extractor, eager=True)
     run = tmp_path / "run"
     assert (run / "samples" / "step_000002.png").is_file()
-    assert list((run / "teacher").glob("*_teacher.png"))
+    assert list((run / "teacher").glob("*/*_teacher.png"))  # keyed by what they depend on
     with pytest.raises(FileExistsError):
         train(opts, progress=False, extractor=random_extractor, eager=True)
+    # a resume may go further, not change what the checkpoint and the teacher belong to
+    for change in ({"crop": 48}, {"costs": dataclasses.replace(opts.costs, beta=9e9)}):
+        with pytest.raises(ValueError, match="started with other settings"):
+            train(TrainOptions(**{**opts.__dict__, **change, "steps": 3}), resume=True,
+                  progress=False, extractor=random_extractor, eager=True)
     longer = TrainOptions(**{**opts.__dict__, "steps": 3})
     train(longer, resume=True, progress=False, extractor=random_extractor, eager=True)
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]

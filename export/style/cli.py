@@ -111,7 +111,8 @@ def _train(args: argparse.Namespace) -> int:
                                                  stages=args.stages),
                            seed=args.seed, limit=args.limit, init=args.init,
                            grain_weight=args.grain)
-    final = train(options, resume=args.resume)
+    # the loss network the options name, with --vgg-weights' local file where given
+    final = train(options, resume=args.resume, extractor=_extractor(args, options.costs))
     print(f"weights: {final}")
     return 0
 

@@ -224,12 +224,17 @@ def optimize(content: np.ndarray, style: np.ndarray, options: OptimizeOptions = 
         g = tf.Variable(g0)
         opt = tf.keras.optimizers.Adam(learning_rate=float(options.learning_rate))
         for it in bar:
-            _, grad, parts = value_and_grad(g)
+            # a tensor, as in the warm-up call: a Variable argument would trace the graph
+            # again inside the timed loop
+            _, grad, parts = value_and_grad(tf.convert_to_tensor(g))
+            if it:  # the costs of the image the previous step made, as L-BFGS records
+                record(it - 1, parts)
+                bar.set_postfix(J=f"{history['J'][-1]:.3g}")
             opt.apply_gradients([(grad, g)])
             # pixels stay displayable: project back onto the valid range after each step
             g.assign(tf.clip_by_value(g, 0.0, 255.0))
-            record(it, parts)
-            bar.set_postfix(J=f"{history['J'][-1]:.3g}")
+        if options.iterations:  # and those of the final image
+            record(options.iterations - 1, value_and_grad(tf.convert_to_tensor(g))[2])
         out = g.numpy()
     else:
         def f(x: np.ndarray):

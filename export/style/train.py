@@ -22,6 +22,7 @@ A run directory holds ``config.json``, TF checkpoints (``ckpt/``, to resume),
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -176,10 +177,41 @@ def sample_grid(model, images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+#: Options a resumed run may change: how far it goes and how often it reports.
+RESUMABLE_CHANGES = ("steps", "sample_every", "checkpoint_every")
+
+
+def _check_resume(run: Path, options: "TrainOptions") -> None:
+    """Refuse to resume ``run`` with settings other than those it was started with: the
+    checkpoint's weights and the teacher's targets belong to them (a new crop size even
+    fails deep inside the distillation loss)."""
+    saved = json.loads(run.joinpath("config.json").read_text())
+    now = json.loads(options.to_json())
+
+    def same(key: str) -> bool:
+        a, b = saved.get(key), now.get(key)
+        if key.endswith(("_dir", "style", "init")) and isinstance(a, str) and isinstance(b, str):
+            return Path(a).resolve() == Path(b).resolve()  # the same file, however named
+        return a == b
+
+    diffs = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+             if k not in RESUMABLE_CHANGES and not same(k)]
+    if diffs:
+        raise ValueError(f"{run} was started with other settings ({'; '.join(diffs)}); resume "
+                         f"it with the same options (only {', '.join(RESUMABLE_CHANGES)} may "
+                         "change) or start another --run")
+
+
 def make_teacher_targets(options: TrainOptions, style: np.ndarray, extractor,
                          files: list[Path], progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(contents, optimised) arrays for distillation, cached in ``<run>/teacher``."""
-    out = Path(options.run_dir) / "teacher"
+    """(contents, optimised) arrays for distillation, cached in ``<run>/teacher/<key>``,
+    the key a hash of everything the optimised images depend on."""
+    key = hashlib.sha256(json.dumps({
+        "crop": options.crop, "costs": dataclasses.asdict(options.costs),
+        "iterations": options.teacher_iterations, "seed": options.seed,
+        "style": Path(options.style).name, "style_shape": list(style.shape)},
+        sort_keys=True, default=str).encode()).hexdigest()[:12]
+    out = Path(options.run_dir) / "teacher" / key
     contents, targets = [], []
     rng = np.random.default_rng(options.seed + 1)
     picks = rng.choice(len(files), size=min(options.distill_images, len(files)), replace=False)
@@ -229,6 +261,8 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
         if init[0].student != options.student:
             raise ValueError(f"init run {options.init} holds a student {init[0].student}; "
                              f"this run builds {options.student}: they must match")
+    if resume and run.joinpath("config.json").is_file():
+        _check_resume(run, options)
     run.mkdir(parents=True, exist_ok=True)
     run.joinpath("config.json").write_text(options.to_json())
 
@@ -242,7 +276,9 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
     cost_model = CostModel(extractor, weights)
     grams = cost_model.grams_of(style_sq.astype(np.float32)[None])
     if options.distill_images and options.distill_weight:
-        t_content, t_target = make_teacher_targets(options, style, extractor, files, progress)
+        # the teacher paints with the square style image the student's Gram targets use
+        t_content, t_target = make_teacher_targets(options, style_sq, extractor, files,
+                                                   progress)
     else:
         t_content = t_target = None
 
