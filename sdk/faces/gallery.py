@@ -115,9 +115,7 @@ class Gallery:
     def __init__(self, verifier: FaceVerifier | Encoder) -> None:
         # Faces come with detection and alignment (FaceVerifier); 1D signals and 3D clips are
         # embedded as they are (sdk.Encoder). Everything after the embedding is shared.
-        if not isinstance(verifier, (FaceVerifier, Encoder)):
-            raise TypeError(f"verifier must be a FaceVerifier or an Encoder, "
-                            f"got {type(verifier).__name__}")
+        _check_verifier(verifier)
         self._verifier = verifier
         self._people: dict[str, np.ndarray] = {}  # name -> (n, D) float32, enrollment order
         # the export (precision, backend) the embeddings come from: the verifier's, unless
@@ -447,9 +445,7 @@ class Gallery:
             OtherExportError: (a GalleryModelMismatchError) it was enrolled with
                 another export of this model and ``accept_other_export`` is off.
         """
-        if not isinstance(verifier, (FaceVerifier, Encoder)):
-            raise TypeError(f"verifier must be a FaceVerifier or an Encoder, "
-                            f"got {type(verifier).__name__}")
+        _check_verifier(verifier)
         path = Path(path)
         if not path.is_file():
             raise GalleryError(f"gallery {path} not found; enroll people first "
@@ -531,7 +527,8 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     if not isinstance(header.get("model_id"), str) or not isinstance(names, list) \
             or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
         raise bad("header fields model_id/names are invalid")
-    for n in names:  # as enrol() makes them: otherwise a person could be neither found nor removed
+    # names as enrol() makes them: otherwise a person could be neither found nor removed
+    for n in names:
         try:
             valid = _check_name(n) == n
         except GalleryError:
@@ -554,6 +551,12 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
         raise bad(f"embeddings are not unit vectors (norms {norms.min():.4g}.."
                   f"{norms.max():.4g})")
     return header, emb, labels
+
+
+def _check_verifier(verifier: object) -> None:
+    if not isinstance(verifier, (FaceVerifier, Encoder)):
+        raise TypeError(f"verifier must be a FaceVerifier or an Encoder, "
+                        f"got {type(verifier).__name__}")
 
 
 def _export_of(verifier: FaceVerifier | Encoder) -> tuple[str | None, str | None]:
