@@ -22,6 +22,8 @@ import os
 import platform
 from pathlib import Path
 
+from sdk.backends.tensorrt import board_model  # CUDA-free at import
+
 from .measure import cpu_count
 
 SCHEMA = 1
@@ -45,13 +47,7 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    board = None
-    for p in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
-        try:
-            board = Path(p).read_text().strip("\x00\n ")
-            break
-        except OSError:
-            continue
+    board = board_model()  # the same reading the engine header records
     runtimes = {m: _version(m) for m in ("numpy", "cv2", "onnxruntime", "ai_edge_litert",
                                          "tflite_runtime", "tensorrt")}
     return {

@@ -278,7 +278,7 @@ class Gallery:
         if not np.all(np.isfinite(e)):
             raise GalleryError("embeddings: contain NaN or infinity")
         norms = np.linalg.norm(e, axis=1)
-        if np.any(np.abs(norms - 1.0) > UNIT_TOLERANCE):
+        if not _unit(norms):
             raise InputError(f"embeddings: expected unit vectors as the verifier gives them, "
                              f"got norms {norms.min():.4g}..{norms.max():.4g}; normalise them "
                              "with sdk.l2_normalize")
@@ -331,7 +331,7 @@ class Gallery:
         # τ is a distance between unit vectors: a zero or scaled probe would sit at d ≈ 1 (or
         # anywhere) from everyone and could pass it
         norm = float(np.linalg.norm(e))
-        if not np.isfinite(norm) or abs(norm - 1.0) > UNIT_TOLERANCE:
+        if not _unit(norm):
             raise InputError(f"embedding: expected a unit vector as the verifier gives it, got "
                              f"norm {norm:.4g}; normalise it with sdk.l2_normalize")
         return {name: float(np.min(squared_l2(e, emb))) for name, emb in self._people.items()}
@@ -547,10 +547,16 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
         raise bad("embeddings contain NaN or infinity")
     # τ is a distance between unit vectors; zero or scaled rows could match any probe
     norms = np.linalg.norm(emb, axis=1)
-    if len(norms) and np.any(np.abs(norms - 1.0) > UNIT_TOLERANCE):
+    if not _unit(norms):
         raise bad(f"embeddings are not unit vectors (norms {norms.min():.4g}.."
                   f"{norms.max():.4g})")
     return header, emb, labels
+
+
+def _unit(norms) -> bool:
+    """True when every norm is that of a unit vector (τ is defined on those)."""
+    norms = np.asarray(norms, dtype=np.float64)
+    return bool(np.all(np.isfinite(norms)) and np.all(np.abs(norms - 1.0) <= UNIT_TOLERANCE))
 
 
 def _check_verifier(verifier: object) -> None:
