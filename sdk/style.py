@@ -23,7 +23,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .errors import ClosedError, InputDtypeError, InputError, InputShapeError, ModelKindError
+from .errors import ClosedError, InputError, ModelKindError
+from .image import check_bgr
 from .model import Model, load_model
 
 RUNNING_MODES = ("image", "video")
@@ -80,24 +81,7 @@ class StylizerOptions:
 
 def _check_frame(frame, what: str = "frame") -> np.ndarray:
     """A BGR uint8 (H, W, 3) frame; grey (H, W) and BGRA frames are converted."""
-    if not isinstance(frame, np.ndarray):
-        hint = (" (cv2.imread returns None when the file is missing or unreadable)"
-                if frame is None else "")
-        raise InputError(f"{what}: expected a numpy array (BGR uint8, as cv2 gives it), "
-                         f"got {type(frame).__name__}{hint}")
-    if frame.dtype != np.uint8:
-        raise InputDtypeError(f"{what}: expected dtype uint8 (BGR, 0..255), got {frame.dtype}")
-    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
-        raise InputShapeError(f"{what}: expected shape (H, W, 3) BGR, got {frame.shape}")
-    # checked before any conversion: OpenCV raises its own error on an empty array
-    if min(frame.shape[:2]) < MIN_SIDE:
-        raise InputShapeError(f"{what}: {frame.shape[1]}x{frame.shape[0]} is too small "
-                              f"(each side must be >= {MIN_SIDE})")
-    if frame.ndim == 2:
-        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    elif frame.shape[2] == 4:
-        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    return frame
+    return check_bgr(frame, what, min_side=MIN_SIDE)
 
 
 class Stylizer:

@@ -917,3 +917,82 @@ def test_release_table_shows_the_every_pair_gate():
     assert "TAR at FAR 0.001 17.80 %" in rows[0]
     assert rows[2].count("|") == 11 and "+0.00 / +1.81" in rows[4]
     assert "REFUSED (every-pair TAR at FAR 0.001" in rows[4]
+
+
+def _tfjs_model(tmp_path: Path, nodes: list[dict], weights: dict[str, np.ndarray],
+                fmt: str = "graph-model", pad_bytes: int = 0) -> Path:
+    """A TF.js graph model written the way the TF.js converter lays one out."""
+    import base64
+
+    blob = b"".join(np.ascontiguousarray(w).tobytes() for w in weights.values())
+    (tmp_path / "w.bin").write_bytes(blob + b"\0" * pad_bytes)
+    manifest = [{"paths": ["w.bin"], "weights": [
+        {"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in weights.items()]}]
+    for n in nodes:  # attribute strings are base64 in the protobuf-JSON form
+        for key, val in n.get("attr", {}).items():
+            if "s" in val:
+                val["s"] = base64.b64encode(val["s"].encode()).decode()
+            if "list" in val and "s" in val["list"]:
+                val["list"]["s"] = [base64.b64encode(s.encode()).decode() for s in val["list"]["s"]]
+    consts = [{"name": k, "op": "Const"} for k in weights]
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps({"format": fmt, "modelTopology": {"node": consts + nodes},
+                                "weightsManifest": manifest}))
+    return path
+
+
+def _conv_net(tmp_path: Path, rng: np.random.Generator, **kw) -> tuple[Path, dict]:
+    w = {"k": rng.normal(size=(3, 3, 3, 4)).astype(np.float32),
+         "b": rng.normal(size=4).astype(np.float32),
+         "dk": rng.normal(size=(3, 3, 4, 1)).astype(np.float32),
+         "db": rng.normal(size=4).astype(np.float32),
+         "axes": np.array([1, 2], np.int32),
+         "fc": rng.normal(size=(4, 2)).astype(np.float32),
+         "fb": rng.normal(size=2).astype(np.float32)}
+    same = {"padding": {"s": "SAME"}, "strides": {"list": {"i": ["1", "2", "2", "1"]}}}
+    nodes = [
+        {"name": "x", "op": "Placeholder"},
+        {"name": "c", "op": "_FusedConv2D", "input": ["x", "k", "b"],
+         "attr": {**same, "fused_ops": {"list": {"s": ["BiasAdd", "Relu"]}}}},
+        {"name": "d", "op": "FusedDepthwiseConv2dNative", "input": ["c", "dk", "db"],
+         "attr": {"padding": {"s": "VALID"}, "strides": {"list": {"i": ["1", "1", "1", "1"]}},
+                  "fused_ops": {"list": {"s": ["BiasAdd"]}}}},
+        {"name": "m", "op": "Mean", "input": ["d", "axes"]},
+        {"name": "y", "op": "_FusedMatMul", "input": ["m", "fc", "fb"],
+         "attr": {"fused_ops": {"list": {"s": ["BiasAdd"]}}}},
+    ]
+    return _tfjs_model(tmp_path, nodes, w, **kw), w
+
+
+def test_tfjs_graph_runs_fused_ops_like_tensorflow(tmp_path):
+    # the runner that scored the npm face networks as teachers (scripts/tfjs_teacher_scope.py):
+    # TF.js-only fused ops against the plain TensorFlow ops they stand for
+    from export.faces.tfjs_graph import TfjsGraph
+
+    rng = np.random.default_rng(0)
+    path, w = _conv_net(tmp_path, rng)
+    x = rng.normal(size=(2, 9, 9, 3)).astype(np.float32)
+    c = tf.nn.relu(tf.nn.conv2d(x, w["k"], [1, 2, 2, 1], "SAME") + w["b"])
+    d = tf.nn.depthwise_conv2d(c, w["dk"], [1, 1, 1, 1], "VALID") + w["db"]
+    want = tf.reduce_mean(d, axis=[1, 2]) @ w["fc"] + w["fb"]
+    got = TfjsGraph.load(path, "y")(x)
+    assert got.shape == (2, 2)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(TfjsGraph.load(path, "m")(x), tf.reduce_mean(d, axis=[1, 2]).numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_tfjs_graph_refuses_what_it_cannot_run(tmp_path):
+    from export.faces.tfjs_graph import TfjsGraph, TfjsGraphError
+
+    rng = np.random.default_rng(1)
+    with pytest.raises(TfjsGraphError, match="not a TF.js graph model"):
+        TfjsGraph.load(_conv_net(tmp_path, rng, fmt="layers-model")[0], "y")
+    with pytest.raises(TfjsGraphError, match="no node named 'z'"):
+        TfjsGraph.load(_conv_net(tmp_path, rng)[0], "z")
+    with pytest.raises(TfjsGraphError, match="weights use"):
+        TfjsGraph.load(_conv_net(tmp_path, rng, pad_bytes=4)[0], "y")
+    path = _tfjs_model(tmp_path, [{"name": "x", "op": "Placeholder"},
+                                  {"name": "y", "op": "Erf", "input": ["x"]}], {})
+    with pytest.raises(TfjsGraphError, match=r"unsupported ops \['Erf'\]"):
+        TfjsGraph.load(path, "y")(np.zeros((1, 2, 2, 1), np.float32))

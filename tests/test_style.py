@@ -756,6 +756,13 @@ def test_evaluate_runs_student_and_optimizer_with_the_chosen_beta(style_models, 
                      optimizer_beta=123.0, reuse_optimizer=[tmp_path / "own", tmp_path / "chosen"],
                      **kw)
     assert again["results"][0]["optimizer"]["reused_from"] == str(tmp_path / "chosen")
+    # a student is scored with the loss network it was trained against, never another
+    import dataclasses
+
+    other = dataclasses.replace(_few_layers(), network="vgg19", layers=None)
+    with pytest.raises(ValueError, match="trained with the squeezenet loss network"):
+        evaluate(models, tmp_path / "styles", tmp_path / "content", tmp_path / "vgg",
+                 **{**kw, "costs": other})
 
 
 def test_released_students_reload_and_name_no_machine_paths(tf):

@@ -150,7 +150,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     evaluate(models, args.styles_dir, args.content_dir, args.out, max_side=args.max_side,
              iterations=args.iterations, threads=args.threads,
-             reuse_optimizer=args.reuse_optimizer, optimizer_beta=args.optimizer_beta)
+             reuse_optimizer=args.reuse_optimizer, optimizer_beta=args.optimizer_beta,
+             vgg_weights=args.vgg_weights)
     return 0
 
 
@@ -295,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the optimiser's beta instead of each file's training beta (J_content "
                         "grows with the pixel count: a 160-px-crop student's beta B balances "
                         "like B*(256/160)^2 on 256-px images)")
+    p.add_argument("--vgg-weights", default=None,
+                   help="local VGG19 notop weights file, for students trained against VGG19 "
+                        "(each file is scored with its own loss network)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_evaluate)
 

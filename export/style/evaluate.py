@@ -35,7 +35,8 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
              out_dir: str | Path, *, max_side: int = 256, iterations: int = 200,
              threads: int = 1, repeats: int = 5, extractor=None,
              reuse_optimizer: str | Path | Sequence[str | Path] | None = None,
-             optimizer_beta: float | None = None, costs=None) -> dict:
+             optimizer_beta: float | None = None, costs=None,
+             vgg_weights: str | Path | None = None) -> dict:
     """Run the comparison.
 
     Args:
@@ -56,7 +57,11 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             a student trained on 160-px crops with β balances the terms like β·(256/160)²
             on 256-px images; this lets the reference minimise that balance.
         costs: a ``CostWeights`` naming the loss network and layers (default: the
-            training defaults); α, β, γ still come from each file.
+            training defaults); α, β, γ still come from each file. Each file is
+            scored with the loss network it was trained against (its metadata's
+            ``loss_network``); ``costs`` naming another is a ValueError.
+        vgg_weights: a local VGG19 notop weights file for students trained against
+            VGG19 (else Keras' cache or download).
     """
     from sdk import Stylizer, StylizerOptions
 
@@ -77,19 +82,34 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
         # (beta: unless optimizer_beta says otherwise)
         with sdk.load_model(next(iter(files.values()))) as m:
             extra = m.info.extra
-        costs_of[style_name] = (costs or CostWeights()).with_trained_weights(extra)
+        # costs are measured with the loss network the student was trained against: a
+        # VGG19 student scored (and its optimiser run) on SqueezeNet would be judged on a
+        # loss it never saw
+        trained = extra.get("loss_network", CostWeights.network)
+        base = costs or CostWeights(network=trained)
+        if base.network != trained:
+            raise ValueError(f"stylizer {style_name!r} was trained with the {trained} loss "
+                             f"network; its costs cannot be measured with {base.network}")
+        costs_of[style_name] = base.with_trained_weights(extra)
         if optimizer_beta is not None:
             costs_of[style_name] = dataclasses.replace(costs_of[style_name], beta=optimizer_beta)
-    default = costs or CostWeights()
-    if extractor is None:
-        extractor = feature_extractor(default.network, default.layer_choice.names)
+    extractors = {}  # one feature extractor per loss network in use
+
+    def extractor_for(weights: CostWeights):
+        if extractor is not None:
+            return extractor
+        if weights.network not in extractors:
+            local = vgg_weights if weights.network == "vgg19" and vgg_weights else "default"
+            extractors[weights.network] = feature_extractor(
+                weights.network, weights.layer_choice.names, weights=local)
+        return extractors[weights.network]
     for cpath in list_images(content_dir):
         content = fit_side(read_rgb(cpath), max_side, SIZE_MULTIPLE)
         row = [content]
         for style_name, files in models.items():
             style = read_rgb(Path(styles_dir) / f"{style_name}.jpg")
             weights = costs_of[style_name]
-            cost_model = CostModel(extractor, weights)
+            cost_model = CostModel(extractor_for(weights), weights)
             entry = {"content": cpath.stem, "style": style_name,
                      "alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
                      "size": [int(content.shape[1]), int(content.shape[0])]}
@@ -103,7 +123,7 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             else:
                 opt = optimize(content, style, OptimizeOptions(iterations=iterations,
                                                                max_side=max_side, costs=weights),
-                               extractor=extractor, progress=False)
+                               extractor=extractor_for(weights), progress=False)
                 image, seconds = opt.image, opt.seconds
             write_rgb(out / f"{cpath.stem}_{style_name}_optimizer.png", image)
             entry["optimizer"] = {**student_costs(cost_model, content, style, image),

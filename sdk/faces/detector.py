@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ClosedError, FaceError, InputDtypeError, InputShapeError, ModelFormatError
+from ..errors import ClosedError, FaceError, ModelFormatError
+from ..image import check_bgr
 from ..paths import yunet_path
 
 #: Landmarks of the 112x112 ArcFace/MobileFaceNet template, in YuNet's order:
@@ -38,28 +39,8 @@ class Face:
 
 
 def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
-    """Validate a BGR uint8 image (H, W, 3); a (H, W) grey image is converted."""
-    if not isinstance(image, np.ndarray):
-        # cv2.imread returns None, not an error, for a missing or unreadable file
-        hint = (" (cv2.imread returns None when the file is missing or unreadable)"
-                if image is None else "")
-        raise InputDtypeError(f"{what}: expected a numpy array (BGR uint8, as cv2.imread gives), "
-                              f"got {type(image).__name__}{hint}")
-    if image.dtype != np.uint8:
-        raise InputDtypeError(f"{what}: expected dtype uint8 (BGR as OpenCV gives it), "
-                              f"got {image.dtype}")
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise InputShapeError(f"{what}: expected shape (H, W, 3) BGR, got {image.shape}")
-    # the size check comes before any conversion: OpenCV raises its own error on an
-    # empty array, and a grey or BGRA image must be refused as small as a BGR one
-    if image.shape[0] < 16 or image.shape[1] < 16:
-        raise InputShapeError(f"{what}: image of {image.shape[1]}x{image.shape[0]} is too small "
-                              "(each side must be >= 16)")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
+    """Validate a BGR uint8 image (H, W, 3), each side >= 16; grey and BGRA are converted."""
+    return check_bgr(image, what, min_side=16)
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
