@@ -996,3 +996,31 @@ def test_tfjs_graph_refuses_what_it_cannot_run(tmp_path):
                                   {"name": "y", "op": "Erf", "input": ["x"]}], {})
     with pytest.raises(TfjsGraphError, match=r"unsupported ops \['Erf'\]"):
         TfjsGraph.load(path, "y")(np.zeros((1, 2, 2, 1), np.float32))
+    # a fused batch norm has other inputs than a bias: refused, never misread
+    w = {"k": np.ones((1, 1, 1, 1), np.float32), "s": np.ones(1, np.float32)}
+    for ops in (["FusedBatchNorm"], ["BiasAdd", "LeakyRelu"]):
+        path = _tfjs_model(tmp_path, [{"name": "x", "op": "Placeholder"},
+                                      {"name": "y", "op": "_FusedConv2D", "input": ["x", "k", "s"],
+                                       "attr": {"padding": {"s": "SAME"},
+                                                "strides": {"list": {"i": ["1"] * 4}},
+                                                "fused_ops": {"list": {"s": ops}}}}], w)
+        with pytest.raises(TfjsGraphError, match="unsupported fused ops"):
+            TfjsGraph.load(path, "y")(np.zeros((1, 2, 2, 1), np.float32))
+
+
+def test_tfjs_graph_fused_prelu_takes_its_slopes(tmp_path):
+    from export.faces.tfjs_graph import TfjsGraph
+
+    rng = np.random.default_rng(2)
+    w = {"fc": rng.normal(size=(3, 4)).astype(np.float32),
+         "fb": rng.normal(size=4).astype(np.float32),
+         "alpha": np.array([0.1, 0.2, 0.3, 0.4], np.float32)}
+    path = _tfjs_model(tmp_path, [{"name": "x", "op": "Placeholder"},
+                                  {"name": "y", "op": "_FusedMatMul",
+                                   "input": ["x", "fc", "fb", "alpha"],
+                                   "attr": {"fused_ops": {"list": {"s": ["BiasAdd", "Prelu"]}}}}], w)
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    y = x @ w["fc"] + w["fb"]
+    want = np.where(y > 0, y, w["alpha"] * y)
+    assert (y < 0).any() and (y > 0).any()
+    np.testing.assert_allclose(TfjsGraph.load(path, "y")(x), want, rtol=1e-5, atol=1e-6)

@@ -763,6 +763,16 @@ def test_evaluate_runs_student_and_optimizer_with_the_chosen_beta(style_models, 
     with pytest.raises(ValueError, match="trained with the squeezenet loss network"):
         evaluate(models, tmp_path / "styles", tmp_path / "content", tmp_path / "vgg",
                  **{**kw, "costs": other})
+    # an earlier result of another loss network is never read back as this one's optimum
+    import json
+
+    summary = json.loads((tmp_path / "chosen" / "results.json").read_text())
+    assert summary["results"][0]["loss_network"] == "squeezenet"
+    summary["results"][0]["loss_network"] = "vgg19"
+    (tmp_path / "chosen" / "results.json").write_text(json.dumps(summary))
+    fresh = evaluate(models, tmp_path / "styles", tmp_path / "content", tmp_path / "fresh",
+                     optimizer_beta=123.0, reuse_optimizer=[tmp_path / "chosen"], **kw)
+    assert "reused_from" not in fresh["results"][0]["optimizer"]
 
 
 def test_released_students_reload_and_name_no_machine_paths(tf):

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 _DTYPES = {"float32": np.float32, "int32": np.int32}
+#: activations a fused convolution or matmul may end with here
+FUSED_ACTIVATIONS = ("Relu", "Relu6", "Sigmoid", "Prelu")
 
 
 class TfjsGraphError(ValueError):
@@ -92,39 +94,37 @@ class TfjsGraph:
     def _handlers(self):
         import tensorflow as tf
 
-        def act(y, ops, alpha=None):
-            for op in ops[1:] if ops and ops[0] in ("BiasAdd", "FusedBatchNorm") else ops:
-                y = {"Relu": tf.nn.relu, "Relu6": tf.nn.relu6, "Sigmoid": tf.sigmoid}[op](y) \
-                    if op != "Prelu" else tf.maximum(y, 0.0) + alpha * tf.minimum(y, 0.0)
+        activations = {"Relu": tf.nn.relu, "Relu6": tf.nn.relu6, "Sigmoid": tf.sigmoid}
+
+        def fused(y, n, a):
+            # fused_ops is [BiasAdd] or [BiasAdd, activation]; Prelu's slopes are input 3
+            ops = _fused_ops(n.get("attr", {}))
+            if ops and ops[0] == "BiasAdd":
+                y = y + a[2]
+            for op in ops[1:]:
+                y = (tf.maximum(y, 0.0) + a[3] * tf.minimum(y, 0.0) if op == "Prelu"
+                     else activations[op](y))
             return y
 
         def conv(n, a, depthwise):
             attr = n.get("attr", {})
             strides, pad = _ints(attr, "strides"), _s(attr, "padding")
             dil = _ints(attr, "dilations") or [1, 1, 1, 1]
+            x = a[0]
             if pad == "EXPLICIT":
-                p = _ints(attr, "explicit_paddings")
-                a[0] = tf.pad(a[0], np.reshape(p, (4, 2)))
+                x = tf.pad(x, np.reshape(_ints(attr, "explicit_paddings"), (4, 2)))
                 pad = "VALID"
             if depthwise:
-                y = tf.nn.depthwise_conv2d(a[0], a[1], strides, pad, dilations=dil[1:3])
+                y = tf.nn.depthwise_conv2d(x, a[1], strides, pad, dilations=dil[1:3])
             else:
-                y = tf.nn.conv2d(a[0], a[1], strides, pad, dilations=dil)
-            ops = _fused_ops(attr)
-            if ops and ops[0] in ("BiasAdd", "FusedBatchNorm"):
-                y = y + a[2]
-            if "Prelu" in ops:
-                return act(y, ops, a[3])
-            return act(y, ops)
+                y = tf.nn.conv2d(x, a[1], strides, pad, dilations=dil)
+            return fused(y, n, a)
 
         def matmul(n, a):
             attr = n.get("attr", {})
             y = tf.matmul(a[0], a[1], transpose_a=attr.get("transpose_a", {}).get("b", False),
                           transpose_b=attr.get("transpose_b", {}).get("b", False))
-            ops = _fused_ops(attr)
-            if ops and ops[0] == "BiasAdd":
-                y = y + a[2]
-            return act(y, ops)
+            return fused(y, n, a)
 
         def reduce(fn):
             return lambda n, a: fn(a[0], axis=a[1], keepdims=n.get("attr", {}).get(
@@ -162,6 +162,14 @@ class TfjsGraph:
                           if n["op"] not in handlers and n["op"] not in ("Const", "Placeholder")})
         if missing:
             raise TfjsGraphError(f"{self.path}: unsupported ops {missing}")
+        # what a fused op may carry: a bias, then one activation (a fused batch norm has
+        # other inputs and is refused rather than misread)
+        bad = sorted({f"{n['op']}+{'+'.join(ops)}" for n in self.nodes.values()
+                      for ops in [_fused_ops(n.get("attr", {}))]
+                      if ops and (ops[0] != "BiasAdd" or len(ops) > 2
+                                  or any(o not in FUSED_ACTIVATIONS for o in ops[1:]))})
+        if bad:
+            raise TfjsGraphError(f"{self.path}: unsupported fused ops {bad}")
         consts = {k: tf.constant(v) for k, v in self.weights.items()}
 
         order = self._order()

@@ -60,6 +60,8 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             training defaults); α, β, γ still come from each file. Each file is
             scored with the loss network it was trained against (its metadata's
             ``loss_network``); ``costs`` naming another is a ValueError.
+        extractor: one feature extractor for every file (tests); by default one per
+            loss network, built when first needed.
         vgg_weights: a local VGG19 notop weights file for students trained against
             VGG19 (else Keras' cache or download).
     """
@@ -111,6 +113,7 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             weights = costs_of[style_name]
             cost_model = CostModel(extractor_for(weights), weights)
             entry = {"content": cpath.stem, "style": style_name,
+                     "loss_network": weights.network,
                      "alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
                      "size": [int(content.shape[1]), int(content.shape[0])]}
             earlier = source = None
@@ -195,7 +198,9 @@ def _earlier_optimizer(folder, entry: dict, iterations: int, max_side: int):
         return None
     keys = ("content", "style", "alpha", "beta", "gamma", "size")
     for old in summary.get("results", []):
-        if all(old.get(k) == entry[k] for k in keys):
+        # results written before the network was recorded were all SqueezeNet's
+        if (all(old.get(k) == entry[k] for k in keys)
+                and old.get("loss_network", "squeezenet") == entry["loss_network"]):
             image_file = folder / f"{entry['content']}_{entry['style']}_optimizer.png"
             if image_file.is_file():
                 return read_rgb(image_file), float(old["optimizer"]["seconds"])
