@@ -941,3 +941,26 @@ def test_stylize_camera_runtime_failure_mid_stream_is_one_line(style_models, tmp
     cap = cv2.VideoCapture(str(out))
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
     cap.release()
+
+
+def test_recalibrate_batchnorm_averages_the_batch_statistics(tf):
+    """The inference statistics become the plain mean of the batches' means and
+    variances (not the moving average's last few), and momentum is restored."""
+    import keras
+
+    from export.style.train import batchnorm_layers, recalibrate_batchnorm
+
+    inner = keras.Sequential([keras.Input((3, 3, 2)), keras.layers.BatchNormalization(momentum=0.9)])
+    model = keras.Sequential([keras.Input((3, 3, 2)), keras.layers.Identity(), inner])
+    (bn,) = batchnorm_layers(model)
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc=k, scale=1 + k, size=(4, 3, 3, 2)).astype(np.float32)
+               for k in range(5)]
+    assert recalibrate_batchnorm(model, iter(batches)) == 5
+    means = [b.mean(axis=(0, 1, 2)) for b in batches]
+    variances = [b.var(axis=(0, 1, 2)) for b in batches]
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, axis=0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean(variances, axis=0), rtol=1e-4)
+    assert bn.momentum == 0.9
+    with pytest.raises(ValueError, match="at least one batch"):
+        recalibrate_batchnorm(model, iter([]))

@@ -117,6 +117,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recalibrate(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    from .train import recalibrate_run
+
+    out = recalibrate_run(args.run, args.out, batches=args.batches, seed=args.seed)
+    print(f"batch-norm statistics averaged over {args.batches} batches: {out} "
+          f"(export it with: python -m export style export --run {out})")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from .release import export_run
@@ -264,6 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads (shared machine)")
     _add_cost_args(p)
     p.set_defaults(func=_train, beta=t.costs.beta)
+
+    p = sub.add_parser("recalibrate", help="a copy of a trained student with its batch-norm "
+                                           "statistics averaged over its training crops")
+    p.add_argument("--run", required=True, help="training run or kept <style>_student/")
+    p.add_argument("--out", required=True, help="where the copy goes (a new directory)")
+    p.add_argument("--batches", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_recalibrate)
 
     p = sub.add_parser("export", help="convert a trained student to TFLite/ONNX and check it")
     p.add_argument("--run", action="append", default=None,

@@ -37,6 +37,9 @@ from .lossnet import LayerChoice
 from .optimize import CostModel, CostWeights, OptimizeOptions, fit_side, optimize
 from .student import SIZE_MULTIPLE, StudentConfig, build_student
 
+#: batches of training crops the final batch-norm statistics are averaged over
+RECALIBRATION_BATCHES = 64
+
 CONTENT_TRAIN = SHARED_DIR / "data" / "style" / "content-train"
 CONTENT_SAMPLES = SHARED_DIR / "data" / "style" / "content-samples"
 STYLES = SHARED_DIR / "data" / "style" / "styles"
@@ -233,6 +236,58 @@ def make_teacher_targets(options: TrainOptions, style: np.ndarray, extractor,
     return np.asarray(contents, np.float32), np.asarray(targets, np.float32)
 
 
+def batchnorm_layers(model) -> list:
+    """The model's BatchNormalization layers, in order."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):  # a nested block
+            found.extend(batchnorm_layers(layer))
+    return found
+
+
+def recalibrate_batchnorm(model, batches) -> int:
+    """Set every BatchNormalization layer's inference statistics to the plain average of
+    the batch statistics over ``batches`` (an iterable of input arrays); returns how many
+    batches were seen.
+
+    Training keeps an exponential moving average whose last ~10 updates dominate, and the
+    distillation pass used to add a one-image update to every step (a single photo's
+    statistics, without the between-photo variance): the released students' statistics
+    were those of a few teacher photos, and their J_style on new photos up to 4x too high
+    (docs/RESULTS_style.md, "Batch-norm statistics"). A forward pass in training mode with
+    momentum k/(k+1) at batch k makes the moving values the running mean of the batch means
+    and variances, which is what the student normalised with while it learned.
+    """
+    layers = batchnorm_layers(model)
+    saved = [layer.momentum for layer in layers]
+    n = 0
+    try:
+        for batch in batches:
+            for layer in layers:
+                layer.momentum = n / (n + 1.0)
+            model(np.asarray(batch, np.float32), training=True)
+            n += 1
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    if n == 0:
+        raise ValueError("recalibrate_batchnorm needs at least one batch")
+    return n
+
+
+def training_crops(files: list[Path], crop: int, batch_size: int, batches: int,
+                   seed: int):
+    """``batches`` batches of random ``crop`` crops of ``files``, as training draws them."""
+    rng = np.random.default_rng(seed)
+    for _ in range(batches):
+        yield np.stack([random_crop(read_rgb(files[k]), crop, rng)
+                        for k in rng.integers(0, len(files), batch_size)]).astype(np.float32)
+
+
 def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
           extractor=None, eager: bool = False) -> Path:
     """Train (or resume) a student; returns the path of the final weights file.
@@ -295,6 +350,8 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
         student.set_weights(init[1].get_weights())
         print(f"initialised from {options.init} ({init[2]} steps at crop {init[0].crop})")
     choice = weights.layer_choice
+    bn_stats = [v for layer in batchnorm_layers(student) for v in
+                (layer.moving_mean, layer.moving_variance)]
 
     def train_step(batch, tc, tt):
         with tf.GradientTape() as tape:
@@ -307,8 +364,13 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
                 loss = loss + options.grain_weight * g
             distill = tf.constant(0.0)
             if tc is not None:
+                # the one-image distillation pass must not move the inference statistics
+                # (see recalibrate_batchnorm): they are put back after it
+                kept = [tf.identity(v.value) for v in bn_stats]
                 distill = 0.5 * tf.reduce_sum(tf.square(student(tc, training=True) - tt))
                 loss = loss + options.distill_weight * distill
+                for v, value in zip(bn_stats, kept):
+                    v.assign(value)
         grads = tape.gradient(loss, student.trainable_variables)
         opt.apply_gradients(zip(grads, student.trainable_variables))
         return (loss, tf.reduce_mean(parts["J_content"]), tf.reduce_mean(parts["J_style"]),
@@ -339,6 +401,12 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
                   "grain": gr, "seconds": round(time.perf_counter() - t0, 1)}
         log.write(json.dumps(record) + "\n")
         bar.set_postfix(J=f"{loss:.3g}", Jc=f"{jc:.3g}", Js=f"{js:.3g}")
+        if s + 1 == options.steps:
+            # the inference statistics as the plain average over fresh training batches,
+            # before the last samples and checkpoint so that both show the final student
+            recalibrate_batchnorm(student, training_crops(files, crop, options.batch_size,
+                                                          RECALIBRATION_BATCHES,
+                                                          options.seed + s + 1))
         if (s + 1) % options.sample_every == 0 or s + 1 == options.steps:
             write_rgb(run / "samples" / f"step_{s + 1:06d}.png", sample_grid(student, samples))
         if (s + 1) % options.checkpoint_every == 0 or s + 1 == options.steps:
@@ -349,6 +417,35 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
     final = run / "student.weights.h5"
     student.save_weights(str(final))
     return final
+
+
+def recalibrate_run(run_dir: str | Path, out_dir: str | Path,
+                    batches: int = RECALIBRATION_BATCHES, seed: int = 0) -> Path:
+    """A copy of a trained student (a run or a kept ``<style>_student/``) in ``out_dir``
+    whose batch-norm statistics are averaged over ``batches`` batches of its own training
+    crops (:func:`recalibrate_batchnorm`); the weights are otherwise unchanged. Students
+    trained before session 20 carry statistics of their last few distillation photos."""
+    import shutil
+
+    from sdk.paths import REPO_ROOT
+
+    run, out = Path(run_dir), Path(out_dir)
+    if out.resolve() == run.resolve():
+        raise ValueError("recalibrate writes a copy: --out must differ from --run")
+    options, student, steps = load_run(run, with_steps=True)
+    content = Path(options.content_dir)
+    if not content.is_absolute():  # kept copies name paths relative to the repository
+        content = REPO_ROOT / content
+    files = list_images(content, options.limit)
+    if not files:
+        raise FileNotFoundError(f"no training photos in {content}")
+    recalibrate_batchnorm(student, training_crops(files, options.crop, options.batch_size,
+                                                  batches, seed))
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "config.json", out / "config.json")
+    (out / "steps.json").write_text(json.dumps({"steps": steps}))
+    student.save_weights(str(out / "student.weights.h5"))
+    return out
 
 
 def load_run(run_dir: str | Path, with_steps: bool = False):
