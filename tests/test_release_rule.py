@@ -127,3 +127,26 @@ def test_two_candidates_of_one_run(rule, capsys):
     dense["at_far"]["0.0001"]["tar"] += 0.001
     assert rule.choose(report, both) == both[1]
     assert rule.choose(report, [key]) == key and rule.choose(report, []) is None
+
+
+def _style_eval(js_by_content: dict, jc: float = 2e8, opt_js: float = 5e3) -> dict:
+    return {"max_side": 256, "iterations": 300, "results": [
+        {"content": c, "style": "wave", "alpha": 1.0, "beta": 1e4,
+         "optimizer": {"J_style": opt_js, "J_content": 1e8},
+         "student_fp32": {"J_style": js, "J_content": jc},
+         "student_int8": {"J_style": js * 1.01, "J_content": jc}}
+        for c, js in js_by_content.items()]}
+
+
+def test_style_rule_needs_lower_j_on_every_sample_and_less_style_cost(capsys):
+    style_rule = load_app("style_release_rule", "scripts")
+    released = _style_eval({"amber": 5e4, "chicago": 6e4})
+    assert style_rule.judge(released, _style_eval({"amber": 2e4, "chicago": 3e4})) == {"wave": True}
+    assert "RELEASE the candidate" in capsys.readouterr().out
+    # worse on one sample: kept, though the style cost's mean falls
+    assert style_rule.judge(released, _style_eval({"amber": 1e4, "chicago": 7e4})) == {"wave": False}
+    # less style cost but far more content cost: J is higher, kept
+    assert style_rule.judge(released, _style_eval({"amber": 4e4, "chicago": 5e4}, jc=9e8)) == {
+        "wave": False}
+    with pytest.raises(SystemExit, match="optimiser references differ"):
+        style_rule.judge(released, _style_eval({"amber": 2e4, "chicago": 3e4}, opt_js=6e3))
