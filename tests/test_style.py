@@ -670,6 +670,9 @@ def test_reuse_optimizer_only_on_matching_settings(tmp_path):
     got, seconds = _earlier_optimizer(tmp_path, entry, 300, 256)
     assert seconds == 54.1 and (got == 77).all()
     assert _earlier_optimizer(tmp_path, {**entry, "beta": 3e4}, 300, 256) is None
+    # results written before the loss network was recorded were SqueezeNet's
+    assert _earlier_optimizer(tmp_path, {**entry, "loss_network": "squeezenet"}, 300, 256)
+    assert _earlier_optimizer(tmp_path, {**entry, "loss_network": "vgg19"}, 300, 256) is None
     assert _earlier_optimizer(tmp_path, entry, 200, 256) is None
     assert _earlier_optimizer(None, entry, 300, 256) is None
     with pytest.raises(FileNotFoundError, match="results.json"):

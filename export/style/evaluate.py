@@ -200,7 +200,8 @@ def _earlier_optimizer(folder, entry: dict, iterations: int, max_side: int):
     for old in summary.get("results", []):
         # results written before the network was recorded were all SqueezeNet's
         if (all(old.get(k) == entry[k] for k in keys)
-                and old.get("loss_network", "squeezenet") == entry["loss_network"]):
+                and old.get("loss_network", "squeezenet")
+                == entry.get("loss_network", "squeezenet")):
             image_file = folder / f"{entry['content']}_{entry['style']}_optimizer.png"
             if image_file.is_file():
                 return read_rgb(image_file), float(old["optimizer"]["seconds"])
