@@ -967,3 +967,14 @@ def test_recalibrate_batchnorm_averages_the_batch_statistics(tf):
     assert bn.momentum == 0.9
     with pytest.raises(ValueError, match="at least one batch"):
         recalibrate_batchnorm(model, iter([]))
+
+
+def test_recalibrate_run_refuses_an_existing_directory(tmp_path):
+    from export.style.train import recalibrate_run
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        recalibrate_run(tmp_path / "run", tmp_path / "old")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        recalibrate_run(tmp_path / "run", tmp_path / "old" / "config.json")

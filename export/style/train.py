@@ -430,15 +430,14 @@ def recalibrate_run(run_dir: str | Path, out_dir: str | Path,
     from sdk.paths import REPO_ROOT
 
     run, out = Path(run_dir), Path(out_dir)
-    if out.resolve() == run.resolve():
-        raise ValueError("recalibrate writes a copy: --out must differ from --run")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # an old run there would be loaded from its own checkpoint, not these weights
+        raise ValueError(f"recalibrate writes a new copy: {out} exists and is not empty")
     options, student, steps = load_run(run, with_steps=True)
     content = Path(options.content_dir)
-    if not content.is_absolute():  # kept copies name paths relative to the repository
-        content = REPO_ROOT / content
+    if not content.is_absolute() and not content.is_dir():
+        content = REPO_ROOT / content  # kept copies name paths relative to the repository
     files = list_images(content, options.limit)
-    if not files:
-        raise FileNotFoundError(f"no training photos in {content}")
     recalibrate_batchnorm(student, training_crops(files, options.crop, options.batch_size,
                                                   batches, seed))
     out.mkdir(parents=True, exist_ok=True)
