@@ -121,7 +121,8 @@ def _recalibrate(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from .train import recalibrate_run
 
-    out = recalibrate_run(args.run, args.out, batches=args.batches, seed=args.seed)
+    out = recalibrate_run(args.run, args.out, batches=args.batches, seed=args.seed,
+                          crop=args.crop)
     print(f"batch-norm statistics averaged over {args.batches} batches: {out} "
           f"(export it with: python -m export style export --run {out})")
     return 0
@@ -280,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="training run or kept <style>_student/")
     p.add_argument("--out", required=True, help="where the copy goes (a new directory)")
     p.add_argument("--batches", type=int, default=64)
+    p.add_argument("--crop", type=int, default=None,
+                   help="side of the square crops (default: the run's training crop)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_recalibrate)

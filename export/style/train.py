@@ -420,11 +420,13 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
 
 
 def recalibrate_run(run_dir: str | Path, out_dir: str | Path,
-                    batches: int = RECALIBRATION_BATCHES, seed: int = 0) -> Path:
+                    batches: int = RECALIBRATION_BATCHES, seed: int = 0,
+                    crop: int | None = None) -> Path:
     """A copy of a trained student (a run or a kept ``<style>_student/``) in ``out_dir``
     whose batch-norm statistics are averaged over ``batches`` batches of its own training
-    crops (:func:`recalibrate_batchnorm`); the weights are otherwise unchanged. Students
-    trained before session 20 carry statistics of their last few distillation photos."""
+    crops (:func:`recalibrate_batchnorm`; ``crop``: square crops of this side instead of
+    the run's); the weights are otherwise unchanged. Students trained before session 20
+    carry statistics of their last few distillation photos."""
     import shutil
 
     from sdk.paths import REPO_ROOT
@@ -438,8 +440,8 @@ def recalibrate_run(run_dir: str | Path, out_dir: str | Path,
     if not content.is_absolute() and not content.is_dir():
         content = REPO_ROOT / content  # kept copies name paths relative to the repository
     files = list_images(content, options.limit)
-    recalibrate_batchnorm(student, training_crops(files, options.crop, options.batch_size,
-                                                  batches, seed))
+    recalibrate_batchnorm(student, training_crops(files, crop or options.crop,
+                                                  options.batch_size, batches, seed))
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "config.json", out / "config.json")
     (out / "steps.json").write_text(json.dumps({"steps": steps}))
