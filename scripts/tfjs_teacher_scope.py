@@ -30,8 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.faces import metrics  # noqa: E402
+from export.faces.evaluate import every_pair  # noqa: E402
 from export.faces.tfjs_graph import TfjsGraph  # noqa: E402
-from sdk.distance import l2_normalize, squared_l2  # noqa: E402
+from sdk.distance import l2_normalize  # noqa: E402
 
 FARS = (1e-2, 1e-3, 1e-4, 1e-5)
 # file stem -> (output node, input side): the embedding each network's authors use
@@ -43,17 +44,10 @@ NETWORKS = {
 SCALINGS = {"0..255": lambda x: x, "-1..1": lambda x: (x - 127.5) / 128.0, "0..1": lambda x: x / 255.0}
 
 
-def every_pair_tar(emb: np.ndarray, labels: np.ndarray, chunk: int = 256) -> list[float]:
-    """TAR (%) at each of FARS over every pair of unit embeddings, d = the SDK's distance."""
-    emb = l2_normalize(emb)
-    dist, same = [], []
-    for start in range(0, len(emb), chunk):  # the upper triangle, a block of rows at a time
-        block = squared_l2(emb[start:start + chunk, None, :], emb[None, :, :])
-        for k, row in enumerate(block):
-            i = start + k
-            dist.append(row[i + 1:])
-            same.append(labels[i + 1:] == labels[i])
-    far, tar, _ = metrics.roc_curve(np.concatenate(dist), np.concatenate(same))
+def every_pair_tar(emb: np.ndarray, labels: np.ndarray) -> list[float]:
+    """TAR (%) at each of FARS over every pair of unit embeddings, as ``evaluate --dense``."""
+    dist, same, _, _ = every_pair(l2_normalize(emb), labels)
+    far, tar, _ = metrics.roc_curve(dist, same)
     return [100.0 * metrics.tar_on_roc(far, tar, f) for f in FARS]
 
 

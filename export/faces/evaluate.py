@@ -289,6 +289,25 @@ def photos_of_pairs(pairs_file: Path, images: Path) -> tuple[list[str], np.ndarr
     return paths, np.array([person[q] for q in paths])
 
 
+def every_pair(emb: np.ndarray, labels: np.ndarray, chunk: int = 256
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(d, same, i, j) over every pair i < j of the rows of ``emb``: the product's distance
+    and whether the two labels are equal, computed a block of ``chunk`` rows at a time."""
+    labels = np.asarray(labels)
+    n = len(emb)
+    dist, same, rows, cols = [], [], [], []
+    for start in range(0, n, chunk):  # the upper triangle, a block of rows at a time
+        block = squared_l2(emb[start:start + chunk, None, :], emb[None, :, :])
+        for k in range(block.shape[0]):
+            i = start + k
+            dist.append(block[k, i + 1:])
+            same.append(labels[i + 1:] == labels[i])
+            rows.append(np.full(n - i - 1, i, np.int32))
+            cols.append(np.arange(i + 1, n, dtype=np.int32))
+    return (np.concatenate(dist), np.concatenate(same), np.concatenate(rows),
+            np.concatenate(cols))
+
+
 def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropper,
                    chunk: int = 256) -> dict:
     """Every pair of the photos an LFW-format pair list names, not just its listed pairs.
@@ -306,17 +325,7 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
     emb = _embed_paths([Path(q) for q in paths], crop, enc)
     e = np.stack([emb[q] for q in paths])
     n = len(paths)
-    dist, same, rows, cols = [], [], [], []
-    for start in range(0, n, chunk):  # the upper triangle, a block of rows at a time
-        block = squared_l2(e[start:start + chunk, None, :], e[None, :, :])
-        for k in range(block.shape[0]):
-            i = start + k
-            dist.append(block[k, i + 1:])
-            same.append(names[i + 1:] == names[i])
-            rows.append(np.full(n - i - 1, i, np.int32))
-            cols.append(np.arange(i + 1, n, dtype=np.int32))
-    d, s = np.concatenate(dist), np.concatenate(same)
-    rows_all, cols_all = np.concatenate(rows), np.concatenate(cols)
+    d, s, rows_all, cols_all = every_pair(e, names, chunk)
     far, tar, thr = roc_curve(d, s)
     res = {"pairs_file": str(pairs_file), "photos": n, "identities": int(len(set(names))),
            "same": int(s.sum()), "different": int((~s).sum()), "at_far": {}, "at_threshold": {}}

@@ -63,8 +63,9 @@ def load_weights(model_json: Path) -> dict[str, np.ndarray]:
 class TfjsGraph:
     """A TF.js graph model evaluated node by node in TensorFlow.
 
-    Made by :meth:`load`. ``graph(x)`` takes an NHWC float32 batch for the (single) placeholder and returns the
-    requested output node's value as numpy. Wrapped in ``tf.function`` after the first call.
+    Made by :meth:`load`. ``graph(x)`` takes an NHWC float32 batch for the (single)
+    placeholder and returns the requested output node's value as numpy; the graph is
+    built (a ``tf.function``) at the first call.
     """
 
     def __init__(self, path: Path, nodes: dict[str, dict], weights: dict[str, np.ndarray],

@@ -279,13 +279,19 @@ def recalibrate_batchnorm(model, batches) -> int:
     return n
 
 
+def crop_batch(files: list[Path], crop: int, batch_size: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """One training batch: ``batch_size`` random ``crop`` crops of random ``files``."""
+    return np.stack([random_crop(read_rgb(files[k]), crop, rng)
+                     for k in rng.integers(0, len(files), batch_size)]).astype(np.float32)
+
+
 def training_crops(files: list[Path], crop: int, batch_size: int, batches: int,
                    seed: int):
-    """``batches`` batches of random ``crop`` crops of ``files``, as training draws them."""
+    """``batches`` batches of :func:`crop_batch`, from a generator seeded with ``seed``."""
     rng = np.random.default_rng(seed)
     for _ in range(batches):
-        yield np.stack([random_crop(read_rgb(files[k]), crop, rng)
-                        for k in rng.integers(0, len(files), batch_size)]).astype(np.float32)
+        yield crop_batch(files, crop, batch_size, rng)
 
 
 def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
@@ -386,8 +392,7 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
                disable=not progress, desc=f"train {options.style_name}")
     t0 = time.perf_counter()
     for s in bar:
-        batch = np.stack([random_crop(read_rgb(files[k]), crop, rng)
-                          for k in rng.integers(0, len(files), options.batch_size)])
+        batch = crop_batch(files, crop, options.batch_size, rng)
         tc = tt = None
         if t_content is not None:
             k = s % len(t_content)
