@@ -295,6 +295,51 @@ def test_train_writes_checkpoints_samples_and_resumes(random_extractor, tmp_path
     assert not (tmp_path / "wide").exists()
 
 
+def test_train_with_frozen_batchnorm_keeps_the_init_statistics(random_extractor, tmp_path):
+    from export.style.student import StudentConfig
+    from export.style.train import TrainOptions, batchnorm_layers, load_run, train, write_rgb
+
+    content = tmp_path / "content"
+    for i in range(3):
+        write_rgb(content / f"p{i}.jpg", _smooth_image(30 + i, 56))
+    write_rgb(tmp_path / "s.png", _smooth_image(40, 56))
+    first = TrainOptions(style=str(tmp_path / "s.png"), run_dir=str(tmp_path / "a"),
+                         content_dir=str(content), samples_dir=str(content), steps=2,
+                         batch_size=2, crop=32, distill_images=1, teacher_iterations=2,
+                         costs=_few_layers(), student=StudentConfig(base=4, blocks=1))
+    with pytest.raises(ValueError, match="needs init"):
+        TrainOptions(**{**first.__dict__, "freeze_batchnorm": True})
+    train(first, progress=False, extractor=random_extractor, eager=True)
+    _, start = load_run(tmp_path / "a")
+    frozen = TrainOptions(**{**first.__dict__, "run_dir": str(tmp_path / "b"), "steps": 3,
+                             "learning_rate": 1e-2, "init": str(tmp_path / "a"),
+                             "freeze_batchnorm": True})
+    train(frozen, progress=False, extractor=random_extractor, eager=True)
+    _, end = load_run(tmp_path / "b")
+
+    def stats(model):
+        return [np.asarray(v) for layer in batchnorm_layers(model)
+                for v in (layer.moving_mean, layer.moving_variance)]
+
+    # the statistics are the init's exactly (neither updated by the steps nor re-averaged
+    # at the end, as an unfrozen run does), while the weights trained
+    assert stats(start) and all(np.array_equal(a, b) for a, b in zip(stats(start), stats(end)))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(start.trainable_weights, end.trainable_weights))
+    unfrozen = TrainOptions(**{**frozen.__dict__, "run_dir": str(tmp_path / "c"),
+                               "freeze_batchnorm": False})
+    train(unfrozen, progress=False, extractor=random_extractor, eager=True)
+    _, moved = load_run(tmp_path / "c")
+    assert not all(np.array_equal(a, b) for a, b in zip(stats(start), stats(moved)))
+    # a run started before the option existed resumes (its config lacks the key)
+    import json
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    del cfg["freeze_batchnorm"]
+    (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
+    train(TrainOptions(**{**first.__dict__, "steps": 3}), resume=True, progress=False,
+          extractor=random_extractor, eager=True)
+
+
 # --- export and the runtime -----------------------------------------------------------------
 
 

@@ -110,7 +110,7 @@ def _train(args: argparse.Namespace) -> int:
                            student=StudentConfig(base=args.base, blocks=args.blocks,
                                                  stages=args.stages),
                            seed=args.seed, limit=args.limit, init=args.init,
-                           grain_weight=args.grain)
+                           grain_weight=args.grain, freeze_batchnorm=args.freeze_bn)
     # the loss network the options name, with --vgg-weights' local file where given
     final = train(options, resume=args.resume, extractor=_extractor(args, options.costs))
     print(f"weights: {final}")
@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grain", type=float, default=t.grain_weight, metavar="W",
                    help="weight of the 2-pixel-grain penalty (pixel-shuffle students; "
                         "export/style/losses.py grain)")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="train the deployed function: batch norm in inference mode with the "
+                        "--init run's statistics (e.g. a `recalibrate`d copy), never updated")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N photos")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads (shared machine)")

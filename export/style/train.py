@@ -69,6 +69,11 @@ class TrainOptions:
             Its optimiser state and step count are not carried over.
         grain_weight: weight of :func:`export.style.losses.grain`, the fixed 2-pixel
             pattern a pixel-shuffle output can leave (0: off, as the first releases).
+        freeze_batchnorm: train with the batch-norm layers in inference mode: every step
+            normalises with the fixed statistics the exported file uses (those of
+            ``init``, e.g. a ``recalibrate``d copy), so the loss minimised is that of the
+            deployed network; the statistics are neither updated nor re-averaged at the
+            end. Off: batch statistics while training, averaged at the end.
     """
 
     style: str
@@ -93,6 +98,7 @@ class TrainOptions:
     limit: int | None = None
     init: str | None = None
     grain_weight: float = 0.0
+    freeze_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if self.crop % SIZE_MULTIPLE or self.crop < 32:
@@ -103,6 +109,10 @@ class TrainOptions:
             raise ValueError("distill_images and distill_weight must be >= 0")
         if self.grain_weight < 0:
             raise ValueError(f"grain_weight must be >= 0, got {self.grain_weight}")
+        if self.freeze_batchnorm and self.init is None:
+            # a fresh student's statistics are 0 / 1, not those of any data
+            raise ValueError("freeze_batchnorm needs init: a trained student whose "
+                             "batch-norm statistics it keeps")
 
     @property
     def style_name(self) -> str:
@@ -190,6 +200,8 @@ def _check_resume(run: Path, options: "TrainOptions") -> None:
     fails deep inside the distillation loss)."""
     saved = json.loads(run.joinpath("config.json").read_text())
     now = json.loads(options.to_json())
+    for key, value in dataclasses.asdict(TrainOptions(style="x", run_dir="x")).items():
+        saved.setdefault(key, value)  # an option added since the run was started: its default
 
     def same(key: str) -> bool:
         a, b = saved.get(key), now.get(key)
@@ -359,9 +371,12 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
     bn_stats = [v for layer in batchnorm_layers(student) for v in
                 (layer.moving_mean, layer.moving_variance)]
 
+    # with frozen statistics every pass runs the deployed function (inference mode)
+    bn_training = not options.freeze_batchnorm
+
     def train_step(batch, tc, tt):
         with tf.GradientTape() as tape:
-            out = student(batch, training=True)
+            out = student(batch, training=bn_training)
             content_acts = extractor(batch)[choice.content]
             parts = cost_model.costs(out, content_acts=content_acts, grams=grams)
             loss = tf.reduce_mean(parts["J"])
@@ -373,7 +388,8 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
                 # the one-image distillation pass must not move the inference statistics
                 # (see recalibrate_batchnorm): they are put back after it
                 kept = [tf.identity(v.value) for v in bn_stats]
-                distill = 0.5 * tf.reduce_sum(tf.square(student(tc, training=True) - tt))
+                distill = 0.5 * tf.reduce_sum(tf.square(student(tc, training=bn_training)
+                                                        - tt))
                 loss = loss + options.distill_weight * distill
                 for v, value in zip(bn_stats, kept):
                     v.assign(value)
@@ -406,7 +422,7 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
                   "grain": gr, "seconds": round(time.perf_counter() - t0, 1)}
         log.write(json.dumps(record) + "\n")
         bar.set_postfix(J=f"{loss:.3g}", Jc=f"{jc:.3g}", Js=f"{js:.3g}")
-        if s + 1 == options.steps:
+        if s + 1 == options.steps and not options.freeze_batchnorm:
             # the inference statistics as the plain average over fresh training batches,
             # before the last samples and checkpoint so that both show the final student
             recalibrate_batchnorm(student, training_crops(files, crop, options.batch_size,
