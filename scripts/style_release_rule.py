@@ -6,11 +6,19 @@ results (same content samples, size, iterations and optimiser), per style:
     the same precision on each content sample;
  2. the geometric mean over the samples of J_style / optimiser J_style is lower too.
 
+With ``--bench RELEASED_DIR CANDIDATE_DIR`` it also judges the camera-frame size: each
+directory holds one ``export style bench --runs 1 --no-johnson`` result per content sample
+and style (``<content>_<style>/bench.json``), and a candidate must have the lower total
+J = J_content + (side / 256)^2 beta J_style (beta from ``--beta STYLE=B``, scaled to the
+pixel count as the students' own beta is) on each sample, for each TFLite precision judged.
+
 Prints one line per style and precision and a verdict per style; exit 0 when every style
 passes, 1 otherwise.
 
     python scripts/style_release_rule.py runs/style/evaluate_s20_released/results.json \
         runs/style/evaluate_s20_recal/results.json
+    python scripts/style_release_rule.py OLD/results.json NEW/results.json \
+        --bench runs/style/bench_old runs/style/bench_new --beta udnie=1.28e4 --beta wave=3.5e4
 """
 from __future__ import annotations
 
@@ -62,13 +70,63 @@ def judge(released: dict, candidate: dict) -> dict[str, bool]:
     return verdict
 
 
+def judge_bench(released: dict[tuple[str, str], dict], candidate: dict[tuple[str, str], dict],
+                betas: dict[str, float],
+                precisions: tuple[str, ...] = ("fp32", "int8")) -> dict[str, bool]:
+    """{style: passes} from ``bench`` results keyed by (content, style): the candidate's
+    total J must be lower on each sample for each TFLite precision."""
+    verdict: dict[str, bool] = {}
+    for content, style in sorted(released):
+        if (content, style) not in candidate:
+            raise SystemExit(f"no candidate bench for {content} / {style}")
+        if style not in betas:
+            raise SystemExit(f"no --beta for {style}")
+        old, new = released[(content, style)], candidate[(content, style)]
+        if old["size"] != new["size"]:
+            raise SystemExit(f"{content}/{style}: bench sizes differ")
+        beta = betas[style] * (old["size"] / 256) ** 2
+        for p in precisions:
+            label = f"ours {style} {p} tflite"
+            j = [r["strength"][label]["J_content"] + beta * r["strength"][label]["J_style"]
+                 for r in (old, new)]
+            ok = j[1] < j[0]
+            print(f"{style} {p} {content} at {old['size']} px: J {j[0]:.4g} -> {j[1]:.4g} "
+                  f"{'pass' if ok else 'FAIL'}")
+            verdict[style] = verdict.get(style, True) and ok
+    for style, ok in verdict.items():
+        print(f"{style} at the frame size: {'pass' if ok else 'FAIL'}")
+    return verdict
+
+
+def _bench_dir(folder: Path) -> dict[tuple[str, str], dict]:
+    found = {}
+    for f in sorted(folder.glob("*/bench.json")):
+        content, _, style = f.parent.name.rpartition("_")
+        found[(content, style)] = json.loads(f.read_text())
+    if not found:
+        raise SystemExit(f"no <content>_<style>/bench.json under {folder}")
+    return found
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("released", help="results.json of the released files' evaluation")
     ap.add_argument("candidate", help="results.json of the candidates' evaluation")
+    ap.add_argument("--bench", nargs=2, metavar=("RELEASED_DIR", "CANDIDATE_DIR"),
+                    help="also judge bench results at the frame size (see above)")
+    ap.add_argument("--beta", action="append", default=[], metavar="STYLE=B",
+                    help="each style's beta for --bench (the files' training beta)")
     args = ap.parse_args()
     verdict = judge(json.loads(Path(args.released).read_text()),
                     json.loads(Path(args.candidate).read_text()))
+    if args.bench:
+        betas = {k: float(v) for k, v in (b.split("=", 1) for b in args.beta)}
+        frame = judge_bench(_bench_dir(Path(args.bench[0])), _bench_dir(Path(args.bench[1])),
+                            betas)
+        for style in verdict:
+            verdict[style] = verdict[style] and frame.get(style, False)
+            print(f"{style}: {'RELEASE the candidate' if verdict[style] else 'keep the released files'}"
+                  " (both sizes)")
     return 0 if verdict and all(verdict.values()) else 1
 
 

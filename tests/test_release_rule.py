@@ -150,3 +150,24 @@ def test_style_rule_needs_lower_j_on_every_sample_and_less_style_cost(capsys):
         "wave": False}
     with pytest.raises(SystemExit, match="optimiser references differ"):
         style_rule.judge(released, _style_eval({"amber": 2e4, "chicago": 3e4}, opt_js=6e3))
+
+
+def _bench(js: float, jc: float = 1e9) -> dict:
+    return {"size": 384, "strength": {f"ours wave {p} tflite": {"J_style": js, "J_content": jc}
+                                      for p in ("fp32", "int8")}}
+
+
+def test_style_rule_at_the_frame_size_scales_beta_with_the_pixels(capsys):
+    style_rule = load_app("style_release_rule", "scripts")
+    released = {("amber", "wave"): _bench(2e4), ("chicago", "wave"): _bench(2e4)}
+    # J = Jc + (384/256)^2 * 1e4 * Js: released 1e9 + 2.25e4 * 2e4 = 1.45e9
+    worse = {("amber", "wave"): _bench(1e4, 1.3e9), ("chicago", "wave"): _bench(1e4, 1e9)}
+    assert style_rule.judge_bench(released, worse, {"wave": 1e4}) == {"wave": False}
+    assert "wave fp32 amber at 384 px: J 1.45e+09 -> 1.525e+09 FAIL" in capsys.readouterr().out
+    # 1.15e9 + 2.25e4 * 1e4 = 1.375e9 passes; with beta unscaled (1.25e9 vs 1.2e9) it would not
+    better = {("amber", "wave"): _bench(1e4, 1.15e9), ("chicago", "wave"): _bench(1e4, 1.15e9)}
+    assert style_rule.judge_bench(released, better, {"wave": 1e4}) == {"wave": True}
+    with pytest.raises(SystemExit, match="no candidate bench"):
+        style_rule.judge_bench(released, {("amber", "wave"): _bench(1e4)}, {"wave": 1e4})
+    with pytest.raises(SystemExit, match="no --beta"):
+        style_rule.judge_bench(released, better, {})
