@@ -74,9 +74,11 @@ def judge_bench(released: dict[tuple[str, str], dict], candidate: dict[tuple[str
                 betas: dict[str, float],
                 precisions: tuple[str, ...] = ("fp32", "int8")) -> dict[str, bool]:
     """{style: passes} from ``bench`` results keyed by (content, style): the candidate's
-    total J must be lower on each sample for each TFLite precision."""
+    total J must be lower on each sample for each TFLite precision. Every style the
+    candidates hold is judged on every sample the released files were benched on."""
     verdict: dict[str, bool] = {}
-    for content, style in sorted(released):
+    styles = {style for _, style in candidate}
+    for content, style in sorted(k for k in released if k[1] in styles):
         if (content, style) not in candidate:
             raise SystemExit(f"no candidate bench for {content} / {style}")
         if style not in betas:

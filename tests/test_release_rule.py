@@ -169,5 +169,8 @@ def test_style_rule_at_the_frame_size_scales_beta_with_the_pixels(capsys):
     assert style_rule.judge_bench(released, better, {"wave": 1e4}) == {"wave": True}
     with pytest.raises(SystemExit, match="no candidate bench"):
         style_rule.judge_bench(released, {("amber", "wave"): _bench(1e4)}, {"wave": 1e4})
+    # a style no candidate holds is not judged (one style's candidate beside two released)
+    both = {**released, ("amber", "udnie"): _bench(1e4)}
+    assert style_rule.judge_bench(both, better, {"wave": 1e4}) == {"wave": True}
     with pytest.raises(SystemExit, match="no --beta"):
         style_rule.judge_bench(released, better, {})

@@ -334,10 +334,27 @@ def test_train_with_frozen_batchnorm_keeps_the_init_statistics(random_extractor,
     # a run started before the option existed resumes (its config lacks the key)
     import json
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
-    del cfg["freeze_batchnorm"]
+    del cfg["freeze_batchnorm"], cfg["scale_range"]
     (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
     train(TrainOptions(**{**first.__dict__, "steps": 3}), resume=True, progress=False,
           extractor=random_extractor, eager=True)
+
+
+def test_scale_range_sizes_the_photo_before_the_crop():
+    from export.style.train import TrainOptions, random_crop
+
+    # a 100-px-high gradient: a crop of the photo scaled to short side 2 x 32 spans about
+    # half its rows, one of the photo scaled to 32 all of them
+    photo = np.repeat(np.linspace(0, 255, 100, dtype=np.float32)[:, None, None], 120, 1)
+    photo = np.repeat(photo, 3, 2).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    spans = {s: np.ptp(random_crop(photo, 32, rng, (s, s))[:, 0, 0].astype(int))
+             for s in (1.0, 2.0)}
+    assert spans[1.0] > 240 and 100 < spans[2.0] < 140, spans
+    for bad in ((0.8, 1.2), (1.5, 1.2), (1.0,)):
+        with pytest.raises(ValueError, match="scale_range"):
+            TrainOptions(style="x", run_dir="x", scale_range=bad)
+    assert TrainOptions(style="x", run_dir="x", scale_range=[1, 2]).scale_range == (1.0, 2.0)
 
 
 # --- export and the runtime -----------------------------------------------------------------

@@ -89,6 +89,14 @@ def _optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--scale takes LO,HI (e.g. 1,2), got {text!r}") from None
+    return lo, hi
+
+
 def _train(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from .student import StudentConfig
@@ -110,7 +118,8 @@ def _train(args: argparse.Namespace) -> int:
                            student=StudentConfig(base=args.base, blocks=args.blocks,
                                                  stages=args.stages),
                            seed=args.seed, limit=args.limit, init=args.init,
-                           grain_weight=args.grain, freeze_batchnorm=args.freeze_bn)
+                           grain_weight=args.grain, freeze_batchnorm=args.freeze_bn,
+                           scale_range=_scale_range(args.scale))
     # the loss network the options name, with --vgg-weights' local file where given
     final = train(options, resume=args.resume, extractor=_extractor(args, options.costs))
     print(f"weights: {final}")
@@ -273,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--freeze-bn", action="store_true",
                    help="train the deployed function: batch norm in inference mode with the "
                         "--init run's statistics (e.g. a `recalibrate`d copy), never updated")
+    p.add_argument("--scale", default=",".join(f"{v:g}" for v in t.scale_range),
+                   metavar="LO,HI", help="each photo's short side is scaled to the crop times "
+                                         "a draw from [LO, HI] before cropping (LO >= 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N photos")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads (shared machine)")

@@ -74,6 +74,11 @@ class TrainOptions:
             ``init``, e.g. a ``recalibrate``d copy), so the loss minimised is that of the
             deployed network; the statistics are neither updated nor re-averaged at the
             end. Off: batch statistics while training, averaged at the end.
+        scale_range: each training photo's short side is scaled to ``crop`` times a
+            uniform draw from this range before the crop (scale augmentation; 1.3: the
+            whole photo at about the crop's size). A student serves frames of many sizes
+            and its strokes are sized in pixels: a wider range shows it the same scenes at
+            more of the scales a camera frame has.
     """
 
     style: str
@@ -99,8 +104,16 @@ class TrainOptions:
     init: str | None = None
     grain_weight: float = 0.0
     freeze_batchnorm: bool = False
+    scale_range: tuple[float, float] = (1.0, 1.3)
 
     def __post_init__(self) -> None:
+        # a list when read back from config.json
+        object.__setattr__(self, "scale_range", tuple(float(v) for v in self.scale_range))
+        lo, hi = self.scale_range if len(self.scale_range) == 2 else (0.0, -1.0)
+        if not 1.0 <= lo <= hi:
+            # below 1 the photo's short side would be smaller than the crop
+            raise ValueError(f"scale_range must be (lo, hi) with 1 <= lo <= hi, got "
+                             f"{self.scale_range}")
         if self.crop % SIZE_MULTIPLE or self.crop < 32:
             raise ValueError(f"crop must be a multiple of {SIZE_MULTIPLE} and >= 32, got {self.crop}")
         if self.steps < 1 or self.batch_size < 1:
@@ -147,14 +160,15 @@ def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     return files[:limit] if limit else files
 
 
-def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``size`` x ``size`` crop (after a random down-scale in [1, 1.3] of the
-    short side for scale augmentation), randomly flipped left-right."""
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator,
+                scale: tuple[float, float] = (1.0, 1.3)) -> np.ndarray:
+    """A random ``size`` x ``size`` crop, randomly flipped left-right, after scaling the
+    short side to ``size`` times a uniform draw from ``scale`` (scale augmentation)."""
     import cv2
 
     h, w = image.shape[:2]
     short = min(h, w)
-    target = int(size * rng.uniform(1.0, 1.3))
+    target = int(size * rng.uniform(*scale))
     if short != target:
         s = target / short
         image = cv2.resize(image, (max(size, round(w * s)), max(size, round(h * s))),
@@ -200,7 +214,7 @@ def _check_resume(run: Path, options: "TrainOptions") -> None:
     fails deep inside the distillation loss)."""
     saved = json.loads(run.joinpath("config.json").read_text())
     now = json.loads(options.to_json())
-    for key, value in dataclasses.asdict(TrainOptions(style="x", run_dir="x")).items():
+    for key, value in json.loads(TrainOptions(style="x", run_dir="x").to_json()).items():
         saved.setdefault(key, value)  # an option added since the run was started: its default
 
     def same(key: str) -> bool:
@@ -292,18 +306,18 @@ def recalibrate_batchnorm(model, batches) -> int:
 
 
 def crop_batch(files: list[Path], crop: int, batch_size: int,
-               rng: np.random.Generator) -> np.ndarray:
+               rng: np.random.Generator, scale: tuple[float, float] = (1.0, 1.3)) -> np.ndarray:
     """One training batch: ``batch_size`` random ``crop`` crops of random ``files``."""
-    return np.stack([random_crop(read_rgb(files[k]), crop, rng)
+    return np.stack([random_crop(read_rgb(files[k]), crop, rng, scale)
                      for k in rng.integers(0, len(files), batch_size)]).astype(np.float32)
 
 
 def training_crops(files: list[Path], crop: int, batch_size: int, batches: int,
-                   seed: int):
+                   seed: int, scale: tuple[float, float] = (1.0, 1.3)):
     """``batches`` batches of :func:`crop_batch`, from a generator seeded with ``seed``."""
     rng = np.random.default_rng(seed)
     for _ in range(batches):
-        yield crop_batch(files, crop, batch_size, rng)
+        yield crop_batch(files, crop, batch_size, rng, scale)
 
 
 def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
@@ -408,7 +422,7 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
                disable=not progress, desc=f"train {options.style_name}")
     t0 = time.perf_counter()
     for s in bar:
-        batch = crop_batch(files, crop, options.batch_size, rng)
+        batch = crop_batch(files, crop, options.batch_size, rng, options.scale_range)
         tc = tt = None
         if t_content is not None:
             k = s % len(t_content)
@@ -427,7 +441,8 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
             # before the last samples and checkpoint so that both show the final student
             recalibrate_batchnorm(student, training_crops(files, crop, options.batch_size,
                                                           RECALIBRATION_BATCHES,
-                                                          options.seed + s + 1))
+                                                          options.seed + s + 1,
+                                                          options.scale_range))
         if (s + 1) % options.sample_every == 0 or s + 1 == options.steps:
             write_rgb(run / "samples" / f"step_{s + 1:06d}.png", sample_grid(student, samples))
         if (s + 1) % options.checkpoint_every == 0 or s + 1 == options.steps:
@@ -462,7 +477,8 @@ def recalibrate_run(run_dir: str | Path, out_dir: str | Path,
         content = REPO_ROOT / content  # kept copies name paths relative to the repository
     files = list_images(content, options.limit)
     recalibrate_batchnorm(student, training_crops(files, crop or options.crop,
-                                                  options.batch_size, batches, seed))
+                                                  options.batch_size, batches, seed,
+                                                  options.scale_range))
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "config.json", out / "config.json")
     (out / "steps.json").write_text(json.dumps({"steps": steps}))
