@@ -9,8 +9,9 @@ results (same content samples, size, iterations and optimiser), per style:
 With ``--bench RELEASED_DIR CANDIDATE_DIR`` it also judges the camera-frame size: each
 directory holds one ``export style bench --runs 1 --no-johnson`` result per content sample
 and style (``<content>_<style>/bench.json``), and a candidate must have the lower total
-J = J_content + (side / 256)^2 beta J_style (beta from ``--beta STYLE=B``, scaled to the
-pixel count as the students' own beta is) on each sample, for each TFLite precision judged.
+J = alpha J_content + (side / 256)^2 beta J_style (the files' alpha and beta from the
+evaluations, beta scaled to the pixel count as the students' own is) on each sample, for
+the fp32 and the int8 TFLite file.
 
 Prints one line per style and precision and a verdict per style; exit 0 when every style
 passes, 1 otherwise.
@@ -18,7 +19,7 @@ passes, 1 otherwise.
     python scripts/style_release_rule.py runs/style/evaluate_s20_released/results.json \
         runs/style/evaluate_s20_recal/results.json
     python scripts/style_release_rule.py OLD/results.json NEW/results.json \
-        --bench runs/style/bench_old runs/style/bench_new --beta udnie=1.28e4 --beta wave=3.5e4
+        --bench runs/style/bench_old runs/style/bench_new
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _by_pair(summary: dict) -> dict[tuple[str, str], dict]:
     return {(r["style"], r["content"]): r for r in summary["results"]}
 
 
-def judge(released: dict, candidate: dict) -> dict[str, bool]:
+def judge(released: dict, candidate: dict, at: str = "") -> dict[str, bool]:
     """{style: passes} for every style both evaluations hold; prints the evidence."""
     for key in ("max_side", "iterations"):
         if released.get(key) != candidate.get(key):
@@ -66,30 +67,45 @@ def judge(released: dict, candidate: dict) -> dict[str, bool]:
                   f"{'pass' if rule2 else 'FAIL'}")
             ok = ok and rule1 and rule2
         verdict[style] = ok
-        print(f"{style}: {'RELEASE the candidate' if ok else 'keep the released files'}")
+        print(f"{style}{at}: {'RELEASE the candidate' if ok else 'keep the released files'}")
     return verdict
 
 
+def costs_of(released: dict, candidate: dict) -> dict[str, tuple[float, float]]:
+    """{style: (alpha, beta)} the two evaluations' files were trained with; they must agree
+    (a candidate trained at another beta is weighed by another J)."""
+    weights: dict[str, tuple[float, float]] = {}
+    for summary in (released, candidate):
+        for r in summary["results"]:
+            ab = (float(r["alpha"]), float(r["beta"]))
+            if weights.setdefault(r["style"], ab) != ab:
+                raise SystemExit(f"{r['style']}: the files' alpha, beta differ "
+                                 f"({weights[r['style']]} vs {ab})")
+    return weights
+
+
 def judge_bench(released: dict[tuple[str, str], dict], candidate: dict[tuple[str, str], dict],
-                betas: dict[str, float],
+                weights: dict[str, tuple[float, float]],
                 precisions: tuple[str, ...] = ("fp32", "int8")) -> dict[str, bool]:
     """{style: passes} from ``bench`` results keyed by (content, style): the candidate's
-    total J must be lower on each sample for each TFLite precision. Every style the
+    total J = alpha J_content + (side / 256)^2 beta J_style (``weights[style]`` = (alpha,
+    beta)) must be lower on each sample for each TFLite precision. Every style the
     candidates hold is judged on every sample the released files were benched on."""
     verdict: dict[str, bool] = {}
     styles = {style for _, style in candidate}
     for content, style in sorted(k for k in released if k[1] in styles):
         if (content, style) not in candidate:
             raise SystemExit(f"no candidate bench for {content} / {style}")
-        if style not in betas:
-            raise SystemExit(f"no --beta for {style}")
+        if style not in weights:
+            raise SystemExit(f"no alpha, beta for {style} in the evaluations")
         old, new = released[(content, style)], candidate[(content, style)]
         if old["size"] != new["size"]:
             raise SystemExit(f"{content}/{style}: bench sizes differ")
-        beta = betas[style] * (old["size"] / 256) ** 2
+        alpha, beta = weights[style]
+        beta *= (old["size"] / 256) ** 2
         for p in precisions:
             label = f"ours {style} {p} tflite"
-            j = [r["strength"][label]["J_content"] + beta * r["strength"][label]["J_style"]
+            j = [alpha * r["strength"][label]["J_content"] + beta * r["strength"][label]["J_style"]
                  for r in (old, new)]
             ok = j[1] < j[0]
             print(f"{style} {p} {content} at {old['size']} px: J {j[0]:.4g} -> {j[1]:.4g} "
@@ -100,34 +116,41 @@ def judge_bench(released: dict[tuple[str, str], dict], candidate: dict[tuple[str
     return verdict
 
 
-def _bench_dir(folder: Path) -> dict[tuple[str, str], dict]:
+def bench_dir(folder: Path) -> dict[tuple[str, str], dict]:
+    """{(content, style): bench.json} of ``folder/<content>_<style>/bench.json``; the style
+    is read from the results (style names may hold underscores), the content is the rest
+    of the folder's name."""
     found = {}
     for f in sorted(folder.glob("*/bench.json")):
-        content, _, style = f.parent.name.rpartition("_")
-        found[(content, style)] = json.loads(f.read_text())
+        result = json.loads(f.read_text())
+        styles = {k.split()[1] for k in result.get("strength", {}) if k.startswith("ours ")}
+        if len(styles) != 1 or not f.parent.name.endswith("_" + next(iter(styles))):
+            raise SystemExit(f"{f}: expected one of our styles' results in a folder named "
+                             f"<content>_<style>, found styles {sorted(styles)}")
+        style = styles.pop()
+        found[(f.parent.name[:-len(style) - 1], style)] = result
     if not found:
         raise SystemExit(f"no <content>_<style>/bench.json under {folder}")
     return found
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("released", help="results.json of the released files' evaluation")
     ap.add_argument("candidate", help="results.json of the candidates' evaluation")
     ap.add_argument("--bench", nargs=2, metavar=("RELEASED_DIR", "CANDIDATE_DIR"),
                     help="also judge bench results at the frame size (see above)")
-    ap.add_argument("--beta", action="append", default=[], metavar="STYLE=B",
-                    help="each style's beta for --bench (the files' training beta)")
-    args = ap.parse_args()
-    verdict = judge(json.loads(Path(args.released).read_text()),
-                    json.loads(Path(args.candidate).read_text()))
+    args = ap.parse_args(argv)
+    released = json.loads(Path(args.released).read_text())
+    candidate = json.loads(Path(args.candidate).read_text())
+    verdict = judge(released, candidate, at=" at 256 px" if args.bench else "")
     if args.bench:
-        betas = {k: float(v) for k, v in (b.split("=", 1) for b in args.beta)}
-        frame = judge_bench(_bench_dir(Path(args.bench[0])), _bench_dir(Path(args.bench[1])),
-                            betas)
+        frame = judge_bench(bench_dir(Path(args.bench[0])), bench_dir(Path(args.bench[1])),
+                            costs_of(released, candidate))
         for style in verdict:
             verdict[style] = verdict[style] and frame.get(style, False)
-            print(f"{style}: {'RELEASE the candidate' if verdict[style] else 'keep the released files'}"
+            print(f"{style}: "
+                  f"{'RELEASE the candidate' if verdict[style] else 'keep the released files'}"
                   " (both sizes)")
     return 0 if verdict and all(verdict.values()) else 1
 

@@ -162,15 +162,43 @@ def test_style_rule_at_the_frame_size_scales_beta_with_the_pixels(capsys):
     released = {("amber", "wave"): _bench(2e4), ("chicago", "wave"): _bench(2e4)}
     # J = Jc + (384/256)^2 * 1e4 * Js: released 1e9 + 2.25e4 * 2e4 = 1.45e9
     worse = {("amber", "wave"): _bench(1e4, 1.3e9), ("chicago", "wave"): _bench(1e4, 1e9)}
-    assert style_rule.judge_bench(released, worse, {"wave": 1e4}) == {"wave": False}
+    assert style_rule.judge_bench(released, worse, {"wave": (1.0, 1e4)}) == {"wave": False}
     assert "wave fp32 amber at 384 px: J 1.45e+09 -> 1.525e+09 FAIL" in capsys.readouterr().out
     # 1.15e9 + 2.25e4 * 1e4 = 1.375e9 passes; with beta unscaled (1.25e9 vs 1.2e9) it would not
     better = {("amber", "wave"): _bench(1e4, 1.15e9), ("chicago", "wave"): _bench(1e4, 1.15e9)}
-    assert style_rule.judge_bench(released, better, {"wave": 1e4}) == {"wave": True}
+    assert style_rule.judge_bench(released, better, {"wave": (1.0, 1e4)}) == {"wave": True}
     with pytest.raises(SystemExit, match="no candidate bench"):
-        style_rule.judge_bench(released, {("amber", "wave"): _bench(1e4)}, {"wave": 1e4})
+        style_rule.judge_bench(released, {("amber", "wave"): _bench(1e4)}, {"wave": (1.0, 1e4)})
     # a style no candidate holds is not judged (one style's candidate beside two released)
     both = {**released, ("amber", "udnie"): _bench(1e4)}
-    assert style_rule.judge_bench(both, better, {"wave": 1e4}) == {"wave": True}
-    with pytest.raises(SystemExit, match="no --beta"):
+    assert style_rule.judge_bench(both, better, {"wave": (1.0, 1e4)}) == {"wave": True}
+    with pytest.raises(SystemExit, match="no alpha, beta"):
         style_rule.judge_bench(released, better, {})
+    with pytest.raises(SystemExit, match="alpha, beta differ"):
+        style_rule.costs_of(_style_eval({"amber": 1e4}),
+                            {"results": [{**_style_eval({"amber": 1e4})["results"][0],
+                                          "beta": 2e4}]})
+
+
+def test_style_rule_cli_judges_both_sizes(tmp_path, capsys):
+    style_rule = load_app("style_release_rule", "scripts")
+    for name, js, bench_js in (("old", 5e4, 2e4), ("new", 2e4, 1e4), ("bad", 2e4, 3e4)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            _style_eval({"amber": js, "chicago": js})))
+        for content in ("amber", "chicago"):
+            folder = tmp_path / f"bench_{name}" / f"{content}_wave"
+            folder.mkdir(parents=True)
+            (folder / "bench.json").write_text(json.dumps(_bench(bench_js)))
+    args = [str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--bench",
+            str(tmp_path / "bench_old"), str(tmp_path / "bench_new")]
+    assert style_rule.main(args) == 0
+    out = capsys.readouterr().out
+    assert "wave at 256 px: RELEASE" in out and "wave: RELEASE the candidate (both sizes)" in out
+    # better at 256 px, worse at the frame size: kept
+    args[1], args[4] = str(tmp_path / "bad.json"), str(tmp_path / "bench_bad")
+    assert style_rule.main(args) == 1
+    assert "wave: keep the released files (both sizes)" in capsys.readouterr().out
+    # a folder named for another style than its results is refused
+    (tmp_path / "bench_bad" / "chicago_wave").rename(tmp_path / "bench_bad" / "chicago_udnie")
+    with pytest.raises(SystemExit, match="folder named"):
+        style_rule.main(args)

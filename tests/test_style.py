@@ -322,10 +322,14 @@ def test_train_with_frozen_batchnorm_keeps_the_init_statistics(random_extractor,
                 for v in (layer.moving_mean, layer.moving_variance)]
 
     # the statistics are the init's exactly (neither updated by the steps nor re-averaged
-    # at the end, as an unfrozen run does), while the weights trained
+    # at the end, as an unfrozen run does) ...
     assert stats(start) and all(np.array_equal(a, b) for a, b in zip(stats(start), stats(end)))
-    assert any(not np.array_equal(np.asarray(a), np.asarray(b))
-               for a, b in zip(start.trainable_weights, end.trainable_weights))
+    # ... while the weights trained, the normalisation's scale and offset too
+    def affine(model):
+        return [np.asarray(v) for layer in batchnorm_layers(model) for v in (layer.gamma,
+                                                                             layer.beta)]
+
+    assert not any(np.array_equal(a, b) for a, b in zip(affine(start), affine(end)))
     unfrozen = TrainOptions(**{**frozen.__dict__, "run_dir": str(tmp_path / "c"),
                                "freeze_batchnorm": False})
     train(unfrozen, progress=False, extractor=random_extractor, eager=True)

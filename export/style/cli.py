@@ -109,17 +109,23 @@ def _train(args: argparse.Namespace) -> int:
         print(f"style image not found: {args.style}", file=sys.stderr)
         return 2
     run = Path(args.run) if args.run else RUNS / style.stem
-    options = TrainOptions(style=str(style), run_dir=str(run), content_dir=args.content_dir,
-                           steps=args.steps, batch_size=args.batch, crop=args.crop,
-                           learning_rate=args.lr, costs=_costs(args),
-                           distill_images=args.distill_images, distill_weight=args.distill_weight,
-                           teacher_iterations=args.teacher_iterations,
-                           sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-                           student=StudentConfig(base=args.base, blocks=args.blocks,
-                                                 stages=args.stages),
-                           seed=args.seed, limit=args.limit, init=args.init,
-                           grain_weight=args.grain, freeze_batchnorm=args.freeze_bn,
-                           scale_range=_scale_range(args.scale))
+    try:
+        options = TrainOptions(style=str(style), run_dir=str(run), content_dir=args.content_dir,
+                               steps=args.steps, batch_size=args.batch, crop=args.crop,
+                               learning_rate=args.lr, costs=_costs(args),
+                               distill_images=args.distill_images,
+                               distill_weight=args.distill_weight,
+                               teacher_iterations=args.teacher_iterations,
+                               sample_every=args.sample_every,
+                               checkpoint_every=args.checkpoint_every,
+                               student=StudentConfig(base=args.base, blocks=args.blocks,
+                                                     stages=args.stages),
+                               seed=args.seed, limit=args.limit, init=args.init,
+                               grain_weight=args.grain, freeze_batchnorm=args.freeze_bn,
+                               scale_range=_scale_range(args.scale))
+    except ValueError as e:  # an impossible combination of options: say which, no traceback
+        print(f"train: {e}", file=sys.stderr)
+        return 2
     # the loss network the options name, with --vgg-weights' local file where given
     final = train(options, resume=args.resume, extractor=_extractor(args, options.costs))
     print(f"weights: {final}")

@@ -46,6 +46,8 @@ def stylizer_info(student, options, steps: int):
                "alpha": costs.alpha, "beta": costs.beta, "gamma": costs.gamma,
                "distill_images": options.distill_images,
                "grain_weight": options.grain_weight,
+               "train_scale_range": list(options.scale_range),
+               "frozen_batchnorm": options.freeze_batchnorm,
                "training_data": "BSDS500 photos (research use); style image: "
                                 f"{Path(options.style).name}"})
 

@@ -75,10 +75,12 @@ class TrainOptions:
             deployed network; the statistics are neither updated nor re-averaged at the
             end. Off: batch statistics while training, averaged at the end.
         scale_range: each training photo's short side is scaled to ``crop`` times a
-            uniform draw from this range before the crop (scale augmentation; 1.3: the
-            whole photo at about the crop's size). A student serves frames of many sizes
-            and its strokes are sized in pixels: a wider range shows it the same scenes at
-            more of the scales a camera frame has.
+            uniform draw from this range before the crop (scale augmentation; at 1 the
+            crop spans the short side). A student serves frames of many sizes and its
+            strokes are sized in pixels: a wider range shows it the same scenes at more of
+            the scales a camera frame has. Beyond the photos' own size this enlarges them
+            (bilinear; ``content-train``'s short sides are 321 px), so the larger scales
+            are also blurrier than a camera's frames.
     """
 
     style: str
@@ -463,7 +465,6 @@ def recalibrate_run(run_dir: str | Path, out_dir: str | Path,
     crops (:func:`recalibrate_batchnorm`; ``crop``: square crops of this side instead of
     the run's); the weights are otherwise unchanged. Students trained before session 20
     carry statistics of their last few distillation photos."""
-    import shutil
 
     from sdk.paths import REPO_ROOT
 
@@ -480,7 +481,10 @@ def recalibrate_run(run_dir: str | Path, out_dir: str | Path,
                                                   options.batch_size, batches, seed,
                                                   options.scale_range))
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "config.json", out / "config.json")
+    config = json.loads(run.joinpath("config.json").read_text())
+    # the copy's statistics are no longer those a frozen run kept from its init
+    config["freeze_batchnorm"] = False
+    out.joinpath("config.json").write_text(json.dumps(config, indent=1))
     (out / "steps.json").write_text(json.dumps({"steps": steps}))
     student.save_weights(str(out / "student.weights.h5"))
     return out
