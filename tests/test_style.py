@@ -344,6 +344,30 @@ def test_train_with_frozen_batchnorm_keeps_the_init_statistics(random_extractor,
           extractor=random_extractor, eager=True)
 
 
+def test_extra_crops_alternate_with_the_crop(random_extractor, tmp_path):
+    import json
+
+    from export.style.student import StudentConfig
+    from export.style.train import TrainOptions, train, write_rgb
+
+    content = tmp_path / "content"
+    for i in range(2):
+        write_rgb(content / f"p{i}.jpg", _smooth_image(50 + i, 64))
+    write_rgb(tmp_path / "s.png", _smooth_image(60, 64))
+    opts = TrainOptions(style=str(tmp_path / "s.png"), run_dir=str(tmp_path / "run"),
+                        content_dir=str(content), samples_dir=str(content), steps=3,
+                        batch_size=1, crop=32, extra_crops=[48], distill_images=1,
+                        teacher_iterations=1, costs=_few_layers(),
+                        student=StudentConfig(base=4, blocks=1))
+    assert opts.extra_crops == (48,)
+    train(opts, progress=False, extractor=random_extractor, eager=True)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["crop"] for r in log] == [32, 48, 32]
+    for bad in ((32,), (50,), (16,)):
+        with pytest.raises(ValueError, match="extra_crops"):
+            TrainOptions(style="x", run_dir="x", crop=32, extra_crops=bad)
+
+
 def test_scale_range_sizes_the_photo_before_the_crop():
     from export.style.train import TrainOptions, random_crop
 

@@ -122,7 +122,9 @@ def _train(args: argparse.Namespace) -> int:
                                                      stages=args.stages),
                                seed=args.seed, limit=args.limit, init=args.init,
                                grain_weight=args.grain, freeze_batchnorm=args.freeze_bn,
-                               scale_range=_scale_range(args.scale))
+                               scale_range=_scale_range(args.scale),
+                               extra_crops=tuple(int(c) for c in args.extra_crops.split(",")
+                                                 if c.strip()))
     except ValueError as e:  # an impossible combination of options: say which, no traceback
         print(f"train: {e}", file=sys.stderr)
         return 2
@@ -291,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default=",".join(f"{v:g}" for v in t.scale_range),
                    metavar="LO,HI", help="each photo's short side is scaled to the crop times "
                                          "a draw from [LO, HI] before cropping (LO >= 1)")
+    p.add_argument("--extra-crops", default="", metavar="N[,N...]",
+                   help="further crop sides taken in turn with --crop (e.g. 384: every other "
+                        "step on 384-px crops, beta's balance kept per size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N photos")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads (shared machine)")

@@ -81,6 +81,11 @@ class TrainOptions:
             the scales a camera frame has. Beyond the photos' own size this enlarges them
             (bilinear; ``content-train``'s short sides are 321 px), so the larger scales
             are also blurrier than a camera's frames.
+        extra_crops: further crop sides the steps take in turn with ``crop`` (e.g. (384,):
+            every other step on 384-px crops), each with the style's Gram targets at that
+            size and its content and TV terms divided by (side / crop)^2, so that beta
+            keeps its balance (J_content and TV grow with the pixel count, J_style does
+            not). Distillation stays at ``crop``.
     """
 
     style: str
@@ -107,8 +112,14 @@ class TrainOptions:
     grain_weight: float = 0.0
     freeze_batchnorm: bool = False
     scale_range: tuple[float, float] = (1.0, 1.3)
+    extra_crops: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_crops", tuple(int(c) for c in self.extra_crops))
+        for c in self.extra_crops:
+            if c % SIZE_MULTIPLE or c < 32 or c == self.crop:
+                raise ValueError(f"extra_crops must be multiples of {SIZE_MULTIPLE}, >= 32 "
+                                 f"and differ from crop, got {self.extra_crops}")
         # a list when read back from config.json
         object.__setattr__(self, "scale_range", tuple(float(v) for v in self.scale_range))
         lo, hi = self.scale_range if len(self.scale_range) == 2 else (0.0, -1.0)
@@ -363,7 +374,10 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
     if extractor is None:
         extractor = feature_extractor(weights.network, weights.layer_choice.names)
     cost_model = CostModel(extractor, weights)
-    grams = cost_model.grams_of(style_sq.astype(np.float32)[None])
+    sizes = (crop,) + options.extra_crops
+    # the style's Gram targets at each crop side (comparable only at equal sizes)
+    grams_by_size = {c: cost_model.grams_of(center_crop(style, c).astype(np.float32)[None])
+                     for c in sizes}
     if options.distill_images and options.distill_weight:
         # the teacher paints with the square style image the student's Gram targets use
         t_content, t_target = make_teacher_targets(options, style_sq, extractor, files,
@@ -390,12 +404,15 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
     # with frozen statistics every pass runs the deployed function (inference mode)
     bn_training = not options.freeze_batchnorm
 
-    def train_step(batch, tc, tt):
+    def train_step(batch, tc, tt, grams, k):
         with tf.GradientTape() as tape:
             out = student(batch, training=bn_training)
             content_acts = extractor(batch)[choice.content]
             parts = cost_model.costs(out, content_acts=content_acts, grams=grams)
-            loss = tf.reduce_mean(parts["J"])
+            # k = (side / crop)^2: the pixel-count terms scaled back to the crop's balance
+            loss = tf.reduce_mean(weights.alpha * parts["J_content"] / k
+                                  + weights.beta * parts["J_style"]
+                                  + weights.gamma * parts["TV"] / k)
             g = tf.reduce_mean(style_losses.grain(out))
             if options.grain_weight:
                 loss = loss + options.grain_weight * g
@@ -424,17 +441,19 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
                disable=not progress, desc=f"train {options.style_name}")
     t0 = time.perf_counter()
     for s in bar:
-        batch = crop_batch(files, crop, options.batch_size, rng, options.scale_range)
+        side = sizes[s % len(sizes)]
+        batch = crop_batch(files, side, options.batch_size, rng, options.scale_range)
         tc = tt = None
         if t_content is not None:
             k = s % len(t_content)
             tc, tt = t_content[k:k + 1], t_target[k:k + 1]
-        loss, jc, js, dl, gr = (float(v) for v in train_step(tf.constant(batch, tf.float32),
-                                                              tc, tt))
+        loss, jc, js, dl, gr = (float(v) for v in train_step(
+            tf.constant(batch, tf.float32), tc, tt, grams_by_size[side],
+            tf.constant((side / crop) ** 2, tf.float32)))
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {s}; lower --lr")
         step.assign(s + 1)
-        record = {"step": s + 1, "loss": loss, "J_content": jc, "J_style": js, "distill": dl,
+        record = {"step": s + 1, "crop": side, "loss": loss, "J_content": jc, "J_style": js, "distill": dl,
                   "grain": gr, "seconds": round(time.perf_counter() - t0, 1)}
         log.write(json.dumps(record) + "\n")
         bar.set_postfix(J=f"{loss:.3g}", Jc=f"{jc:.3g}", Js=f"{js:.3g}")
