@@ -344,26 +344,51 @@ def test_train_with_frozen_batchnorm_keeps_the_init_statistics(random_extractor,
           extractor=random_extractor, eager=True)
 
 
-def test_extra_crops_alternate_with_the_crop(random_extractor, tmp_path):
+def test_extra_crops_alternate_with_the_crop(random_extractor, tmp_path, monkeypatch):
     import json
 
+    from export.style.optimize import CostModel
     from export.style.student import StudentConfig
-    from export.style.train import TrainOptions, train, write_rgb
+    from export.style.train import TrainOptions, center_crop, read_rgb, train, write_rgb
 
     content = tmp_path / "content"
     for i in range(2):
         write_rgb(content / f"p{i}.jpg", _smooth_image(50 + i, 64))
     write_rgb(tmp_path / "s.png", _smooth_image(60, 64))
+    costs = dataclasses.replace(_few_layers(), gamma=0.0)
     opts = TrainOptions(style=str(tmp_path / "s.png"), run_dir=str(tmp_path / "run"),
                         content_dir=str(content), samples_dir=str(content), steps=3,
                         batch_size=1, crop=32, extra_crops=[48], distill_images=1,
-                        teacher_iterations=1, costs=_few_layers(),
+                        teacher_iterations=1, costs=costs,
                         student=StudentConfig(base=4, blocks=1))
     assert opts.extra_crops == (48,)
+    seen = []  # (side, Gram targets) of every cost evaluation of a training batch
+    original = CostModel.costs
+
+    def spy(self, images, content_acts=None, grams=None):
+        if grams is not None:
+            seen.append((int(images.shape[1]), {n: np.asarray(g) for n, g in grams.items()}))
+        return original(self, images, content_acts=content_acts, grams=grams)
+
+    monkeypatch.setattr(CostModel, "costs", spy)
     train(opts, progress=False, extractor=random_extractor, eager=True)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["crop"] for r in log] == [32, 48, 32]
-    for bad in ((32,), (50,), (16,)):
+    # each size against the style's Grams at that size (same C x C shapes: only values tell)
+    model = CostModel(random_extractor, costs)
+    style = read_rgb(tmp_path / "s.png")
+    assert [side for side, _ in seen] == [32, 48, 32]
+    for side, grams in seen:
+        want = model.grams_of(center_crop(style, side).astype(np.float32)[None])
+        for name, g in grams.items():
+            np.testing.assert_allclose(g, np.asarray(want[name]), rtol=1e-5)
+    assert not np.allclose(seen[0][1][name], seen[1][1][name], rtol=1e-3)
+    # the content term divided by (side / crop)^2 keeps beta's balance
+    for r in log:
+        k = (r["crop"] / 32) ** 2
+        assert r["loss"] == pytest.approx(r["J_content"] / k + costs.beta * r["J_style"]
+                                          + 0.5 * r["distill"], rel=1e-4)
+    for bad in ((32,), (50,), (16,), (48, 48)):
         with pytest.raises(ValueError, match="extra_crops"):
             TrainOptions(style="x", run_dir="x", crop=32, extra_crops=bad)
 

@@ -117,9 +117,11 @@ class TrainOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_crops", tuple(int(c) for c in self.extra_crops))
         for c in self.extra_crops:
-            if c % SIZE_MULTIPLE or c < 32 or c == self.crop:
+            if (c % SIZE_MULTIPLE or c < 32 or c == self.crop
+                    or self.extra_crops.count(c) > 1):
                 raise ValueError(f"extra_crops must be multiples of {SIZE_MULTIPLE}, >= 32 "
-                                 f"and differ from crop, got {self.extra_crops}")
+                                 f"and differ from crop and each other, got "
+                                 f"{self.extra_crops}")
         # a list when read back from config.json
         object.__setattr__(self, "scale_range", tuple(float(v) for v in self.scale_range))
         lo, hi = self.scale_range if len(self.scale_range) == 2 else (0.0, -1.0)
@@ -325,12 +327,14 @@ def crop_batch(files: list[Path], crop: int, batch_size: int,
                      for k in rng.integers(0, len(files), batch_size)]).astype(np.float32)
 
 
-def training_crops(files: list[Path], crop: int, batch_size: int, batches: int,
-                   seed: int, scale: tuple[float, float] = (1.0, 1.3)):
-    """``batches`` batches of :func:`crop_batch`, from a generator seeded with ``seed``."""
+def training_crops(files: list[Path], crop: int | tuple[int, ...], batch_size: int,
+                   batches: int, seed: int, scale: tuple[float, float] = (1.0, 1.3)):
+    """``batches`` batches of :func:`crop_batch`, from a generator seeded with ``seed``;
+    with several crop sides, the batches take them in turn (as training does)."""
+    sides = (crop,) if isinstance(crop, int) else tuple(crop)
     rng = np.random.default_rng(seed)
-    for _ in range(batches):
-        yield crop_batch(files, crop, batch_size, rng, scale)
+    for b in range(batches):
+        yield crop_batch(files, sides[b % len(sides)], batch_size, rng, scale)
 
 
 def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
@@ -445,8 +449,8 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
         batch = crop_batch(files, side, options.batch_size, rng, options.scale_range)
         tc = tt = None
         if t_content is not None:
-            k = s % len(t_content)
-            tc, tt = t_content[k:k + 1], t_target[k:k + 1]
+            t = s % len(t_content)
+            tc, tt = t_content[t:t + 1], t_target[t:t + 1]
         loss, jc, js, dl, gr = (float(v) for v in train_step(
             tf.constant(batch, tf.float32), tc, tt, grams_by_size[side],
             tf.constant((side / crop) ** 2, tf.float32)))
@@ -460,7 +464,7 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
         if s + 1 == options.steps and not options.freeze_batchnorm:
             # the inference statistics as the plain average over fresh training batches,
             # before the last samples and checkpoint so that both show the final student
-            recalibrate_batchnorm(student, training_crops(files, crop, options.batch_size,
+            recalibrate_batchnorm(student, training_crops(files, sizes, options.batch_size,
                                                           RECALIBRATION_BATCHES,
                                                           options.seed + s + 1,
                                                           options.scale_range))
@@ -496,7 +500,8 @@ def recalibrate_run(run_dir: str | Path, out_dir: str | Path,
     if not content.is_absolute() and not content.is_dir():
         content = REPO_ROOT / content  # kept copies name paths relative to the repository
     files = list_images(content, options.limit)
-    recalibrate_batchnorm(student, training_crops(files, crop or options.crop,
+    recalibrate_batchnorm(student, training_crops(files, crop or
+                                                  (options.crop,) + options.extra_crops,
                                                   options.batch_size, batches, seed,
                                                   options.scale_range))
     out.mkdir(parents=True, exist_ok=True)
