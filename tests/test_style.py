@@ -232,23 +232,34 @@ def test_optimize_cli_writes_image_and_loss_curve(tmp_path):
 # --- student training ---------------------------------------------------------------------
 
 
+def _tiny_training(tmp_path, seed: int, photos: int = 3, side: int = 56,
+                   style: str = "s.png", **options):
+    """Training options over ``photos`` smooth ``side``-px photos and a smooth style image
+    written under ``tmp_path`` (a 4-wide, 1-block student on 32-px crops, 2 steps)."""
+    from export.style.student import StudentConfig
+    from export.style.train import TrainOptions, write_rgb
+
+    content = tmp_path / "content"
+    for i in range(photos):
+        write_rgb(content / f"p{i}.jpg", _smooth_image(seed + i, side))
+    write_rgb(tmp_path / style, _smooth_image(seed + 10, side))
+    defaults = dict(style=str(tmp_path / style), run_dir=str(tmp_path / "run"),
+                    content_dir=str(content), samples_dir=str(content), steps=2,
+                    batch_size=2, crop=32, distill_images=1, teacher_iterations=2,
+                    costs=_few_layers(), student=StudentConfig(base=4, blocks=1))
+    return TrainOptions(**{**defaults, **options})
+
+
 def test_train_writes_checkpoints_samples_and_resumes(random_extractor, tmp_path):
     import json
 
     from export.style.optimize import fit_side
     from export.style.student import SIZE_MULTIPLE, StudentConfig
     from export.style.train import (TrainOptions, list_images, load_run, read_rgb, sample_grid,
-                                    train, write_rgb)
+                                    train)
 
+    opts = _tiny_training(tmp_path, 10, style="wave.png", sample_every=2, checkpoint_every=1)
     content = tmp_path / "content"
-    for i in range(3):
-        write_rgb(content / f"p{i}.jpg", _smooth_image(10 + i, 56))
-    write_rgb(tmp_path / "wave.png", _smooth_image(20, 56))
-    opts = TrainOptions(style=str(tmp_path / "wave.png"), run_dir=str(tmp_path / "run"),
-                        content_dir=str(content), samples_dir=str(content), steps=2,
-                        batch_size=2, crop=32, distill_images=1, teacher_iterations=2,
-                        sample_every=2, checkpoint_every=1, costs=_few_layers(),
-                        student=StudentConfig(base=4, blocks=1))
     train(opts, progress=False, extractor=random_extractor, eager=True)
     run = tmp_path / "run"
     assert (run / "samples" / "step_000002.png").is_file()
@@ -296,17 +307,9 @@ def test_train_writes_checkpoints_samples_and_resumes(random_extractor, tmp_path
 
 
 def test_train_with_frozen_batchnorm_keeps_the_init_statistics(random_extractor, tmp_path):
-    from export.style.student import StudentConfig
-    from export.style.train import TrainOptions, batchnorm_layers, load_run, train, write_rgb
+    from export.style.train import TrainOptions, batchnorm_layers, load_run, train
 
-    content = tmp_path / "content"
-    for i in range(3):
-        write_rgb(content / f"p{i}.jpg", _smooth_image(30 + i, 56))
-    write_rgb(tmp_path / "s.png", _smooth_image(40, 56))
-    first = TrainOptions(style=str(tmp_path / "s.png"), run_dir=str(tmp_path / "a"),
-                         content_dir=str(content), samples_dir=str(content), steps=2,
-                         batch_size=2, crop=32, distill_images=1, teacher_iterations=2,
-                         costs=_few_layers(), student=StudentConfig(base=4, blocks=1))
+    first = _tiny_training(tmp_path, 30, run_dir=str(tmp_path / "a"))
     with pytest.raises(ValueError, match="needs init"):
         TrainOptions(**{**first.__dict__, "freeze_batchnorm": True})
     train(first, progress=False, extractor=random_extractor, eager=True)
@@ -348,19 +351,11 @@ def test_extra_crops_alternate_with_the_crop(random_extractor, tmp_path, monkeyp
     import json
 
     from export.style.optimize import CostModel
-    from export.style.student import StudentConfig
-    from export.style.train import TrainOptions, center_crop, read_rgb, train, write_rgb
+    from export.style.train import TrainOptions, center_crop, read_rgb, train
 
-    content = tmp_path / "content"
-    for i in range(2):
-        write_rgb(content / f"p{i}.jpg", _smooth_image(50 + i, 64))
-    write_rgb(tmp_path / "s.png", _smooth_image(60, 64))
     costs = dataclasses.replace(_few_layers(), gamma=0.0)
-    opts = TrainOptions(style=str(tmp_path / "s.png"), run_dir=str(tmp_path / "run"),
-                        content_dir=str(content), samples_dir=str(content), steps=3,
-                        batch_size=1, crop=32, extra_crops=[48], distill_images=1,
-                        teacher_iterations=1, costs=costs,
-                        student=StudentConfig(base=4, blocks=1))
+    opts = _tiny_training(tmp_path, 50, photos=2, side=64, steps=3, batch_size=1,
+                          extra_crops=[48], teacher_iterations=1, costs=costs)
     assert opts.extra_crops == (48,)
     seen = []  # (side, Gram targets) of every cost evaluation of a training batch
     original = CostModel.costs
