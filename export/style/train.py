@@ -457,8 +457,8 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {s}; lower --lr")
         step.assign(s + 1)
-        record = {"step": s + 1, "crop": side, "loss": loss, "J_content": jc, "J_style": js, "distill": dl,
-                  "grain": gr, "seconds": round(time.perf_counter() - t0, 1)}
+        record = {"step": s + 1, "crop": side, "loss": loss, "J_content": jc, "J_style": js,
+                  "distill": dl, "grain": gr, "seconds": round(time.perf_counter() - t0, 1)}
         log.write(json.dumps(record) + "\n")
         bar.set_postfix(J=f"{loss:.3g}", Jc=f"{jc:.3g}", Js=f"{js:.3g}")
         if s + 1 == options.steps and not options.freeze_batchnorm:
@@ -488,7 +488,6 @@ def recalibrate_run(run_dir: str | Path, out_dir: str | Path,
     crops (:func:`recalibrate_batchnorm`; ``crop``: square crops of this side instead of
     the run's); the weights are otherwise unchanged. Students trained before session 20
     carry statistics of their last few distillation photos."""
-
     from sdk.paths import REPO_ROOT
 
     run, out = Path(run_dir), Path(out_dir)
