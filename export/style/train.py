@@ -414,9 +414,9 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
             content_acts = extractor(batch)[choice.content]
             parts = cost_model.costs(out, content_acts=content_acts, grams=grams)
             # k = (side / crop)^2: the pixel-count terms scaled back to the crop's balance
-            loss = tf.reduce_mean(weights.alpha * parts["J_content"] / k
-                                  + weights.beta * parts["J_style"]
-                                  + weights.gamma * parts["TV"] / k)
+            loss = tf.reduce_mean(style_losses.total_cost(
+                parts["J_content"] / k, parts["J_style"], weights.alpha, weights.beta,
+                parts["TV"] / k, weights.gamma))
             g = tf.reduce_mean(style_losses.grain(out))
             if options.grain_weight:
                 loss = loss + options.grain_weight * g
