@@ -11,7 +11,8 @@ directory holds one ``export style bench --runs 1 --no-johnson`` result per cont
 and style (``<content>_<style>/bench.json``), and a candidate must have the lower total
 J = alpha J_content + (side / 256)^2 beta J_style (the files' alpha and beta from the
 evaluations, beta scaled to the pixel count as the students' own is) on each sample, for
-the fp32 and the int8 TFLite file.
+the fp32 and the int8 TFLite file. With ``--frame-only`` (the frame-size rule of session 22)
+only the bench half decides; the evaluations' half is printed for the record.
 
 Prints one line per style and precision and a verdict per style; exit 0 when every style
 passes, 1 otherwise.
@@ -20,6 +21,8 @@ passes, 1 otherwise.
         runs/style/evaluate_s20_recal/results.json
     python scripts/style_release_rule.py OLD/results.json NEW/results.json \
         --bench runs/style/bench_old runs/style/bench_new
+    python scripts/style_release_rule.py OLD/results.json NEW/results.json \
+        --bench runs/style/bench_old runs/style/bench_new --frame-only
 """
 from __future__ import annotations
 
@@ -140,18 +143,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("candidate", help="results.json of the candidates' evaluation")
     ap.add_argument("--bench", nargs=2, metavar=("RELEASED_DIR", "CANDIDATE_DIR"),
                     help="also judge bench results at the frame size (see above)")
+    ap.add_argument("--frame-only", action="store_true",
+                    help="only the bench half decides (needs --bench); the evaluations "
+                         "give alpha, beta and are printed, not judged")
     args = ap.parse_args(argv)
+    if args.frame_only and not args.bench:
+        ap.error("--frame-only needs --bench")
     released = json.loads(Path(args.released).read_text())
     candidate = json.loads(Path(args.candidate).read_text())
+    if args.frame_only:
+        print("evaluations (printed for the record, not judged):")
     verdict = judge(released, candidate, at=" at 256 px" if args.bench else "")
     if args.bench:
         frame = judge_bench(bench_dir(Path(args.bench[0])), bench_dir(Path(args.bench[1])),
                             costs_of(released, candidate))
         for style in verdict:
-            verdict[style] = verdict[style] and frame.get(style, False)
+            verdict[style] = ((args.frame_only or verdict[style])
+                              and frame.get(style, False))
             print(f"{style}: "
                   f"{'RELEASE the candidate' if verdict[style] else 'keep the released files'}"
-                  " (both sizes)")
+                  f" ({'the frame size only' if args.frame_only else 'both sizes'})")
     return 0 if verdict and all(verdict.values()) else 1
 
 

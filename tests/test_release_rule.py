@@ -202,3 +202,32 @@ def test_style_rule_cli_judges_both_sizes(tmp_path, capsys):
     (tmp_path / "bench_bad" / "chicago_wave").rename(tmp_path / "bench_bad" / "chicago_udnie")
     with pytest.raises(SystemExit, match="folder named"):
         style_rule.main(args)
+
+
+def test_style_rule_frame_only_judges_the_frame_size_alone(tmp_path, capsys):
+    style_rule = load_app("style_release_rule", "scripts")
+    # "worse" loses at 256 px and wins at the frame size; "bad" the other way round
+    for name, js, bench_js in (("old", 2e4, 2e4), ("worse", 5e4, 1e4), ("bad", 1e4, 3e4)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            _style_eval({"amber": js, "chicago": js})))
+        for content in ("amber", "chicago"):
+            folder = tmp_path / f"bench_{name}" / f"{content}_wave"
+            folder.mkdir(parents=True)
+            (folder / "bench.json").write_text(json.dumps(_bench(bench_js)))
+
+    def run(name, *extra):
+        return style_rule.main([str(tmp_path / "old.json"), str(tmp_path / f"{name}.json"),
+                                "--bench", str(tmp_path / "bench_old"),
+                                str(tmp_path / f"bench_{name}"), *extra])
+
+    assert run("worse") == 1  # both sizes: kept
+    assert "keep the released files (both sizes)" in capsys.readouterr().out
+    assert run("worse", "--frame-only") == 0
+    out = capsys.readouterr().out
+    assert "not judged" in out and "wave at 256 px: keep" in out
+    assert "wave: RELEASE the candidate (the frame size only)" in out
+    assert run("bad", "--frame-only") == 1
+    assert "wave: keep the released files (the frame size only)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        style_rule.main([str(tmp_path / "old.json"), str(tmp_path / "worse.json"),
+                         "--frame-only"])

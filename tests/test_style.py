@@ -388,6 +388,55 @@ def test_extra_crops_alternate_with_the_crop(random_extractor, tmp_path, monkeyp
             TrainOptions(style="x", run_dir="x", crop=32, extra_crops=bad)
 
 
+def test_balance_crop_keeps_beta_balance_on_larger_crops(random_extractor, tmp_path,
+                                                       monkeypatch):
+    """--crop 48 --balance-crop 32: the content term divided by (48 / 32)^2 every step, the
+    teacher optimising with beta times that factor, the contract recording the balance."""
+    import json
+
+    from export.style import train as train_module
+    from export.style.train import TrainOptions, train
+
+    costs = dataclasses.replace(_few_layers(), gamma=0.0)
+    opts = _tiny_training(tmp_path, 60, photos=2, side=64, steps=2, batch_size=1, crop=48,
+                          balance_crop=32, teacher_iterations=1, costs=costs)
+    assert opts.balance_side == 32
+    teacher_betas = []
+    original = train_module.optimize
+
+    def spy(content, style, options, **kw):
+        teacher_betas.append(options.costs.beta)
+        return original(content, style, options, **kw)
+
+    monkeypatch.setattr(train_module, "optimize", spy)
+    train(opts, progress=False, extractor=random_extractor, eager=True)
+    assert teacher_betas == [pytest.approx(costs.beta * 2.25)]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["crop"] for r in log] == [48, 48]
+    for r in log:
+        assert r["loss"] == pytest.approx(r["J_content"] / 2.25 + costs.beta * r["J_style"]
+                                          + 0.5 * r["distill"], rel=1e-4)
+    # without it the same crop weighs the content term as given (and its teacher too)
+    plain = TrainOptions(**{**opts.__dict__, "run_dir": str(tmp_path / "plain"),
+                            "balance_crop": None})
+    assert plain.balance_side == 48
+    train(plain, progress=False, extractor=random_extractor, eager=True)
+    assert teacher_betas[1] == pytest.approx(costs.beta)
+    r = json.loads((tmp_path / "plain" / "log.jsonl").read_text().splitlines()[0])
+    assert r["loss"] == pytest.approx(r["J_content"] + costs.beta * r["J_style"]
+                                      + 0.5 * r["distill"], rel=1e-4)
+    from export.style.release import stylizer_info
+    from export.style.train import load_run
+
+    options, student = load_run(tmp_path / "run")
+    assert options.balance_crop == 32  # read back from config.json
+    assert stylizer_info(student, options, 2).extra["train_balance_crop"] == 32
+    assert stylizer_info(student, plain, 2).extra["train_balance_crop"] == 48
+    for bad in (16, 50):
+        with pytest.raises(ValueError, match="balance_crop"):
+            TrainOptions(style="x", run_dir="x", crop=32, balance_crop=bad)
+
+
 def test_scale_range_sizes_the_photo_before_the_crop():
     from export.style.train import TrainOptions, random_crop
 

@@ -124,7 +124,8 @@ def _train(args: argparse.Namespace) -> int:
                                grain_weight=args.grain, freeze_batchnorm=args.freeze_bn,
                                scale_range=_scale_range(args.scale),
                                extra_crops=tuple(int(c) for c in args.extra_crops.split(",")
-                                                 if c.strip()))
+                                                 if c.strip()),
+                               balance_crop=args.balance_crop)
     except ValueError as e:  # an impossible combination of options: say which, no traceback
         print(f"train: {e}", file=sys.stderr)
         return 2
@@ -296,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra-crops", default="", metavar="N[,N...]",
                    help="further crop sides taken in turn with --crop (e.g. 384: every other "
                         "step on 384-px crops, beta's balance kept per size)")
+    p.add_argument("--balance-crop", type=int, default=None, metavar="N",
+                   help="the crop side beta's balance refers to (default: --crop); e.g. "
+                        "--crop 384 --balance-crop 256 continues a 256-px student on 384-px "
+                        "crops with the same beta")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N photos")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads (shared machine)")

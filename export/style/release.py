@@ -48,6 +48,7 @@ def stylizer_info(student, options, steps: int):
                "grain_weight": options.grain_weight,
                "train_scale_range": list(options.scale_range),
                "train_extra_crops": list(options.extra_crops),
+               "train_balance_crop": options.balance_side,
                "frozen_batchnorm": options.freeze_batchnorm,
                "training_data": "BSDS500 photos (research use); style image: "
                                 f"{Path(options.style).name}"})

@@ -86,6 +86,11 @@ class TrainOptions:
             size and its content and TV terms divided by (side / crop)^2, so that beta
             keeps its balance (J_content and TV grow with the pixel count, J_style does
             not). Distillation stays at ``crop``.
+        balance_crop: the crop side beta's balance refers to (``None``: ``crop``). With
+            ``crop=384, balance_crop=256`` every step's content and TV terms are divided
+            by (384 / 256)^2 and the teacher optimises with beta times that factor, so a
+            student trained at 256 px continues on 384-px crops with the same beta, and
+            its files are weighed by the same J as the ones trained at 256.
     """
 
     style: str
@@ -113,6 +118,7 @@ class TrainOptions:
     freeze_batchnorm: bool = False
     scale_range: tuple[float, float] = (1.0, 1.3)
     extra_crops: tuple[int, ...] = ()
+    balance_crop: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_crops", tuple(int(c) for c in self.extra_crops))
@@ -131,6 +137,10 @@ class TrainOptions:
                              f"{self.scale_range}")
         if self.crop % SIZE_MULTIPLE or self.crop < 32:
             raise ValueError(f"crop must be a multiple of {SIZE_MULTIPLE} and >= 32, got {self.crop}")
+        if self.balance_crop is not None and (self.balance_crop % SIZE_MULTIPLE
+                                              or self.balance_crop < 32):
+            raise ValueError(f"balance_crop must be a multiple of {SIZE_MULTIPLE} and >= 32, "
+                             f"got {self.balance_crop}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
         if self.distill_images < 0 or self.distill_weight < 0:
@@ -141,6 +151,11 @@ class TrainOptions:
             # a fresh student's statistics are 0 / 1, not those of any data
             raise ValueError("freeze_batchnorm needs init: a trained student whose "
                              "batch-norm statistics it keeps")
+
+    @property
+    def balance_side(self) -> int:
+        """The crop side at which beta weighs the terms as given (see ``balance_crop``)."""
+        return self.crop if self.balance_crop is None else self.balance_crop
 
     @property
     def style_name(self) -> str:
@@ -250,8 +265,12 @@ def make_teacher_targets(options: TrainOptions, style: np.ndarray, extractor,
                          files: list[Path], progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(contents, optimised) arrays for distillation, cached in ``<run>/teacher/<key>``,
     the key a hash of everything the optimised images depend on."""
+    # the student's loss at this crop, Jc / b + beta Js + gamma TV / b, times b
+    balance = (options.crop / options.balance_side) ** 2
+    costs = options.costs if balance == 1 else dataclasses.replace(
+        options.costs, beta=options.costs.beta * balance)
     key = hashlib.sha256(json.dumps({
-        "crop": options.crop, "costs": dataclasses.asdict(options.costs),
+        "crop": options.crop, "costs": dataclasses.asdict(costs),
         "iterations": options.teacher_iterations, "seed": options.seed,
         "style": Path(options.style).name, "style_shape": list(style.shape)},
         sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -260,7 +279,7 @@ def make_teacher_targets(options: TrainOptions, style: np.ndarray, extractor,
     rng = np.random.default_rng(options.seed + 1)
     picks = rng.choice(len(files), size=min(options.distill_images, len(files)), replace=False)
     opt = OptimizeOptions(iterations=options.teacher_iterations, max_side=options.crop,
-                          costs=options.costs, seed=options.seed)
+                          costs=costs, seed=options.seed)
     for i, k in enumerate(sorted(picks)):
         c = center_crop(read_rgb(files[k]), options.crop)
         cached = out / f"{files[k].stem}_teacher.png"
@@ -413,7 +432,8 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
             out = student(batch, training=bn_training)
             content_acts = extractor(batch)[choice.content]
             parts = cost_model.costs(out, content_acts=content_acts, grams=grams)
-            # k = (side / crop)^2: the pixel-count terms scaled back to the crop's balance
+            # k = (side / balance side)^2: the pixel-count terms scaled back to the balance
+            # beta was chosen at
             loss = tf.reduce_mean(style_losses.total_cost(
                 parts["J_content"] / k, parts["J_style"], weights.alpha, weights.beta,
                 parts["TV"] / k, weights.gamma))
@@ -453,7 +473,7 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
             tc, tt = t_content[t:t + 1], t_target[t:t + 1]
         loss, jc, js, dl, gr = (float(v) for v in train_step(
             tf.constant(batch, tf.float32), tc, tt, grams_by_size[side],
-            tf.constant((side / crop) ** 2, tf.float32)))
+            tf.constant((side / options.balance_side) ** 2, tf.float32)))
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {s}; lower --lr")
         step.assign(s + 1)
