@@ -397,7 +397,7 @@ def test_balance_crop_keeps_beta_balance_on_larger_crops(random_extractor, tmp_p
     from export.style import train as train_module
     from export.style.train import TrainOptions, train
 
-    costs = dataclasses.replace(_few_layers(), gamma=0.0)
+    costs = dataclasses.replace(_few_layers(), gamma=1e-3)
     opts = _tiny_training(tmp_path, 60, photos=2, side=64, steps=2, batch_size=1, crop=48,
                           balance_crop=32, teacher_iterations=1, costs=costs)
     assert opts.balance_side == 32
@@ -413,8 +413,10 @@ def test_balance_crop_keeps_beta_balance_on_larger_crops(random_extractor, tmp_p
     assert teacher_betas == [pytest.approx(costs.beta * 2.25)]
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["crop"] for r in log] == [48, 48]
-    for r in log:
+    for r in log:  # the content and TV terms divided, style, grain (weight 0), distill not
+        assert r["TV"] > 0
         assert r["loss"] == pytest.approx(r["J_content"] / 2.25 + costs.beta * r["J_style"]
+                                          + costs.gamma * r["TV"] / 2.25
                                           + 0.5 * r["distill"], rel=1e-4)
     # without it the same crop weighs the content term as given (and its teacher too)
     plain = TrainOptions(**{**opts.__dict__, "run_dir": str(tmp_path / "plain"),
@@ -424,7 +426,14 @@ def test_balance_crop_keeps_beta_balance_on_larger_crops(random_extractor, tmp_p
     assert teacher_betas[1] == pytest.approx(costs.beta)
     r = json.loads((tmp_path / "plain" / "log.jsonl").read_text().splitlines()[0])
     assert r["loss"] == pytest.approx(r["J_content"] + costs.beta * r["J_style"]
-                                      + 0.5 * r["distill"], rel=1e-4)
+                                      + costs.gamma * r["TV"] + 0.5 * r["distill"], rel=1e-4)
+    # the balance equal to the crop is the default setting, spelt out; the balanced run's
+    # teacher (another beta) is cached under another key
+    same = TrainOptions(**{**plain.__dict__, "balance_crop": 48})
+    assert same.balance_crop is None and same == plain
+    keys = {run: [d.name for d in (tmp_path / run / "teacher").iterdir()]
+            for run in ("run", "plain")}
+    assert len(keys["run"]) == len(keys["plain"]) == 1 and keys["run"] != keys["plain"]
     from export.style.release import stylizer_info
     from export.style.train import load_run
 

@@ -83,14 +83,19 @@ class TrainOptions:
             are also blurrier than a camera's frames.
         extra_crops: further crop sides the steps take in turn with ``crop`` (e.g. (384,):
             every other step on 384-px crops), each with the style's Gram targets at that
-            size and its content and TV terms divided by (side / crop)^2, so that beta
+            size and its content and TV terms divided by (side / balance side)^2 (the
+            balance side is ``crop`` unless ``balance_crop`` names another), so that beta
             keeps its balance (J_content and TV grow with the pixel count, J_style does
-            not). Distillation stays at ``crop``.
+            not). Distillation stays at ``crop``. The grain penalty and the distillation
+            term are sums over the image too and are not divided: on larger crops they
+            weigh more against the perceptual loss.
         balance_crop: the crop side beta's balance refers to (``None``: ``crop``). With
             ``crop=384, balance_crop=256`` every step's content and TV terms are divided
             by (384 / 256)^2 and the teacher optimises with beta times that factor, so a
             student trained at 256 px continues on 384-px crops with the same beta, and
-            its files are weighed by the same J as the ones trained at 256.
+            its files are weighed by the same J as the ones trained at 256. The grain and
+            distillation terms are not divided (see ``extra_crops``): at 384 px they weigh
+            2.25x what they weighed at 256. Equal to ``crop`` it is stored as ``None``.
     """
 
     style: str
@@ -137,6 +142,8 @@ class TrainOptions:
                              f"{self.scale_range}")
         if self.crop % SIZE_MULTIPLE or self.crop < 32:
             raise ValueError(f"crop must be a multiple of {SIZE_MULTIPLE} and >= 32, got {self.crop}")
+        if self.balance_crop == self.crop:  # the default, spelt out: one setting, one form
+            object.__setattr__(self, "balance_crop", None)
         if self.balance_crop is not None and (self.balance_crop % SIZE_MULTIPLE
                                               or self.balance_crop < 32):
             raise ValueError(f"balance_crop must be a multiple of {SIZE_MULTIPLE} and >= 32, "
@@ -453,7 +460,7 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
         grads = tape.gradient(loss, student.trainable_variables)
         opt.apply_gradients(zip(grads, student.trainable_variables))
         return (loss, tf.reduce_mean(parts["J_content"]), tf.reduce_mean(parts["J_style"]),
-                distill, g)
+                distill, g, tf.reduce_mean(parts["TV"]))
 
     if not eager:
         train_step = tf.function(train_step, reduce_retracing=True)
@@ -471,14 +478,14 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
         if t_content is not None:
             t = s % len(t_content)
             tc, tt = t_content[t:t + 1], t_target[t:t + 1]
-        loss, jc, js, dl, gr = (float(v) for v in train_step(
+        loss, jc, js, dl, gr, tv = (float(v) for v in train_step(
             tf.constant(batch, tf.float32), tc, tt, grams_by_size[side],
             tf.constant((side / options.balance_side) ** 2, tf.float32)))
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {s}; lower --lr")
         step.assign(s + 1)
         record = {"step": s + 1, "crop": side, "loss": loss, "J_content": jc, "J_style": js,
-                  "distill": dl, "grain": gr, "seconds": round(time.perf_counter() - t0, 1)}
+                  "distill": dl, "grain": gr, "TV": tv, "seconds": round(time.perf_counter() - t0, 1)}
         log.write(json.dumps(record) + "\n")
         bar.set_postfix(J=f"{loss:.3g}", Jc=f"{jc:.3g}", Js=f"{js:.3g}")
         if s + 1 == options.steps and not options.freeze_batchnorm:
