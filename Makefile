@@ -84,7 +84,7 @@ eval-faces: setup ## every evaluation set (+ every pair of the held-out photos),
 	    --model peer --json runs/faces/eval_all.json --roc runs/faces/roc.png
 
 # --- style (docs/RESULTS_style.md) ---------------------------------------------------
-train-style: setup ## train the released udnie and wave students (5 + 10 legs, ~2.3 h each on one thread; checkpointed)
+train-style: setup ## train the released udnie and wave students (5 + 11 legs, ~2.3 h / 3 h on one thread; checkpointed)
 	$(PY) -m export style train --style udnie --run runs/style/udnie_shuffle --stages shuffle --steps 3000 --resume
 	$(PY) -m export style train --style udnie --run runs/style/udnie_shuffle256 --init runs/style/udnie_shuffle \
 	    --stages shuffle --crop 256 --steps 600 --lr 1e-3 --beta 1.28e4 --resume
@@ -112,6 +112,8 @@ train-style: setup ## train the released udnie and wave students (5 + 10 legs, ~
 	$(PY) -m export style train --style wave --run runs/style/wave_multi --init runs/style/wave_scale \
 	    --freeze-bn --scale 1,1.6 --extra-crops 384 --stages shuffle --crop 256 --steps 400 --lr 5e-4 --beta 3.5e4 --grain 1e5 --resume
 	$(PY) -m export style train --style wave --run runs/style/wave_384 --init runs/style/wave_multi \
+	    --freeze-bn --scale 1,1.6 --stages shuffle --crop 384 --balance-crop 256 --steps 400 --lr 5e-4 --beta 3.5e4 --grain 1e5 --resume
+	$(PY) -m export style train --style wave --run runs/style/wave_384b --init runs/style/wave_384 \
 	    --freeze-bn --scale 1,1.6 --stages shuffle --crop 384 --balance-crop 256 --steps 400 --lr 5e-4 --beta 3.5e4 --grain 1e5 --resume
 
 eval-style: setup ## student vs optimiser costs and times, picture grid
