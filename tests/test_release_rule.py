@@ -180,15 +180,21 @@ def test_style_rule_at_the_frame_size_scales_beta_with_the_pixels(capsys):
                                           "beta": 2e4}]})
 
 
+def _write_style_results(tmp_path, name: str, js: float, bench_js: float) -> None:
+    """``<name>.json`` (a wave evaluation of amber and chicago at J_style ``js``) and
+    ``bench_<name>/<content>_wave/bench.json`` (frame-size results at ``bench_js``)."""
+    (tmp_path / f"{name}.json").write_text(json.dumps(
+        _style_eval({"amber": js, "chicago": js})))
+    for content in ("amber", "chicago"):
+        folder = tmp_path / f"bench_{name}" / f"{content}_wave"
+        folder.mkdir(parents=True)
+        (folder / "bench.json").write_text(json.dumps(_bench(bench_js)))
+
+
 def test_style_rule_cli_judges_both_sizes(tmp_path, capsys):
     style_rule = load_app("style_release_rule", "scripts")
     for name, js, bench_js in (("old", 5e4, 2e4), ("new", 2e4, 1e4), ("bad", 2e4, 3e4)):
-        (tmp_path / f"{name}.json").write_text(json.dumps(
-            _style_eval({"amber": js, "chicago": js})))
-        for content in ("amber", "chicago"):
-            folder = tmp_path / f"bench_{name}" / f"{content}_wave"
-            folder.mkdir(parents=True)
-            (folder / "bench.json").write_text(json.dumps(_bench(bench_js)))
+        _write_style_results(tmp_path, name, js, bench_js)
     args = [str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--bench",
             str(tmp_path / "bench_old"), str(tmp_path / "bench_new")]
     assert style_rule.main(args) == 0
@@ -208,12 +214,7 @@ def test_style_rule_frame_only_judges_the_frame_size_alone(tmp_path, capsys):
     style_rule = load_app("style_release_rule", "scripts")
     # "worse" loses at 256 px and wins at the frame size; "bad" the other way round
     for name, js, bench_js in (("old", 2e4, 2e4), ("worse", 5e4, 1e4), ("bad", 1e4, 3e4)):
-        (tmp_path / f"{name}.json").write_text(json.dumps(
-            _style_eval({"amber": js, "chicago": js})))
-        for content in ("amber", "chicago"):
-            folder = tmp_path / f"bench_{name}" / f"{content}_wave"
-            folder.mkdir(parents=True)
-            (folder / "bench.json").write_text(json.dumps(_bench(bench_js)))
+        _write_style_results(tmp_path, name, js, bench_js)
 
     def run(name, *extra):
         return style_rule.main([str(tmp_path / "old.json"), str(tmp_path / f"{name}.json"),
