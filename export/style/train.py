@@ -164,6 +164,11 @@ class TrainOptions:
         """The crop side at which beta weighs the terms as given (see ``balance_crop``)."""
         return self.crop if self.balance_crop is None else self.balance_crop
 
+    def pixel_factor(self, side: int) -> float:
+        """(side / balance side)^2: how much more J_content and TV weigh on ``side``-px
+        crops than where beta was chosen (J_style does not grow with the pixel count)."""
+        return (side / self.balance_side) ** 2
+
     @property
     def style_name(self) -> str:
         return Path(self.style).stem
@@ -273,7 +278,7 @@ def make_teacher_targets(options: TrainOptions, style: np.ndarray, extractor,
     """(contents, optimised) arrays for distillation, cached in ``<run>/teacher/<key>``,
     the key a hash of everything the optimised images depend on."""
     # the student's loss at this crop, Jc / b + beta Js + gamma TV / b, times b
-    balance = (options.crop / options.balance_side) ** 2
+    balance = options.pixel_factor(options.crop)
     costs = options.costs if balance == 1 else dataclasses.replace(
         options.costs, beta=options.costs.beta * balance)
     key = hashlib.sha256(json.dumps({
@@ -439,8 +444,8 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
             out = student(batch, training=bn_training)
             content_acts = extractor(batch)[choice.content]
             parts = cost_model.costs(out, content_acts=content_acts, grams=grams)
-            # k = (side / balance side)^2: the pixel-count terms scaled back to the balance
-            # beta was chosen at
+            # k = options.pixel_factor(side): the pixel-count terms scaled back to the
+            # balance beta was chosen at
             loss = tf.reduce_mean(style_losses.total_cost(
                 parts["J_content"] / k, parts["J_style"], weights.alpha, weights.beta,
                 parts["TV"] / k, weights.gamma))
@@ -480,12 +485,13 @@ def train(options: TrainOptions, *, resume: bool = False, progress: bool = True,
             tc, tt = t_content[t:t + 1], t_target[t:t + 1]
         loss, jc, js, dl, gr, tv = (float(v) for v in train_step(
             tf.constant(batch, tf.float32), tc, tt, grams_by_size[side],
-            tf.constant((side / options.balance_side) ** 2, tf.float32)))
+            tf.constant(options.pixel_factor(side), tf.float32)))
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {s}; lower --lr")
         step.assign(s + 1)
         record = {"step": s + 1, "crop": side, "loss": loss, "J_content": jc, "J_style": js,
-                  "distill": dl, "grain": gr, "TV": tv, "seconds": round(time.perf_counter() - t0, 1)}
+                  "distill": dl, "grain": gr, "TV": tv,
+                  "seconds": round(time.perf_counter() - t0, 1)}
         log.write(json.dumps(record) + "\n")
         bar.set_postfix(J=f"{loss:.3g}", Jc=f"{jc:.3g}", Js=f"{js:.3g}")
         if s + 1 == options.steps and not options.freeze_batchnorm:

@@ -56,7 +56,8 @@ def main() -> int:
                     if extractor is None:
                         extractor = feature_extractor(weights.network, weights.layer_choice.names)
                     c = student_costs(CostModel(extractor, weights), content, style_rgb, out)
-                    c["J"] = weights.alpha * c["J_content"] + h * w / 256 ** 2 * weights.beta * c["J_style"]
+                    c["J"] = (weights.alpha * c["J_content"]
+                              + h * w / 256 ** 2 * weights.beta * c["J_style"])
                     row[which] = c
                 row["change"] = round(row["new"]["J"] / row["old"]["J"] - 1, 4)
                 rows.append(row)
