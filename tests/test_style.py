@@ -153,7 +153,7 @@ def test_vgg19_accepts_a_local_weights_file(tf, tmp_path):
     path = tmp_path / "vgg19_notop.weights.h5"
     src.save_weights(str(path))
     net = lossnet.vgg19(path)
-    got = net.layers[-1].get_layer("block5_conv4").get_weights()[0]
+    got = net.get_layer("block5_conv4").get_weights()[0]
     np.testing.assert_array_equal(got, src.get_layer("block5_conv4").get_weights()[0])
     with pytest.raises(FileNotFoundError):
         lossnet.vgg19(tmp_path / "missing.h5")

@@ -92,3 +92,57 @@ def test_cli_on_squeezenet_shallow_layer(tmp_path):
 
     grid_img = cv2.imread(str(out))
     assert grid_img is not None and grid_img.shape[0] == grid_img.shape[1] > 9 * 32
+
+
+@pytest.mark.parametrize("side", [7, 8])
+def test_unit_centres_match_tensorflow_padding_on_odd_and_even_sizes(tf, side):
+    """A centre-tap kernel copies one input pixel per unit: the field's centre must name it."""
+    import keras
+    from keras import layers
+
+    from export.visualize import receptive_fields
+
+    inp = keras.Input((side, side, 1))
+    x = layers.ZeroPadding2D(((2, 0), (2, 0)), name="pad")(inp)
+    x = layers.Conv2D(1, 3, strides=2, padding="same", use_bias=False, name="conv")(x)
+    model = keras.Model(inp, x)
+    kernel = np.zeros((3, 3, 1, 1), np.float32)
+    kernel[1, 1] = 1.0
+    model.get_layer("conv").set_weights([kernel])
+    rows = np.repeat(np.arange(side, dtype=np.float32)[:, None], side, axis=1) + 1  # row + 1
+    out = np.asarray(model(rows[None, :, :, None]))[0, :, -1, 0]  # a column off the padding
+    field = receptive_fields(model, input_size=side)["conv"]
+    for i, value in enumerate(out):
+        centre = field.centre(i)
+        # a unit over the zero padding reads 0; every other one reads its centre row + 1
+        assert value == (0.0 if centre < 0 else centre + 1), (side, i, centre, value)
+
+
+def test_nested_models_and_unknown_layers_are_refused(tf):
+    import keras
+    from keras import layers
+
+    from export.visualize import VisualizeError, receptive_fields
+
+    inner = keras.Sequential([layers.Conv2D(2, 3)], name="inner")
+    inp = keras.Input((16, 16, 3))
+    with pytest.raises(VisualizeError, match="nested model"):
+        receptive_fields(keras.Model(inp, inner(inp)))
+    odd = layers.Reshape((8, 32, 3), name="reshape")(inp)
+    with pytest.raises(VisualizeError, match="Reshape"):
+        receptive_fields(keras.Model(inp, odd))
+
+
+def test_vgg19_loss_network_is_flat_with_known_fields(tf):
+    """Its convs are layers of the model itself (conv5_4 sees 252 px), and its features work."""
+    from export.style import lossnet
+    from export.visualize import receptive_fields
+
+    net = lossnet.vgg19(None)
+    rf = receptive_fields(net)
+    assert (rf["block3_conv1"].size, rf["block3_conv1"].jump) == (24, 4)
+    assert (rf["block5_conv4"].size, rf["block5_conv4"].jump) == (252, 16)
+    feats = lossnet.feature_extractor("vgg19", ["block1_conv1", "block2_conv1"], weights=None)
+    out = feats(np.zeros((1, 32, 32, 3), np.float32))
+    assert out["block1_conv1"].shape == (1, 32, 32, 64)
+    assert out["block2_conv1"].shape == (1, 16, 16, 128)

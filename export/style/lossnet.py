@@ -182,7 +182,14 @@ def vgg19(weights: str | os.PathLike | None = None):
     base = keras.applications.VGG19(include_top=False, weights=weights, input_shape=(None, None, 3))
     inp = keras.Input((None, None, 3), name="image_rgb_0_255")
     x = keras.layers.Lambda(_caffe_preprocess, name="caffe_preprocess")(inp)
-    model = keras.Model(inp, base(x), name="vgg19_lossnet")
+    # copies of the applications model's layers, in a chain (VGG19 is one), not the model
+    # as one nested layer: every conv is then a layer of this model, by its own name, with
+    # this graph as its only one (the feature extractor and the visualiser walk it)
+    for layer in base.layers[1:]:
+        copy = layer.__class__.from_config(layer.get_config())
+        x = copy(x)
+        copy.set_weights(layer.get_weights())
+    model = keras.Model(inp, x, name="vgg19_lossnet")
     model.trainable = False
     return model
 
@@ -204,21 +211,13 @@ def feature_extractor(network: str = "squeezenet", layer_names: Sequence[str] | 
     names = [layer_name(n) for n in (layer_names or DEFAULT_LAYERS[network].names)]
     if network == "squeezenet":
         base = squeezenet(SQUEEZENET_WEIGHTS if weights == "default" else weights)
-        lookup = base
     else:
         base = vgg19("imagenet" if weights == "default" else weights)
-        lookup = base.layers[-1]  # the applications model nested inside
-    known = [layer.name for layer in lookup.layers]
+    known = [layer.name for layer in base.layers]
     missing = [n for n in names if n not in known]
     if missing:
         raise ValueError(f"{network} has no layer(s) {missing}; it has {known}")
-    if network == "squeezenet":
-        outputs = {n: base.get_layer(n).output for n in names}
-        model = keras.Model(base.input, outputs, name=f"{network}_features")
-    else:
-        inner = keras.Model(lookup.input, {n: lookup.get_layer(n).output for n in names})
-        inp = keras.Input((None, None, 3))
-        model = keras.Model(inp, inner(base.get_layer("caffe_preprocess")(inp)),
-                            name=f"{network}_features")
+    outputs = {n: base.get_layer(n).output for n in names}
+    model = keras.Model(base.input, outputs, name=f"{network}_features")
     model.trainable = False
     return model

@@ -26,6 +26,15 @@ _GLOBAL = {"GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling
            "GlobalMaxPooling1D", "Flatten", "Dense"}
 # layers that would need an inverse mapping (decoders): not supported
 _UPSAMPLING = {"UpSampling2D", "Conv2DTranspose", "Resizing"}
+# layers that keep each unit's field (per position, or a merge of same-grid inputs). A Lambda
+# is taken as one too: the models here use it for pixel scaling only
+_ELEMENTWISE = {"Activation", "ReLU", "PReLU", "LeakyReLU", "ELU", "Softmax",
+                "BatchNormalization", "LayerNormalization", "GroupNormalization",
+                "Dropout", "SpatialDropout2D", "GaussianNoise", "Rescaling", "Normalization",
+                "Lambda", "L2Normalize", "Identity",
+                "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
+# zero padding and cropping move unit 0's centre, not the field's size
+_PADDING = {"ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D"}
 
 
 class VisualizeError(ValueError):
@@ -53,21 +62,49 @@ def _first(v) -> int:
     return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
 
 
-def receptive_fields(model) -> dict[str, ReceptiveField]:
-    """Receptive field of every layer of a Keras functional model (first spatial axis)."""
+def _same_pad_left(k_eff: int, stride: int, size: int | None) -> int:
+    """Pixels TensorFlow pads before the first position for ``padding="same"``.
+
+    The total is ``max((ceil(n/s) - 1)·s + k - n, 0)``, the smaller half before: it depends
+    on the input's size ``n`` unless ``n`` divides by the stride (then ``max(k - s, 0)``).
+    """
+    if size is None:
+        return max(k_eff - stride, 0) // 2
+    out = -(-size // stride)
+    return max((out - 1) * stride + k_eff - size, 0) // 2
+
+
+def receptive_fields(model, input_size: int | None = None) -> dict[str, ReceptiveField]:
+    """Receptive field of every layer of a Keras functional model (first spatial axis).
+
+    ``input_size``: the input's side in pixels, which fixes the "same" padding of strided
+    layers on odd sizes; without it every size is taken to divide by the strides.
+
+    Raises:
+        VisualizeError: a layer that upsamples, a nested model, or a layer kind whose
+            effect on the field is not known here (rather than a silently wrong field).
+    """
+    import keras
+
     fields: dict[str, ReceptiveField] = {}
+    sizes: dict[str, int | None] = {}
     for op in model.operations:
         kind = type(op).__name__
         parents = [t._keras_history[0].name for t in op._inbound_nodes[0].input_tensors]
         if not parents:  # the input layer
             fields[op.name] = ReceptiveField(1.0, 1.0, 0.0)
+            sizes[op.name] = input_size
             continue
+        if isinstance(op, keras.Model):
+            raise VisualizeError(f"layer {op.name!r} is a nested model ({kind}); build the "
+                                 "network flat (its layers in the outer model) to visualise it")
         ins = [fields[p] for p in parents]
+        size = sizes[parents[0]]
         if kind in _UPSAMPLING:
             raise VisualizeError(f"layer {op.name!r} ({kind}) upsamples; receptive fields of "
                                  "decoder layers are not defined here")
         if any(f.size is None for f in ins) or kind in _GLOBAL:
-            fields[op.name] = ReceptiveField(None, 1.0, 0.0)
+            fields[op.name], sizes[op.name] = ReceptiveField(None, 1.0, 0.0), None
             continue
         base = max(ins, key=lambda f: f.size)
         if kind in _WINDOWED:
@@ -75,12 +112,27 @@ def receptive_fields(model) -> dict[str, ReceptiveField]:
             stride = _first(op.strides)
             dilation = _first(getattr(op, "dilation_rate", 1))
             k_eff = dilation * (k - 1) + 1
-            pad_left = max(k_eff - stride, 0) // 2 if op.padding == "same" else 0
+            if op.padding == "same":
+                pad_left = _same_pad_left(k_eff, stride, size)
+                sizes[op.name] = None if size is None else -(-size // stride)
+            else:
+                pad_left = 0
+                sizes[op.name] = None if size is None else (size - k_eff) // stride + 1
             fields[op.name] = ReceptiveField(base.size + (k_eff - 1) * base.jump,
                                              base.jump * stride,
                                              base.start + ((k_eff - 1) / 2 - pad_left) * base.jump)
-        else:  # element-wise, normalisation, activation, concatenation, ...
-            fields[op.name] = base
+        elif kind in _PADDING:
+            amount = getattr(op, "padding", None) if kind.startswith("Zero") else op.cropping
+            before, after = (amount[0] if isinstance(amount[0], (tuple, list)) else amount)
+            sign = -1 if kind.startswith("Zero") else 1
+            fields[op.name] = ReceptiveField(base.size, base.jump,
+                                             base.start + sign * before * base.jump)
+            sizes[op.name] = None if size is None else size - sign * (before + after)
+        elif kind in _ELEMENTWISE:
+            fields[op.name], sizes[op.name] = base, size
+        else:
+            raise VisualizeError(f"layer {op.name!r} ({kind}): its effect on the receptive "
+                                 "field is not known here")
     return fields
 
 
@@ -105,7 +157,8 @@ def top_patches(model, layer: str, images: Sequence[np.ndarray], *, units: Seque
     names = [op.name for op in model.operations]
     if layer not in names:
         raise VisualizeError(f"no layer {layer!r}; layers: {', '.join(names)}")
-    field = receptive_fields(model)[layer]
+    sides = {np.asarray(im).shape[0] for im in images}
+    field = receptive_fields(model, input_size=sides.pop() if len(sides) == 1 else None)[layer]
     probe = keras.Model(model.inputs[0], model.get_layer(layer).output)
     best: dict[int, list[_Hit]] = {}
     for b0 in range(0, len(images), batch):
