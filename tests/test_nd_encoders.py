@@ -158,3 +158,52 @@ def test_gallery_works_with_a_1d_encoder(tf, tmp_path):
     with sdk.Encoder.create(other_path) as enc2:
         with pytest.raises(sdk.errors.GalleryModelMismatchError):
             sdk.Gallery.load(saved, enc2)
+
+
+def test_nd_gallery_check_counts_rejected_probes(tf, tmp_path):
+    """The example's gallery numbers: a probe of nobody enrolled counts as rejected."""
+    import sdk
+    from export import formats
+    from export.encoders import build_encoder
+    from export.nd.cli import _gallery_check
+
+    model = build_encoder((20, 6), filters=(8, 16), kernel_size=3, embedding_size=8)
+    path = formats.to_onnx(model, tmp_path / "sig.onnx", _info(model, "sig"))
+    rng = np.random.default_rng(5)
+    a, b = (rng.normal(size=(20, 6)).astype(np.float32) for _ in range(2))
+    far = rng.normal(size=(2, 20, 6)).astype(np.float32)
+    # identity 0: a enrolled, a + tiny noise found; identity 1: b enrolled, two unrelated
+    # signals as its other samples, far above the tiny τ: rejected, not misnamed
+    x = np.stack([a, a + 1e-4, b, far[0], far[1]])
+    y = np.array([0, 0, 1, 1, 1])
+    with sdk.Encoder.create(path, threshold=1e-4) as enc:
+        out = _gallery_check(enc, x, y)
+    assert out == {"gallery_rank1_at_threshold": 1 / 3, "gallery_unknown_rate": 2 / 3}
+
+
+def test_nd_refuses_bad_settings_and_a_folder_made_with_others(tmp_path, capsys):
+    """Wrong numbers fail before any work; a folder keeps the settings its split came from."""
+    import argparse
+
+    from export.nd import cli
+
+    assert cli.main(["speech", "--identities", "3", "--out", str(tmp_path / "a")]) == 2
+    assert "--identities must be at least 8" in capsys.readouterr().err
+    assert cli.main(["clips", "--images", str(tmp_path / "none"), "--out",
+                     str(tmp_path / "b")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert cli.main(["speech", "--samples", "1", "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+    def args(seed):
+        return argparse.Namespace(out=tmp_path / "run", identities=48, samples=12, seed=seed)
+
+    cli._check_run_folder("speech", args(0))          # records the settings
+    cli._check_run_folder("speech", args(0))          # the same: fine
+    with pytest.raises(cli.RunMismatchError, match="seed 0 -> 1"):
+        cli._check_run_folder("speech", args(1))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "data.npz").write_bytes(b"")
+    with pytest.raises(cli.RunMismatchError, match="without settings"):
+        cli._check_run_folder("speech", argparse.Namespace(
+            out=tmp_path / "old", identities=48, samples=12, seed=0))

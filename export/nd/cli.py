@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,61 @@ EXAMPLES = {
     "speech": ("1D signal (frames, mel bins)", 5, (32, 64, 96), 64, True),
     "clips": ("3D clip (frames, h, w, 1)", 3, (8, 16, 32), 64, False),
 }
+
+
+class RunMismatchError(ValueError):
+    """``--out`` holds a run made with other data or seed settings."""
+
+
+def _settings(name: str, args) -> dict:
+    """What the cached data, the held-out split and the checkpoint depend on."""
+    data = ({"identities": args.identities, "samples": args.samples} if name == "speech" else
+            {"images": str(Path(args.images).resolve()), "samples": args.samples,
+             "frames": args.frames, "size": args.size})
+    return {"example": name, "seed": args.seed, **data}
+
+
+def _check_run_folder(name: str, args) -> None:
+    """Refuse to reuse a folder made with other settings (its cache, split and checkpoint).
+
+    The held-out identities are drawn from ``--seed`` and the data from the data options: a
+    rerun with others would evaluate on identities the cached checkpoint trained on.
+    """
+    record = args.out / "settings.json"
+    wanted = _settings(name, args)
+    if record.is_file():
+        had = json.loads(record.read_text())
+        diff = {k: (had.get(k), v) for k, v in wanted.items() if had.get(k) != v}
+        if diff:
+            changes = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise RunMismatchError(f"{args.out} was made with other settings ({changes}); its "
+                                   "cached data, held-out split and checkpoint belong to them: "
+                                   "give another --out or delete the folder")
+    elif any((args.out / f).exists() for f in ("data.npz", "checkpoints")):
+        raise RunMismatchError(f"{args.out} holds a run without settings.json (made before "
+                               "runs recorded their settings): give another --out or delete it")
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(wanted, indent=1))
+
+
+def _check_arguments(name: str, args) -> None:
+    """Fail before any work on settings that cannot give a held-out evaluation."""
+    if name == "speech" and args.identities < 8:
+        # a quarter (at least 2) is held out; the rest must fill triplet batches with
+        # several identities
+        raise ValueError(f"--identities must be at least 8, got {args.identities}")
+    if args.samples < 2:
+        raise ValueError(f"--samples must be at least 2 (same-identity pairs), got {args.samples}")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be positive, got {args.steps}")
+    if name == "clips":
+        if args.frames < 2 or args.size < 8:
+            raise ValueError(f"--frames must be >= 2 and --size >= 8, got {args.frames}, "
+                             f"{args.size}")
+        if not Path(args.images).is_dir():
+            raise FileNotFoundError(f"--images {args.images}: no such folder (AT&T/ORL faces, "
+                                    "in ../shared/data/faces/att-orl)")
 
 
 def _dataset(name: str, args) -> dict:
@@ -85,8 +141,12 @@ def run(name: str, args) -> dict:
     from .train import TrainOptions, all_pairs, embed, rank1_one_shot, train
 
     what, kernel, filters, emb_size, int8_ok = EXAMPLES[name]
+    _check_run_folder(name, args)
     data = _dataset(name, args)
     x, y = data["x"].astype(np.float32), data["y"]
+    if len(np.unique(y)) < 8:
+        raise ValueError(f"{len(np.unique(y))} identities in the data: at least 8 are needed "
+                         "(a quarter held out, several per triplet batch)")
     rng = np.random.default_rng(args.seed)
     ids = rng.permutation(np.unique(y))
     held = ids[: max(2, len(ids) // 4)]
@@ -101,7 +161,9 @@ def run(name: str, args) -> dict:
     emb_train, emb_test = embed(model, x[~test]), embed(model, x[test])
     from sdk.distance import squared_l2
 
-    p_tr, s_tr = all_pairs(y[~test], max_different=20000, rng=rng)
+    # every training pair: best_threshold maximises accuracy, which depends on the
+    # same/different ratio, so a subsample of different pairs would bias τ
+    p_tr, s_tr = all_pairs(y[~test])
     tau, train_acc = best_threshold(squared_l2(emb_train[p_tr[:, 0]], emb_train[p_tr[:, 1]]), s_tr)
     p_te, s_te = all_pairs(y[test])
     d_te = squared_l2(emb_test[p_te[:, 0]], emb_test[p_te[:, 1]])
@@ -175,7 +237,7 @@ def _gallery_check(enc, x: np.ndarray, y: np.ndarray) -> dict:
     for i in probes:
         r = gallery.identify_embedding(enc.embed(x[i]))
         hits += r.label == f"id{y[i]}"
-        unknown += r.label is None
+        unknown += not r.is_known
     return {"gallery_rank1_at_threshold": hits / len(probes),
             "gallery_unknown_rate": unknown / len(probes)}
 
@@ -195,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     args.out = args.out or Path("runs") / "nd" / args.example
-    result = run(args.example, args)
+    try:
+        _check_arguments(args.example, args)
+        result = run(args.example, args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"python -m export nd: error: {e}", file=sys.stderr)
+        return 2
     m = result["held_out"]
     print(f"{args.example}: held-out {result['held_out_identities']} identities: "
           f"accuracy@τ {result['held_out_accuracy_at_threshold']:.3f}, AUC {m['auc']:.3f}, "

@@ -59,6 +59,9 @@ def train(model, x: np.ndarray, y: np.ndarray, options: TrainOptions, out_dir: P
         model.load_weights(ckpt)
         state = json.loads(state_file.read_text())
         start, history = state["step"], state["history"]
+        if start > options.steps:
+            raise ValueError(f"the checkpoint in {out_dir} has trained {start} steps, more than "
+                             f"--steps {options.steps}: give at least {start} or another folder")
         log(f"resumed from step {start}")
     rng = np.random.default_rng(options.seed + start)
     optimizer = keras.optimizers.Adam(options.learning_rate)
