@@ -133,7 +133,9 @@ def to_tflite(model, path: str | Path, info: ModelInfo, *, precision: str = "fp3
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif precision == "int8":
-        samples = [np.asarray(x, dtype=np.float32) for x in (calibration or [])]
+        # any iterable of inputs, an array of them included (whose truth value is undefined)
+        samples = [np.asarray(x, dtype=np.float32)
+                   for x in (calibration if calibration is not None else [])]
         if len(samples) < 16:
             raise ValueError(f"int8 needs at least 16 real calibration inputs, got {len(samples)}")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -167,6 +167,48 @@ def test_pairs_file_identity_disjoint_folds(tmp_path):
         fdata.resolve_lfw_image(tmp_path, "set-a/person00", 99)
 
 
+def test_pairs_file_refuses_folds_without_enough_different_pairs(tmp_path):
+    """People with 25 and 2 photos make 301 same-person pairs but only 100 ordered
+    different-person draws: asking for 150 per fold is refused at once (it used to loop
+    forever)."""
+    d = _fake_tree(tmp_path, people=2, per=25)
+    keep = (d["labels"] == 0) | np.isin(d["paths"], ["set-a/person01/img0.jpg",
+                                                    "set-a/person01/img1.jpg"])
+    d = {k: (v[keep] if k != "names" else v) for k, v in d.items()}
+    with pytest.raises(fdata.FacesDataError, match="301 same-person and 100 different"):
+        fdata.write_pairs(tmp_path / "p.txt", d, np.array([0, 1]), root=tmp_path, folds=1,
+                          pairs_per_fold=150, seed=0)
+
+
+def test_prepare_refuses_a_cache_of_other_photos_and_a_moved_split(tmp_path, capsys):
+    """`faces prepare` reuses a cache only when made from the same photos, and does not
+    replace a split.json that trained runs rely on unless given --force."""
+    import json as _json
+
+    from export.faces import cli
+
+    d = _fake_tree(tmp_path / "photos", people=40, per=5)
+    root = tmp_path / "photos"
+    cache = tmp_path / "aligned.npz"
+    arrays = {**d, "images": np.zeros((len(d["labels"]), 2, 2, 3), np.uint8),
+              "n_failed": np.array(0), "n_scanned": np.array(len(d["labels"]))}
+    np.savez(cache, **arrays,
+             settings=np.array(_json.dumps(fdata.cache_settings(root, fdata.TRAIN_SETS, None))))
+    args = ["prepare", "--root", str(root), "--cache", str(cache), "--pairs",
+            str(tmp_path / "pairs.txt"), "--holdout", "0.5", "--pairs-per-fold", "4"]
+    assert cli.main(args) == 0
+    split = _json.loads((tmp_path / "split.json").read_text())["holdout"]
+    assert cli.main(args + ["--limit", "10"]) == 2
+    assert "limit None -> 10" in capsys.readouterr().err
+    assert cli.main(args + ["--seed", "3"]) == 2          # another split: refused ...
+    assert "holds another split" in capsys.readouterr().err
+    assert _json.loads((tmp_path / "split.json").read_text())["holdout"] == split
+    old = {k: v for k, v in arrays.items()}
+    np.savez(cache, **old)                                  # ... and a cache without settings
+    assert cli.main(args) == 2
+    assert "records no settings" in capsys.readouterr().err
+
+
 def test_pk_sampler_and_merged_labels():
     labels = np.repeat(np.arange(10), 5)
     ok = np.zeros(len(labels), bool)
@@ -504,8 +546,13 @@ def test_evaluate_pipeline_on_tiny_model(tmp_path):
         {"0.001": {"threshold": 0.3}, "0.0001": {"threshold": 0.15}})
     assert by_hand == {"x": {"pairs": 2, "tar_at_far_0.001": 0.5, "tar_at_far_0.0001": 0.5},
                        "y": {"pairs": 1, "tar_at_far_0.001": 1.0, "tar_at_far_0.0001": 0.0}}
-    # the false accepts at FAR 1e-3 grouped by photo set: both sides are in "set" here
-    assert set(r["false_accepts_at_far_1e-3"]) <= {"set ~ set"}
+    # the false accepts at FAR 1e-3 grouped by photo set: here none (4 different pairs);
+    # by hand, only different-person pairs at or under τ count, under their sorted sets
+    assert r["false_accepts_at_far_1e-3"] == {}
+    assert evaluate.false_accepts_by_set(
+        np.array([0.1, 0.2, 0.3, 0.25, 0.9]), np.array([True, False, False, False, False]),
+        np.array(["x", "y", "x", "x", "x"]), np.array(["x", "x", "x", "y", "y"]), 0.3
+    ) == {"x ~ y": 2, "x ~ x": 1}
     # report: several evaluate reports (e.g. a new run, the teacher) fill the same tables
 
     from export.faces import report as freport
@@ -781,6 +828,21 @@ def test_train_then_new_leg_from_init(tmp_path):
     resumed = train.train(more)
     assert resumed["epoch"] == 2
     assert not np.allclose(np.load(tmp_path / "f" / "projection.npy"), w1)
+    split = tmp_path / "split.json"
+    assert resumed["holdout"] == sorted(json.loads(split.read_text())["holdout"])
+    # resuming with another option that shaped the checkpoint, or another held-out split,
+    # is refused by name; a fresh run into a used folder too (its heads would be reused)
+    other_seed = train.build_parser().parse_args(proj_args + ["--resume", "--seed", "9"])
+    with pytest.raises(fdata.FacesDataError, match=r"--seed 0 -> 9"):
+        train.train(other_seed)
+    moved = tmp_path / "split_moved.json"
+    record = json.loads(split.read_text())
+    moved.write_text(json.dumps({**record, "holdout": sorted(record["holdout"])[:-1]}))
+    other_split = [a if a != str(split) else str(moved) for a in proj_args]
+    with pytest.raises(fdata.FacesDataError, match="holdout"):
+        train.train(train.build_parser().parse_args(other_split + ["--resume"]))
+    with pytest.raises(fdata.FacesDataError, match="holds a run"):
+        train.train(train.build_parser().parse_args(proj_args))
     # a leg after a projected one (here widened) starts from its learnt map, not from a
     # fresh Procrustes rotation (a map at half scale tells the two apart)
     learnt = 0.5 * np.load(tmp_path / "f" / "projection.npy")
@@ -1024,3 +1086,27 @@ def test_tfjs_graph_fused_prelu_takes_its_slopes(tmp_path):
     want = np.where(y > 0, y, w["alpha"] * y)
     assert (y < 0).any() and (y > 0).any()
     np.testing.assert_allclose(TfjsGraph.load(path, "y")(x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_release_checks_its_arguments_before_any_work(tmp_path, capsys):
+    """Too few calibration faces, a missing file, or a split naming people the cache does
+    not have: refused at once, by name (they used to fail after the evaluation)."""
+    from export.faces import release
+
+    files = _tiny_training_set(tmp_path)
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"")        # never loaded: the checks come first
+    base = ["--model", str(model), "--cache", str(files["cache"]), "--split",
+            str(tmp_path / "split.json"), "--pairs", str(tmp_path / "pairs.txt"),
+            "--out", str(tmp_path / "out"), "--calibration", "16"]
+    for extra, message in ((["--calibration", "8"], "at least 16"),
+                           (["--max-drop", "-1"], "must not be negative"),
+                           (["--pairs", str(tmp_path / "none.txt")], "--pairs")):
+        with pytest.raises(SystemExit) as stop:
+            release.main(base + extra)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    (tmp_path / "other.json").write_text(json.dumps({"holdout": ["set/nobody"]}))
+    with pytest.raises(SystemExit) as stop:
+        release.main(base + ["--split", str(tmp_path / "other.json")])
+    assert stop.value.code == 2 and "set/nobody" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ into an LFW-format ``pairs.txt`` with 10 identity-disjoint folds.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -144,6 +145,7 @@ def build_cache(out: str | os.PathLike, root: str | os.PathLike = DEFAULT_FACES_
         "landmarks": np.stack(lms).astype(np.float32),
         "n_failed": np.array(failed),
         "n_scanned": np.array(len(records)),
+        "settings": np.array(json.dumps(cache_settings(root, sets, limit))),
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +153,24 @@ def build_cache(out: str | os.PathLike, root: str | os.PathLike = DEFAULT_FACES_
     np.savez(tmp, **data)
     os.replace(tmp, out)
     return data
+
+
+def cache_settings(root: str | os.PathLike, sets: tuple[str, ...], limit: int | None) -> dict:
+    """What a cache of :func:`build_cache` was made from (stored in it, checked on reuse)."""
+    return {"root": str(Path(root).resolve()), "sets": list(sets), "limit": limit}
+
+
+def cache_mismatch(data: dict, root: str | os.PathLike, sets: tuple[str, ...],
+                   limit: int | None) -> list[str]:
+    """How a loaded cache's recorded settings differ from these (empty: the same).
+
+    A cache written before caches recorded their settings has none: it reads as unknown.
+    """
+    if "settings" not in data:
+        return ["the cache records no settings (written by an older version)"]
+    had = json.loads(str(data["settings"]))
+    now = cache_settings(root, sets, limit)
+    return [f"{k} {had.get(k)!r} -> {v!r}" for k, v in now.items() if had.get(k) != v]
 
 
 def load_cache(path: str | os.PathLike) -> dict:
@@ -214,8 +234,14 @@ def write_pairs(path: str | os.PathLike, data: dict, holdout_ids: np.ndarray,
         fids = [int(i) for i in fids]
         same = [(i, a, b) for i in fids for a_i, a in enumerate(person[i][1])
                 for b in person[i][1][a_i + 1:]]
-        if len(same) < pairs_per_fold or len(fids) < 2:
-            raise FacesDataError("too few held-out photos for the requested pairs per fold")
+        counts = np.array([len(person[i][1]) for i in fids])
+        # distinct ordered different-person draws (i, a, j, b) the loop below can make
+        different = int(counts.sum() ** 2 - (counts ** 2).sum())
+        if len(same) < pairs_per_fold or len(fids) < 2 or different < pairs_per_fold:
+            raise FacesDataError(
+                f"too few held-out photos for {pairs_per_fold} pairs per fold: a fold of "
+                f"{len(fids)} people has {len(same)} same-person and {different} "
+                "different-person pairs")
         pick = rng.choice(len(same), size=pairs_per_fold, replace=False)
         for k in pick:
             i, a, b = same[k]

@@ -278,6 +278,17 @@ def genuine_by_set(d: np.ndarray, same: np.ndarray, set_of_pair: np.ndarray,
     return out
 
 
+def false_accepts_by_set(d: np.ndarray, same: np.ndarray, set_a: np.ndarray, set_b: np.ndarray,
+                         tau: float) -> dict[str, int]:
+    """Different-person pairs accepted at ``tau``, counted by the photo sets of their two
+    sides (``"a ~ b"``, sorted), most first."""
+    by_set: dict[str, int] = {}
+    for k in np.flatnonzero(~same & (d <= tau)):
+        key = " ~ ".join(sorted((str(set_a[k]), str(set_b[k]))))
+        by_set[key] = by_set.get(key, 0) + 1
+    return dict(sorted(by_set.items(), key=lambda kv: -kv[1]))
+
+
 def photos_of_pairs(pairs_file: Path, images: Path) -> tuple[list[str], np.ndarray]:
     """The photos an LFW-format pair list names (sorted paths) and each one's identity."""
     parsed, _ = fdata.parse_lfw_pairs(pairs_file)
@@ -335,14 +346,9 @@ def evaluate_dense(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
     res["_dist"], res["_same"] = d, s
     # where the false accepts at FAR 1e-3 come from: the photo sets (the first folder of
     # an identity's name) of both sides of each accepted different-person pair
-    tau3 = res["at_far"]["0.001"]["threshold"]
     sets = np.array([q.split("/")[0] for q in names])
-    fa = np.flatnonzero(~s & (d <= tau3))
-    by_set: dict[str, int] = {}
-    for k in fa:
-        key = " ~ ".join(sorted((sets[rows_all[k]], sets[cols_all[k]])))
-        by_set[key] = by_set.get(key, 0) + 1
-    res["false_accepts_at_far_1e-3"] = dict(sorted(by_set.items(), key=lambda kv: -kv[1]))
+    res["false_accepts_at_far_1e-3"] = false_accepts_by_set(
+        d, s, sets[rows_all], sets[cols_all], res["at_far"]["0.001"]["threshold"])
     res["genuine_by_set"] = genuine_by_set(d, s, sets[rows_all], res["at_far"])
     def rel(q: str) -> str:
         return str(Path(q).relative_to(images)) if Path(q).is_relative_to(images) else q

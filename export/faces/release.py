@@ -9,7 +9,7 @@ int8 QDQ), check each file, gate the quantised ones on accuracy, release.
 2. int8 models are calibrated on real aligned training faces (never held-out ones).
 3. Each file is run through ``sdk.load_model`` on the held-out pairs (images
    re-detected and re-aligned from disk, as on the device) and gets its own τ and
-   named operating points ``far_1e-2/-3/-4`` (fitted on every pair of those photos,
+   named operating points ``far_1e-2/-3/-4/-5`` (fitted on every pair of those photos,
    about a million different-person pairs); a file is refused when, over every pair
    of those photos, its best balanced accuracy is more than ``--max-drop`` points
    below the float model's, or its TAR at FAR 1e-3 more than ``--max-tar-drop``
@@ -126,7 +126,11 @@ def calibration_faces(cache_path, split_path, n: int = 300, seed: int = 0, check
     after them to compare each file with Keras."""
     cache = fdata.load_cache(cache_path)
     names = list(cache["names"])
-    hold = [names.index(h) for h in json.loads(Path(split_path).read_text())["holdout"]]
+    holdout = json.loads(Path(split_path).read_text())["holdout"]
+    unknown = sorted(set(holdout) - set(names))
+    if unknown:
+        raise fdata.FacesDataError(f"held-out identities not in the cache: {unknown[:5]}")
+    hold = [names.index(h) for h in holdout]
     train_rows = np.flatnonzero(~np.isin(cache["labels"], hold))
     rng = np.random.default_rng(seed)
     pick = rng.choice(train_rows, size=min(n, len(train_rows)), replace=False)
@@ -163,6 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.calibration < 16:
+        ap.error(f"--calibration must be at least 16 faces, got {args.calibration}")
+    if min(args.max_drop, args.max_tar_drop) < 0:
+        ap.error("--max-drop and --max-tar-drop must not be negative")
+    for option, path in (("--model", args.model), ("--cache", args.cache),
+                         ("--split", args.split), ("--pairs", args.pairs)):
+        if not Path(path).is_file():
+            ap.error(f"{option} {path}: no such file")
+    # the calibration faces before minutes of evaluation: a split that does not match the
+    # cache fails here, by name
+    try:
+        calib, check_inputs = calibration_faces(args.cache, args.split, args.calibration,
+                                                args.seed, checks=32)
+    except (fdata.FacesDataError, ValueError, KeyError) as e:
+        ap.error(f"--split {args.split} does not match --cache {args.cache}: {e}")
     # TensorFlow only after the arguments: --help and usage errors answer at once
     import keras
 
@@ -192,9 +211,6 @@ def main(argv: list[str] | None = None) -> int:
           f"every pair ({ref_dense['same']} same, {ref_dense['different']} different): "
           f"accuracy {100 * ref_gate.accuracy:.2f}%, TAR at FAR {GATE_FAR:g} "
           f"{100 * ref_gate.tar:.2f}%")
-
-    calib, check_inputs = calibration_faces(args.cache, args.split, args.calibration,
-                                            args.seed, checks=32)
 
     info = face_encoder_info(name, tau, fmt.source_hash(model), {
         "architecture": f"MobileFaceNet-like, width {width:g}",

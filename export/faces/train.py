@@ -305,6 +305,31 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+#: options a resumed run may change: where files are, how long and on how many threads it
+#: runs; every other option shaped the checkpoint and must stay as it was
+RESUMABLE = frozenset({"out", "cache", "teacher", "split", "pairs", "root", "epochs", "minutes",
+                       "resume", "init", "threads", "log_every"})
+#: files of a run besides its model: left over from an earlier run, a fresh one removes them
+_RUN_FILES = ("classifier.npy", "projection.npy", "optimizer.npz")
+
+
+def resume_mismatch(saved: dict, now: dict, split: dict) -> list[str]:
+    """What differs between a checkpoint's record and the options/split it is resumed with.
+
+    ``saved`` is the checkpoint's ``state.json``; ``now`` the new options (``vars(args)``;
+    an option left at ``None`` was not given and keeps the checkpoint's); ``split`` the
+    held-out names and the cache's identity count now. Older checkpoints without a split
+    record are compared on their options only.
+    """
+    config = saved.get("config", {})
+    diffs = [f"--{k.replace('_', '-')} {config[k]!r} -> {v!r}" for k, v in sorted(now.items())
+             if k not in RESUMABLE and k in config and v is not None and config[k] != v]
+    for key, value in split.items():
+        if key in saved and saved[key] != value:
+            diffs.append(f"{key}: the checkpoint's differs from the one given now")
+    return diffs
+
+
 def _save(out: Path, model, optimizer, state: dict, classifier=None, projection=None) -> None:
     for name, var in (("classifier", classifier), ("projection", projection)):
         if var is not None:
@@ -362,6 +387,16 @@ def train(args: argparse.Namespace) -> dict:
     class_of[class_ids] = np.arange(len(class_ids))
 
     state_file = out / "state.json"
+    split_record = {"holdout": sorted(hold_names), "cache_identities": len(names)}
+    if state_file.is_file() and not args.resume:
+        raise fdata.FacesDataError(f"{out} holds a run (state.json): give --resume to "
+                                   "continue it, or another --out")
+    if args.resume and state_file.is_file():
+        diffs = resume_mismatch(json.loads(state_file.read_text()), vars(args), split_record)
+        if diffs:
+            raise fdata.FacesDataError(
+                f"--resume {out}: the checkpoint was trained with other settings ("
+                + "; ".join(diffs) + "): give them as they were, or another --out")
     init_model, earlier = None, {}
     if args.init and not (args.resume and state_file.is_file()):
         # a run folder (its model.keras, classifier.npy, projection.npy) or a .keras file,
@@ -380,6 +415,8 @@ def train(args: argparse.Namespace) -> dict:
     else:
         if args.resume:
             print(f"--resume: nothing in {out}, starting fresh")
+        for name in _RUN_FILES:  # an earlier run's heads must not be trained on or released
+            (out / name).unlink(missing_ok=True)
         keras.utils.set_random_seed(args.seed)
         if init_model is not None:
             # a new leg (fresh optimiser, schedule and history) from earlier weights
@@ -401,7 +438,8 @@ def train(args: argparse.Namespace) -> dict:
             model = build_encoder(args.width, args.expand, blocks=tuple(args.blocks),
                                   final=args.final)
         state = {"epoch": 0, "step": 0, "elapsed": 0.0, "history": [], "config": vars(args),
-                 "params": int(model.count_params()), "macs": count_macs(model)}
+                 "params": int(model.count_params()), "macs": count_macs(model),
+                 **split_record}
         if init_model is not None:
             state["init"] = {"from": str(args.init), "state": earlier.get("state")}
         print(f"encoder: {state['params']} parameters, {state['macs'] / 1e6:.1f} M MACs")
