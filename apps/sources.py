@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: Image files the apps read (cv2.imread) and stylize_camera writes (cv2.imwrite).
+#: Image files the apps read (cv2.imread).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+#: Image files stylize_camera writes (cv2.imwrite): not .pgm, which holds grey images only.
+OUT_IMAGE_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s != ".pgm")
 #: Kinds of --source (:func:`source_kind`).
 CAMERA, VIDEO, FOLDER, IMAGE = "camera", "video", "folder", "image"
 

@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apps.sources import (CAMERA, IMAGE, IMAGE_SUFFIXES, VIDEO, SourceError,  # noqa: E402
-                          source_kind)
+from apps.sources import (CAMERA, IMAGE, IMAGE_SUFFIXES, OUT_IMAGE_SUFFIXES,  # noqa: E402
+                          VIDEO, SourceError, source_kind)
 from sdk import Stylizer, StylizerOptions  # noqa: E402
 from sdk.errors import SdkError  # noqa: E402
 
@@ -55,7 +55,7 @@ def draw_fps(frame: np.ndarray, fps: float, label: str) -> None:
 def check_out(out: str, kind: str) -> None:
     """Refuse an ``--out`` whose extension does not fit the source, before any work."""
     suffix = Path(out).suffix.lower()
-    wanted = IMAGE_SUFFIXES if kind == IMAGE else tuple(VIDEO_FOURCC)
+    wanted = OUT_IMAGE_SUFFIXES if kind == IMAGE else tuple(VIDEO_FOURCC)
     if suffix not in wanted:
         # a file without an image suffix is read as a video: say so, it may be neither
         read_as = ("" if kind != VIDEO else
@@ -63,8 +63,11 @@ def check_out(out: str, kind: str) -> None:
                    f"{'/'.join(IMAGE_SUFFIXES)})")
         raise UsageError(
             f"--out {out!r} does not fit {'an image' if kind == IMAGE else 'a ' + kind} "
-            f"source{read_as}: an image source writes {'/'.join(IMAGE_SUFFIXES)}, a camera "
-            f"or video source writes {'/'.join(VIDEO_FOURCC)}")
+            f"source{read_as}: an image source writes {'/'.join(OUT_IMAGE_SUFFIXES)}, a "
+            f"camera or video source writes {'/'.join(VIDEO_FOURCC)}")
+    folder = Path(out).resolve().parent
+    if not folder.is_dir():
+        raise UsageError(f"--out {out!r}: the folder {str(folder)!r} does not exist")
 
 
 def open_source(kind: str, ref: int | str) -> tuple[cv2.VideoCapture | None, np.ndarray | None]:

@@ -15,6 +15,7 @@ of the output; ``size_multiple`` (the network's total stride).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,17 @@ class StylizerOptions:
     border: int = 8
 
     def __post_init__(self) -> None:
+        for name in ("border", "max_side"):
+            value = getattr(self, name)
+            # pixel counts: a float or a string would fail later, inside OpenCV
+            if value is not None and (not isinstance(value, (int, np.integer))
+                                      or isinstance(value, bool)):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+        for name in ("smoothing", "scene_cut"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+                # NaN would pass every comparison below and switch the check off silently
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.border < 0:
             raise ValueError(f"border must be >= 0, got {self.border}")
         if self.running_mode not in RUNNING_MODES:

@@ -721,6 +721,12 @@ def test_stylizer_rejects_wrong_kind_and_missing_model(style_models, tmp_path):
         StylizerOptions(model_path="x", running_mode="live")
     with pytest.raises(ValueError):
         StylizerOptions(model_path="x", smoothing=1.0)
+    # NaN used to switch the scene-cut check off; a float border or a str max_side failed
+    # later, inside OpenCV or as a bare TypeError
+    for bad, message in (({"scene_cut": float("nan")}, "finite"), ({"border": 2.5}, "int"),
+                         ({"max_side": "64"}, "int"), ({"smoothing": float("nan")}, "finite")):
+        with pytest.raises(ValueError, match=message):
+            StylizerOptions(model_path="x", **bad)
 
 
 def test_stylizer_close_twice_and_use_after_close(style_models):
@@ -1041,6 +1047,14 @@ def test_source_kind_is_shared_and_camera_is_a_whole_word(tmp_path, monkeypatch)
     Path("notes.txt").write_text("x")
     with pytest.raises(app.UsageError, match="read as a video"):
         app.check_out("x.jpg", app.source_kind("notes.txt", folders=False)[0])
+    # .pgm holds grey images only: OpenCV cannot write a stylised frame to it
+    Path("photo.png").write_bytes(b"x")
+    with pytest.raises(app.UsageError, match="does not fit an image"):
+        app.check_out("out.pgm", app.source_kind("photo.png", folders=False)[0])
+    # a missing output folder is named before any work
+    with pytest.raises(app.UsageError, match="does not exist"):
+        app.check_out("no/such/folder/out.jpg", app.source_kind("photo.png", folders=False)[0])
+    app.check_out("out.jpg", app.source_kind("photo.png", folders=False)[0])
 
 
 def test_stylize_camera_overlay_only_on_video_by_default(style_models, tmp_path, monkeypatch):
