@@ -147,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         writer = None
         fps_avg = None
         n = 0
+        # a file declares its frame count: fewer read means a cut or damaged file, which
+        # otherwise ends like a complete one (containers may only estimate it: a warning)
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if kind == VIDEO else 0
+        interrupted = False
         try:
             while args.max_frames is None or n < args.max_frames:
                 ok, frame = cap.read()
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 writer.write(out)
                 n += 1
         except KeyboardInterrupt:
-            pass
+            interrupted = True
         except SdkError as exc:  # e.g. an InferenceError mid-stream: what was written stays
             print(f"{PROG}: error: frame {n}: {exc}", file=sys.stderr)
             return 1
@@ -180,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         if n == 0:
             print(f"{PROG}: error: the source gave no frames", file=sys.stderr)
             return 1
+        wanted = declared if args.max_frames is None else min(declared, args.max_frames)
+        if n < wanted and not interrupted:
+            print(f"{PROG}: warning: {n} of the {declared} frames the video declares were "
+                  "read: it may be cut short or damaged", file=sys.stderr)
         print(f"{args.out}: {n} frames, {fps_avg:.1f} FPS (stylizer only)")
     return 0
 

@@ -1093,6 +1093,36 @@ def test_stylize_camera_overlay_only_on_video_by_default(style_models, tmp_path,
     cap.release()
 
 
+def test_stylize_camera_warns_when_a_video_is_cut_short(style_models, tmp_path, capsys):
+    """A video that gives fewer frames than it declares is said to be cut or damaged;
+    a complete one, or one stopped by --max-frames, is not."""
+    import cv2
+
+    app = load_app("stylize_camera")
+    paths, _ = style_models
+    image = cv2.imread(str(_write_image(tmp_path / "photo.png")))
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    for k in range(12):
+        writer.write(np.roll(image, k, axis=1))
+    writer.release()
+    base = ["--style", str(paths["onnx_fp32"]), "--no-overlay"]
+    assert app.main([*base, "--source", str(clip), "--out", str(tmp_path / "a.avi")]) == 0
+    assert app.main([*base, "--source", str(clip), "--out", str(tmp_path / "b.avi"),
+                     "--max-frames", "3"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    cut = tmp_path / "cut.avi"
+    data = clip.read_bytes()
+    cut.write_bytes(data[: len(data) // 2] + data[-2048:])   # frames gone, index kept
+    cap = cv2.VideoCapture(str(cut))
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert declared == 12
+    assert app.main([*base, "--source", str(cut), "--out", str(tmp_path / "c.avi")]) == 0
+    err = capsys.readouterr().err
+    assert "of the 12 frames the video declares were read" in err
+
+
 def test_stylize_camera_runtime_failure_mid_stream_is_one_line(style_models, tmp_path,
                                                                monkeypatch, capsys):
     """A runtime error on the third frame: exit 1 with one line naming the frame, the two
