@@ -70,6 +70,28 @@ def check_out(out: str, kind: str) -> None:
         raise UsageError(f"--out {out!r}: the folder {str(folder)!r} does not exist")
 
 
+#: frames a camera recording holds back to measure the rate it is written at
+CAMERA_RATE_FRAMES = 10
+
+
+def video_rate(cap: cv2.VideoCapture, kind: str, held: list[tuple[float, np.ndarray]]) -> float:
+    """Frames per second to write: a camera's measured over the ``held`` (time, frame)
+    pairs, a video file's own (25 when it does not say)."""
+    if kind == CAMERA and len(held) >= 2 and held[-1][0] > held[0][0]:
+        return (len(held) - 1) / (held[-1][0] - held[0][0])
+    return cap.get(cv2.CAP_PROP_FPS) or 25.0
+
+
+def open_writer(out: str, rate: float, shape: tuple[int, ...]) -> cv2.VideoWriter | None:
+    """An open writer for frames of ``shape``, or None after printing why not."""
+    fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[Path(out).suffix.lower()])
+    writer = cv2.VideoWriter(out, fourcc, rate, (shape[1], shape[0]))
+    if not writer.isOpened():
+        print(f"{PROG}: error: cannot write video {out}", file=sys.stderr)
+        return None
+    return writer
+
+
 def open_source(kind: str, ref: int | str) -> tuple[cv2.VideoCapture | None, np.ndarray | None]:
     """(capture, None) for a camera/video, (None, image) for an image file."""
     if kind == IMAGE:
@@ -151,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         # otherwise ends like a complete one (containers may only estimate it: a warning)
         declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if kind == VIDEO else 0
         interrupted = False
+        pending: list[tuple[float, np.ndarray]] = []
         try:
             while args.max_frames is None or n < args.max_frames:
                 ok, frame = cap.read()
@@ -163,15 +186,21 @@ def main(argv: list[str] | None = None) -> int:
                 fps_avg = inst if fps_avg is None else 0.9 * fps_avg + 0.1 * inst
                 if overlay:
                     draw_fps(out, fps_avg, label)
-                if writer is None:
-                    rate = cap.get(cv2.CAP_PROP_FPS) or 25.0
-                    fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[Path(args.out).suffix.lower()])
-                    writer = cv2.VideoWriter(args.out, fourcc, rate, (out.shape[1], out.shape[0]))
-                    if not writer.isOpened():
-                        print(f"{PROG}: error: cannot write video {args.out}", file=sys.stderr)
-                        return 1
-                writer.write(out)
                 n += 1
+                if writer is None and kind == CAMERA and len(pending) < CAMERA_RATE_FRAMES:
+                    # a camera's frames come at the stylizer's pace, not its nominal rate:
+                    # the file's rate is measured over the first frames (held until then)
+                    pending.append((time.perf_counter(), out))
+                    continue
+                if writer is None:
+                    writer = open_writer(args.out, video_rate(cap, kind, pending), out.shape)
+                    if writer is None:
+                        pending.clear()
+                        return 1
+                for _, held in pending:
+                    writer.write(held)
+                pending.clear()
+                writer.write(out)
         except KeyboardInterrupt:
             interrupted = True
         except SdkError as exc:  # e.g. an InferenceError mid-stream: what was written stays
@@ -179,8 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         finally:
             cap.release()
+            if pending and writer is None:  # a short camera run: its frames are still held
+                writer = open_writer(args.out, video_rate(cap, kind, pending), pending[0][1].shape)
+                for _, held in pending if writer is not None else ():
+                    writer.write(held)
             if writer is not None:
                 writer.release()
+        if n and writer is None:  # the held frames could not be written (said above)
+            return 1
         if n == 0:
             print(f"{PROG}: error: the source gave no frames", file=sys.stderr)
             return 1

@@ -1093,6 +1093,38 @@ def test_stylize_camera_overlay_only_on_video_by_default(style_models, tmp_path,
     cap.release()
 
 
+def test_stylize_camera_records_a_camera_at_the_rate_frames_come(style_models, tmp_path,
+                                                                 monkeypatch):
+    """A camera's recording is written at the measured stylizing rate, not the camera's
+    nominal one (a file played back fast); a short run writes its held frames too."""
+    import cv2
+
+    app = load_app("stylize_camera")
+    paths, _ = style_models
+    image = cv2.imread(str(_write_image(tmp_path / "photo.png")))
+    clip = tmp_path / "clip.avi"   # stands in for the camera: nominally 10 FPS
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    for k in range(15):
+        writer.write(np.roll(image, k, axis=1))
+    writer.release()
+    monkeypatch.setattr(app, "source_kind", lambda source, folders=True: (app.CAMERA, source))
+    base = ["--style", str(paths["onnx_fp32"]), "--source", str(clip), "--no-overlay"]
+    held = {}
+    rate = app.video_rate
+    monkeypatch.setattr(app, "video_rate", lambda cap, kind, frames: held.setdefault(
+        "rate", rate(cap, kind, frames)))
+    assert app.main([*base, "--out", str(tmp_path / "cam.avi")]) == 0
+    cap = cv2.VideoCapture(str(tmp_path / "cam.avi"))
+    written, frames = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert frames == 15 and held["rate"] != 10.0 and written == pytest.approx(held["rate"],
+                                                                              rel=0.01)
+    assert app.main([*base, "--out", str(tmp_path / "short.avi"), "--max-frames", "3"]) == 0
+    cap = cv2.VideoCapture(str(tmp_path / "short.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+
+
 def test_stylize_camera_warns_when_a_video_is_cut_short(style_models, tmp_path, capsys):
     """A video that gives fewer frames than it declares is said to be cut or damaged;
     a complete one, or one stopped by --max-frames, is not."""
