@@ -8,8 +8,11 @@
 Video and camera streams run the stylizer in video mode (temporal smoothing) and
 draw the frame rate of the stylizer in the corner (``--no-overlay`` turns it off);
 an image is written without it unless ``--overlay`` asks for it.  A camera or
-video writes a video (``.mp4``, ``.avi``), an image writes an image (``.jpg``,
-``.jpeg``, ``.png``, ``.bmp``, ``.webp``).
+video writes a video (``.mp4``, ``.avi``; a video at its own frame rate, a camera at
+the rate frames were stylised, measured over the first 10; OpenCV's writers drop the
+last row/column of odd-sized frames), an image writes an image (``.jpg``, ``.jpeg``,
+``.png``, ``.bmp``, ``.webp``, ``.tif``, ``.tiff``, ``.ppm``).  A video that gives fewer
+frames than it declares ends with a warning.
 
 Exit status: 0 done, 1 the stylizer ran but the output could not be written or
 the source gave no frames, 2 bad input (arguments, source, model), with a
