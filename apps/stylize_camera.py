@@ -210,11 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: error: frame {n}: {exc}", file=sys.stderr)
             return 1
         finally:
-            cap.release()
             if pending and writer is None:  # a short camera run: its frames are still held
                 writer = open_writer(args.out, video_rate(cap, kind, pending), pending[0][1].shape)
-                for _, held in pending if writer is not None else ():
-                    writer.write(held)
+                if writer is not None:
+                    for _, held in pending:
+                        writer.write(held)
+            cap.release()
             if writer is not None:
                 writer.release()
         if n and writer is None:  # the held frames could not be written (said above)

@@ -180,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         calib, check_inputs = calibration_faces(args.cache, args.split, args.calibration,
                                                 args.seed, checks=32)
-    except (fdata.FacesDataError, ValueError, KeyError) as e:
+    except fdata.FacesDataError as e:   # held-out names the cache does not have
         ap.error(f"--split {args.split} does not match --cache {args.cache}: {e}")
+    except KeyError as e:
+        ap.error(f"--split {args.split}: no {e} list (not a split.json of faces prepare)")
     # TensorFlow only after the arguments: --help and usage errors answer at once
     import keras
 
