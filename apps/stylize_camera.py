@@ -9,9 +9,10 @@ Video and camera streams run the stylizer in video mode (temporal smoothing) and
 draw the frame rate of the stylizer in the corner (``--no-overlay`` turns it off);
 an image is written without it unless ``--overlay`` asks for it.  A camera or
 video writes a video (``.mp4``, ``.avi``; a video at its own frame rate, a camera at
-the rate frames were stylised, measured over the first 10; OpenCV's writers drop the
-last row/column of odd-sized frames), an image writes an image (``.jpg``, ``.jpeg``,
-``.png``, ``.bmp``, ``.webp``, ``.tif``, ``.tiff``, ``.ppm``).  A video that gives fewer
+the rate frames were stylised, measured over the first 10; an odd width or height is
+padded by one repeated row/column, since OpenCV's video writers would drop the last
+one), an image writes an image (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``, ``.webp``,
+``.tif``, ``.tiff``, ``.ppm``).  A video that gives fewer
 frames than it declares ends with a warning.
 
 Exit status: 0 done, 1 the stylizer ran but the output could not be written or
@@ -85,14 +86,41 @@ def video_rate(cap: cv2.VideoCapture, kind: str, held: list[tuple[float, np.ndar
     return cap.get(cv2.CAP_PROP_FPS) or 25.0
 
 
-def open_writer(out: str, rate: float, shape: tuple[int, ...]) -> cv2.VideoWriter | None:
+def even_frame(frame: np.ndarray) -> np.ndarray:
+    """``frame`` padded to an even width and height by repeating its last row/column.
+
+    OpenCV's video writers (every container and codec tried: mp4v, MJPG, FFV1, PNG)
+    silently drop the last row and column of an odd-sized frame; one repeated edge
+    pixel keeps the whole picture instead.
+    """
+    h, w = frame.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return frame
+    return cv2.copyMakeBorder(frame, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+
+
+class VideoOut:
+    """OpenCV's video writer for frames of one size, padded to even sides (even_frame)."""
+
+    def __init__(self, writer: cv2.VideoWriter) -> None:
+        self._writer = writer
+
+    def write(self, frame: np.ndarray) -> None:
+        self._writer.write(even_frame(frame))
+
+    def release(self) -> None:
+        self._writer.release()
+
+
+def open_writer(out: str, rate: float, shape: tuple[int, ...]) -> VideoOut | None:
     """An open writer for frames of ``shape``, or None after printing why not."""
     fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[Path(out).suffix.lower()])
-    writer = cv2.VideoWriter(out, fourcc, rate, (shape[1], shape[0]))
+    h, w = shape[0] + shape[0] % 2, shape[1] + shape[1] % 2
+    writer = cv2.VideoWriter(out, fourcc, rate, (w, h))
     if not writer.isOpened():
         print(f"{PROG}: error: cannot write video {out}", file=sys.stderr)
         return None
-    return writer
+    return VideoOut(writer)
 
 
 def open_source(kind: str, ref: int | str) -> tuple[cv2.VideoCapture | None, np.ndarray | None]:

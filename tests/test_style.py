@@ -1155,6 +1155,51 @@ def test_stylize_camera_warns_when_a_video_is_cut_short(style_models, tmp_path, 
     assert "of the 12 frames the video declares were read" in err
 
 
+def test_stylize_camera_keeps_the_last_row_and_column_of_odd_frames(style_models, tmp_path,
+                                                                    monkeypatch):
+    """OpenCV's writers drop the last row/column of an odd-sized frame: the app pads it
+    by one repeated edge pixel instead, so the whole picture is in the video."""
+    import cv2
+
+    from sdk import Stylizer
+
+    app = load_app("stylize_camera")
+    frame = np.zeros((5, 7, 3), np.uint8)
+    frame[-1, :] = 200          # the rows/columns a writer would drop
+    frame[:, -1] = 100
+    even = app.even_frame(frame)
+    assert even.shape == (6, 8, 3)
+    np.testing.assert_array_equal(even[:5, :7], frame)
+    np.testing.assert_array_equal(even[5, :7], frame[4])
+    np.testing.assert_array_equal(even[:, 7], even[:, 6])
+    assert app.even_frame(even) is even
+
+    paths, _ = style_models
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    for _ in range(3):
+        writer.write(np.full((64, 64, 3), 30, np.uint8))
+    writer.release()
+
+    def odd_bright_edges(self, image):   # a 63x61 output with bright last row and column
+        out = np.full((63, 61, 3), 30, np.uint8)
+        out[-1, :] = 220
+        out[:, -1] = 220
+        return out
+
+    monkeypatch.setattr(Stylizer, "__call__", odd_bright_edges)
+    out = tmp_path / "odd.avi"
+    assert app.main(["--style", str(paths["onnx_fp32"]), "--no-overlay",
+                     "--source", str(clip), "--out", str(out)]) == 0
+    cap = cv2.VideoCapture(str(out))
+    ok, got = cap.read()
+    cap.release()
+    assert ok and got.shape == (64, 62, 3)
+    # MJPG is lossy: the kept edge is bright, the picture's inside dark
+    assert got[62, 5:55].mean() > 150 and got[5:55, 60].mean() > 150
+    assert got[5:55, 5:55].mean() < 60
+
+
 def test_stylize_camera_runtime_failure_mid_stream_is_one_line(style_models, tmp_path,
                                                                monkeypatch, capsys):
     """A runtime error on the third frame: exit 1 with one line naming the frame, the two
