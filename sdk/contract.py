@@ -154,6 +154,12 @@ class ModelInfo:
             if not isinstance(getattr(self, name), Mapping):
                 raise TypeError(f"{name} must be a mapping, got "
                                 f"{type(getattr(self, name)).__name__}")
+        for name in ("name", "source_hash"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.extra.get("tensorrt", {}), Mapping):
+            raise TypeError(f"extra.tensorrt must be a mapping, got "
+                            f"{type(self.extra['tensorrt']).__name__}")
         metric = self.output.get("metric")
         if metric is not None and metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")

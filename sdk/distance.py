@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputShapeError
+from .errors import InputError, InputShapeError
+
+#: How far from 1 an embedding's length may be: a float32 l2-normalised vector is
+#: within ~1e-6 of it; 1e-3 also passes one that went through float16 on the way.
+UNIT_TOLERANCE = 1e-3
 
 
 def squared_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -22,6 +26,8 @@ def squared_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
+    if a.ndim == 0 or b.ndim == 0:
+        raise InputShapeError(f"embeddings are vectors, got shapes {a.shape} and {b.shape}")
     if a.shape[-1] != b.shape[-1]:
         raise InputShapeError(f"embedding sizes differ: {a.shape[-1]} vs {b.shape[-1]}")
     diff = a - b
@@ -32,6 +38,26 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows scaled to unit length (the exported encoders already do this inside)."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.sqrt(np.maximum(np.sum(x * x, axis=-1, keepdims=True), eps))
+
+
+def check_unit_embedding(e: np.ndarray, size: int, name: str = "embedding") -> np.ndarray:
+    """``e`` as float32 after checking it is one ``(size,)`` unit vector.
+
+    τ is a distance between unit vectors: a zero, scaled or non-finite vector sits at an
+    arbitrary distance from everyone and could pass it, so it is refused.
+
+    Raises:
+        InputShapeError: ``e`` is not shaped ``(size,)``.
+        InputError: ``e`` is not finite or not of unit length.
+    """
+    e = np.asarray(e, dtype=np.float32)
+    if e.shape != (size,):
+        raise InputShapeError(f"{name}: expected ({size},), got {e.shape}")
+    norm = float(np.linalg.norm(e))
+    if not (np.isfinite(norm) and abs(norm - 1.0) <= UNIT_TOLERANCE):
+        raise InputError(f"{name}: expected a unit vector as the verifier gives it, got "
+                         f"norm {norm:.4g}; normalise it with sdk.l2_normalize")
+    return e
 
 
 @dataclass(frozen=True)

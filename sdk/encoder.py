@@ -15,7 +15,8 @@ import numpy as np
 
 from .contract import ModelInfo
 from .distance import VerifyResult, l2_normalize, squared_l2
-from .errors import ClosedError, InputDtypeError, InputShapeError, MetadataError
+from .errors import (ClosedError, InputDtypeError, InputError, InputShapeError, MetadataError,
+                     ModelFormatError)
 from .model import Model, load_model
 
 # Only raw-array encoders: a face encoder takes BGR uint8 faces through its contract's
@@ -127,7 +128,14 @@ class Encoder:
     # --- embedding --------------------------------------------------------------
 
     def embed(self, x: np.ndarray) -> np.ndarray:
-        """``(D,)`` for one sample shaped like :attr:`input_shape`, ``(B, D)`` for a batch."""
+        """``(D,)`` for one sample shaped like :attr:`input_shape`, ``(B, D)`` for a batch.
+
+        Raises:
+            InputDtypeError, InputShapeError: ``x`` is not numeric or not shaped like a
+                sample or a batch of them.
+            InputError: ``x`` holds NaN or infinite values.
+            ModelFormatError: the model gave non-finite embeddings.
+        """
         x = np.asarray(x)
         if x.dtype.kind not in "fiu":
             raise InputDtypeError(f"expected a numeric array, got {x.dtype}")
@@ -139,10 +147,18 @@ class Encoder:
             dims = ",".join("?" if d is None else str(d) for d in sample)
             raise InputShapeError(f"expected one sample of shape ({dims}) or a batch of them, "
                                   f"got {x.shape}")
+        batch = batch.astype(np.float32)
+        if not np.all(np.isfinite(batch)):
+            # an int8 model quantises NaN and inf to some finite value: garbage input would
+            # come out as an ordinary embedding that can match and be enrolled
+            raise InputError("the input contains NaN or infinite values")
         model = self._live()
+        emb = np.asarray(model(batch), dtype=np.float32)
+        if not np.all(np.isfinite(emb)):
+            raise ModelFormatError(f"{model.path}: the encoder produced non-finite embeddings")
         # re-normalise: an int8 model's dequantised output is only close to unit length, and
         # τ was calibrated on unit vectors (the same rule as FaceVerifier)
-        out = l2_normalize(model(batch.astype(np.float32)))
+        out = l2_normalize(emb)
         return out[0] if single else out
 
     def distance(self, e1: np.ndarray, e2: np.ndarray) -> float | np.ndarray:

@@ -152,6 +152,15 @@ def test_bad_inputs(verifier):
         verifier.embed_aligned(np.zeros((112, 112, 3), np.float32))
     with pytest.raises(InputShapeError):
         verifier.distance(np.zeros(8), np.zeros(4))
+    # compare() judges embeddings against τ, which is defined on unit vectors: a zero or
+    # scaled pair sat at d ≈ 0 and matched
+    e = verifier.embed_aligned(np.zeros((112, 112, 3), np.uint8))
+    assert verifier.compare(e, e).is_match
+    for a, b in ((np.zeros(8), np.zeros(8)), (e * 0.01, e * 0.02), (e, np.full(8, np.nan))):
+        with pytest.raises(InputError, match="unit vector"):
+            verifier.compare(a, b)
+    with pytest.raises(InputShapeError, match=r"e2: expected \(8,\)"):
+        verifier.compare(e, np.stack([e, e]))
     # grey and BGRA images are converted, but only after the same size check as BGR ones
     # (an empty array would otherwise reach OpenCV and raise its own error)
     for tiny in (np.zeros((0, 0), np.uint8), np.zeros((3, 3), np.uint8),
@@ -217,6 +226,19 @@ def test_missing_model(monkeypatch, tmp_path, yunet):
     monkeypatch.setenv(verifier_module.FACE_MODEL_ENV, str(tmp_path / "env.onnx"))
     with pytest.raises(ModelNotFoundError, match="EDGE_SDK_FACE_MODEL"):
         FaceVerifier.create(detector=yunet)
+
+
+def test_a_foreign_detector_model_is_refused_where_it_is_named(exported, yunet):
+    """OpenCV loads any ONNX graph as YuNet and failed with its own error on the first
+    image; the detector is now tried once at creation."""
+    with pytest.raises(sdk.errors.ModelFormatError, match="not a YuNet face detector"):
+        sdk.FaceDetector.create(exported["onnx_fp32"])
+    with pytest.raises(sdk.errors.ModelFormatError, match="not a YuNet face detector"):
+        FaceVerifier.create(exported["onnx_fp32"], exported["onnx_fp32"])
+    from sdk import load_model
+    with load_model(exported["onnx_fp32"]) as model:
+        with pytest.raises(TypeError, match="FaceDetector"):
+            FaceVerifier(model, None)
 
 
 def test_default_model_from_env(monkeypatch, exported, yunet):
@@ -318,6 +340,10 @@ def test_gallery_errors(verifier, photos):
             g.enroll_embeddings(name, unit)
     with pytest.raises(GalleryError, match="no photos"):
         g.enroll("alice", [])
+    with pytest.raises(InputDtypeError, match="cv2.imread returns None"):  # a missing photo
+        g.enroll("alice", None)
+    with pytest.raises(InputDtypeError, match="a list of them"):
+        g.enroll("alice", 7)
     with pytest.raises(InputShapeError):
         g.enroll_embeddings("a", np.ones((2, 4), np.float32))
     with pytest.raises(InputDtypeError):

@@ -160,6 +160,37 @@ def test_gallery_works_with_a_1d_encoder(tf, tmp_path):
             sdk.Gallery.load(saved, enc2)
 
 
+def test_encoder_refuses_non_finite_and_ragged_input(tf, tmp_path):
+    """NaN or inf in a sample is refused: an int8 model quantises them to some finite value,
+    so garbage came out as an embedding that matched other garbage and could be enrolled;
+    samples of different shapes at enrollment are an InputShapeError, not numpy's."""
+    import sdk
+    from export import formats
+    from export.encoders import build_encoder
+
+    model = build_encoder((20, 6), filters=(8, 16), kernel_size=3, embedding_size=8)
+    calib = [np.random.default_rng(k).normal(size=(1, 20, 6)).astype(np.float32)
+             for k in range(16)]
+    paths = [formats.to_onnx(model, tmp_path / "sig.onnx", _info(model, "sig")),
+             formats.to_tflite(model, tmp_path / "sig.tflite", _info(model, "sig"),
+                               precision="int8", calibration=calib)]
+    x = np.zeros((20, 6), np.float32)
+    for path in paths:
+        with sdk.Encoder.create(path) as enc:
+            assert np.all(np.isfinite(enc.embed(x)))
+            for bad in (np.nan, np.inf, -np.inf):
+                y = x.copy()
+                y[3, 2] = bad
+                with pytest.raises(sdk.errors.InputError, match="NaN or infinite"):
+                    enc.embed(y)
+                with pytest.raises(sdk.errors.InputError, match="NaN or infinite"):
+                    enc.embed(np.stack([x, y]))
+            g = sdk.Gallery(enc)
+            with pytest.raises(sdk.errors.InputShapeError, match="differ in shape"):
+                g.enroll("a", [x, x[:-1]])
+            assert len(g) == 0
+
+
 def test_nd_gallery_check_counts_rejected_probes(tf, tmp_path):
     """The example's gallery numbers: a probe of nobody enrolled counts as rejected."""
     import sdk

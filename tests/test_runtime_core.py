@@ -388,7 +388,9 @@ def test_malformed_contract_json():
            ("output", {**good["output"], "threshold": "abc"}),
            ("output", {**good["output"], "threshold": 4.0}),      # would accept everyone
            ("output", {**good["output"], "threshold": -1}),
-           ("output", {**good["output"], "operating_points": {"far_1e-4": 9}})]
+           ("output", {**good["output"], "operating_points": {"far_1e-4": 9}}),
+           ("source_hash", None), ("name", [1]),                  # model_id is built of them
+           ("extra", {"tensorrt": "built-on-orin"})]              # the engine target check
     for key, value in bad:
         with pytest.raises(errors.MetadataError, match="malformed"):
             ModelInfo.from_json(json.dumps({**good, key: value}))
@@ -457,6 +459,8 @@ def test_squared_l2_is_the_distance():
     np.testing.assert_allclose(sdk.squared_l2(a, b), [(0.6) ** 2 + (0.2) ** 2, 2.0], rtol=1e-6)
     with pytest.raises(errors.InputShapeError):
         sdk.squared_l2(np.zeros(3), np.zeros(4))
+    with pytest.raises(errors.InputShapeError, match="vectors"):   # not numpy's IndexError
+        sdk.squared_l2(0.5, 0.25)
 
 
 def test_forced_tflite_runtime_that_is_missing_is_an_error(exported):

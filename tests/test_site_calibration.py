@@ -117,6 +117,20 @@ def test_calibration_refuses_what_the_photos_cannot_show():
     bad[3] = np.nan
     with pytest.raises(InputError, match="NaN"):
         pair_rates(bad, labels, 1.0)
+    # edge inputs that escaped as numpy's or the bound's own errors
+    with pytest.raises(CalibrationError, match="no different-person pairs"):
+        calibrate_threshold(e[:5], ["a"] * 5, min_people=1)
+    with pytest.raises(ValueError, match="draws"):
+        pair_rates(e, labels, 1.0, draws=0)
+    with pytest.raises(ValueError, match="finite"):
+        pair_rates(e, labels, float("nan"))
+    with pytest.raises(InputError, match="unit vectors"):   # τ is defined on those
+        calibrate_threshold(e * 3, labels, target_far=1e-1)
+    # the same photo filed under two people: d = 0, so no τ above 0 can keep them apart
+    # (it gave a negative τ, which the SDK's own options then refused)
+    dup = np.concatenate([e, e[:1]])
+    with pytest.raises(CalibrationError, match="identical to the encoder"):
+        calibrate_threshold(dup, [*labels, "someone else"], target_far=3e-3)
 
 
 def test_door_lock_calibrate(tmp_path, capsys):

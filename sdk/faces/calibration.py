@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..distance import squared_l2
+from ..distance import UNIT_TOLERANCE, squared_l2
 from ..errors import CalibrationError, InputError, InputShapeError
 
 #: Fewest people a site calibration accepts: with fewer, "strangers" are a handful of faces.
@@ -164,6 +164,14 @@ class SitePairs:
             bad = np.flatnonzero(~np.all(np.isfinite(e), axis=1))
             raise InputError(f"embeddings contain NaN or infinity (rows {bad[:5].tolist()}"
                              f"{' ...' if len(bad) > 5 else ''})")
+        norms = np.linalg.norm(e, axis=1)
+        if np.any(np.abs(norms - 1.0) > UNIT_TOLERANCE):
+            # τ is a distance between unit vectors: one fitted on scaled ones means nothing
+            raise InputError(f"embeddings: expected unit vectors as the verifier gives them, "
+                             f"got norms {norms.min():.4g}..{norms.max():.4g}; normalise them "
+                             "with sdk.l2_normalize")
+        if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
+            raise ValueError(f"draws must be an int >= 1, got {draws!r}")
         lab = np.asarray([str(x) for x in labels])
         if lab.shape != (len(e),):
             raise InputShapeError(f"{len(lab)} labels for {len(e)} embeddings")
@@ -201,11 +209,10 @@ class SitePairs:
         """False- and true-accept rates of ``threshold``, with both upper bounds on the
         false-accept rate (module docstring)."""
         tau = float(threshold)
+        if not np.isfinite(tau):
+            raise ValueError(f"threshold must be finite, got {threshold!r}")
+        self._check_pairs()
         n = len(self.impostor)
-        if n == 0:
-            raise CalibrationError(f"photos of {len(self.names)} person: no different-person "
-                                   "pairs, so no false-accept rate can be measured; add photos "
-                                   "of other people")
         k = int(np.searchsorted(self.impostor, tau, side="right"))
         g = len(self.genuine)
         tar = float(np.searchsorted(self.genuine, tau, side="right") / g) if g else None
@@ -213,6 +220,12 @@ class SitePairs:
                          far_upper_pairs=far_upper_bound(k, n, confidence),
                          far_upper_people=self.people_bound(k, confidence),
                          tar=tar, genuine_pairs=g)
+
+    def _check_pairs(self) -> None:
+        if len(self.impostor) == 0:
+            raise CalibrationError(f"photos of {len(self.names)} person: no different-person "
+                                   "pairs, so no false-accept rate can be measured; add photos "
+                                   "of other people")
 
     def calibrate(self, target_far: float = 1e-4, confidence: float = 0.95,
                   min_people: int = MIN_PEOPLE) -> SiteThreshold:
@@ -229,6 +242,7 @@ class SitePairs:
         if people < min_people:
             raise CalibrationError(f"{people} people: a site calibration needs photos of "
                                    f"at least {min_people} different people")
+        self._check_pairs()
         n = len(self.impostor)
         if far_upper_bound(0, n, confidence) > target_far:
             need = math.ceil(math.log(1.0 - confidence) / math.log1p(-target_far))
@@ -255,6 +269,13 @@ class SitePairs:
         i, j = self.impostor_ij
         nearest = [(str(self.labels[a]), str(self.labels[b]), float(d))
                    for a, b, d in zip(i[:5], j[:5], self.impostor[:5])]
+        if tau <= 0.0:
+            # d = 0 between two people: the same photo (or a copy) filed under both names
+            a, b = int(i[k]), int(j[k])
+            raise CalibrationError(
+                f"photos {a} ({self.labels[a]}) and {b} ({self.labels[b]}) are identical to the "
+                f"encoder (d = {self.impostor[k]:.3g}) but filed as different people: no τ "
+                "above 0 meets the target; remove the duplicate or fix its label")
         return SiteThreshold(threshold=tau, target_far=float(target_far),
                              confidence=confidence, rates=self.rates(tau, confidence),
                              people=people, photos=len(self.labels),

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ClosedError, FaceError, ModelFormatError
+from ..errors import ClosedError, FaceError, InferenceError, ModelFormatError
 from ..image import check_bgr
 from ..paths import yunet_path
 
@@ -140,7 +140,15 @@ class FaceDetector:
             raise ModelFormatError(f"{path}: OpenCV cannot load this YuNet model: {exc}") from None
         finally:
             cv2.utils.logging.setLogLevel(level)
-        return cls(det, options, path)
+        detector = cls(det, options, path)
+        # OpenCV loads any ONNX graph here and fails only on the first image: try one now
+        # so that a foreign model is refused where it is named, not in the middle of a run
+        try:
+            detector._run(np.zeros((64, 64, 3), np.uint8))
+        except InferenceError:
+            raise ModelFormatError(f"{path}: not a YuNet face detector (OpenCV cannot run it "
+                                   "on a test image, or its outputs are not YuNet's)") from None
+        return detector
 
     @classmethod
     def create(cls, model_path: str | os.PathLike | None = None, **kwargs) -> "FaceDetector":
@@ -153,10 +161,16 @@ class FaceDetector:
         small = image if scale == 1.0 else cv2.resize(
             image, (max(1, round(w * scale)), max(1, round(h * scale))),
             interpolation=cv2.INTER_AREA)
-        self._det.setInputSize((small.shape[1], small.shape[0]))
-        _, rows = self._det.detect(small)
+        try:
+            self._det.setInputSize((small.shape[1], small.shape[0]))
+            _, rows = self._det.detect(small)
+        except cv2.error as exc:
+            raise InferenceError(f"{self.path}: YuNet failed: {exc}") from None
         if rows is None:
             return []
+        if rows.ndim != 2 or rows.shape[1] < 15:
+            raise InferenceError(f"{self.path}: YuNet gave rows shaped {rows.shape}, expected "
+                                 "(N, 15): box, 5 landmarks, score")
         faces = []
         for r in rows:
             coords = r[:14] / np.float32(scale)

@@ -36,7 +36,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..distance import squared_l2
+from ..distance import UNIT_TOLERANCE, check_unit_embedding, squared_l2
 from ..errors import (GalleryError, GalleryModelMismatchError, InputDtypeError, InputError,
                       InputShapeError, MultipleFacesError, NoFaceError, OtherExportError,
                       PoorFaceQualityError, UnknownPersonError)
@@ -49,9 +49,6 @@ from .verifier import FaceVerifier
 #: Marker and version of the gallery file format this SDK writes and reads.
 GALLERY_FORMAT = "edge-sdk-gallery"
 GALLERY_VERSION = 1
-#: How far from 1 an enrolled embedding's length may be: a float32 l2-normalised vector is
-#: within ~1e-6 of it; 1e-3 also passes one that went through float16 on the way.
-UNIT_TOLERANCE = 1e-3
 _MAX_NAME = 200
 
 
@@ -237,9 +234,22 @@ class Gallery:
         name = _check_name(name)
         self.check_can_enroll()
         if isinstance(self._verifier, Encoder):
-            return self.enroll_embeddings(name, self._verifier.embed(np.asarray(images)))
-        batch = [images] if isinstance(images, np.ndarray) and images.ndim in (2, 3) \
-            else list(images)
+            try:
+                samples = np.asarray(images)
+            except ValueError as exc:  # samples of different shapes
+                raise InputShapeError(f"enroll {name!r}: the samples differ in shape "
+                                      f"({exc})") from None
+            return self.enroll_embeddings(name, self._verifier.embed(samples))
+        if images is None:  # what cv2.imread gives for a missing or unreadable file
+            check_image(images, "photo")
+        if isinstance(images, np.ndarray):
+            batch = [images] if images.ndim in (2, 3) else list(images)
+        else:
+            try:
+                batch = list(images)
+            except TypeError:
+                raise InputDtypeError(f"enroll {name!r}: expected a BGR uint8 image or a "
+                                      f"list of them, got {type(images).__name__}") from None
         if not batch:
             raise GalleryError(f"enroll {name!r}: no photos given")
         if quality is not None and not isinstance(quality, QualityOptions):
@@ -324,16 +334,7 @@ class Gallery:
 
     def distances(self, embedding: np.ndarray) -> dict[str, float]:
         """Distance of ``embedding`` to each person's nearest enrolled embedding."""
-        e = np.asarray(embedding, dtype=np.float32)
-        size = self._verifier.embedding_size
-        if e.shape != (size,):
-            raise InputShapeError(f"embedding: expected ({size},), got {e.shape}")
-        # τ is a distance between unit vectors: a zero or scaled probe would sit at d ≈ 1 (or
-        # anywhere) from everyone and could pass it
-        norm = float(np.linalg.norm(e))
-        if not _unit(norm):
-            raise InputError(f"embedding: expected a unit vector as the verifier gives it, got "
-                             f"norm {norm:.4g}; normalise it with sdk.l2_normalize")
+        e = check_unit_embedding(embedding, self._verifier.embedding_size)
         return {name: float(np.min(squared_l2(e, emb))) for name, emb in self._people.items()}
 
     def identify_embedding(self, embedding: np.ndarray, top_k: int = 3) -> IdentifyResult:

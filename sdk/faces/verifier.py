@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from ..contract import ModelInfo, TensorSpec
-from ..distance import VerifyResult, l2_normalize, squared_l2
+from ..distance import VerifyResult, check_unit_embedding, l2_normalize, squared_l2
 from ..errors import (ClosedError, InputDtypeError, InputShapeError, MetadataError,
                       ModelFormatError, ModelNotFoundError, NoFaceError,
                       ThresholdUnavailableError)
@@ -216,6 +216,10 @@ class FaceVerifier:
 
     def __init__(self, model: Model, detector: FaceDetector,
                  options: FaceVerifierOptions | None = None) -> None:
+        if not isinstance(detector, FaceDetector):
+            # else a None detector shows up later as "the verifier is closed"
+            raise TypeError(f"detector must be a FaceDetector (FaceDetector.create()), "
+                            f"got {type(detector).__name__}")
         self.options = options if options is not None else FaceVerifierOptions()
         # checking the arguments reads only the model's metadata: no loading here
         self._plan = _check_encoder(model, self.options)
@@ -449,8 +453,16 @@ class FaceVerifier:
         return float(d) if np.ndim(d) == 0 else d
 
     def compare(self, e1: np.ndarray, e2: np.ndarray) -> VerifyResult:
-        """:class:`VerifyResult` of two embeddings."""
-        d = float(squared_l2(e1, e2))
+        """:class:`VerifyResult` of two embeddings as :meth:`embed` gives them.
+
+        Raises:
+            InputShapeError: an embedding is not one ``(D,)`` vector.
+            InputError: an embedding is not finite or not of unit length (τ is a
+                distance between unit vectors: a zero or scaled pair would match).
+        """
+        size = self.embedding_size
+        d = float(squared_l2(check_unit_embedding(e1, size, "e1"),
+                             check_unit_embedding(e2, size, "e2")))
         t = self.threshold
         return VerifyResult(is_match=d <= t, distance=d, threshold=t)
 
