@@ -32,6 +32,8 @@ def _size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, got {text!r}") from None
+    if min(h, w) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive HEIGHTxWIDTH, got {text!r}")
     return h, w
 
 

@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.out) if args.out else Path(tmp)
         probes = work / "door"
         probes.mkdir(parents=True, exist_ok=True)
+        # an earlier run's probes (all named PERSON__PHOTO) would be judged again, and
+        # linking over them fails: start from an empty door
+        for old in probes.glob("*__*"):
+            if old.is_symlink() or old.is_file():
+                old.unlink()
         gallery = work / "gallery.npz"
         if gallery.exists():
             gallery.unlink()

@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-side", type=int, default=512)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.max_side < 16:
+        parser.error(f"--max-side must be at least 16 pixels, got {args.max_side}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
 
     models = stylizer_paths(args.models, args.precision, args.format)
     if not models:

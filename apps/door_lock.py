@@ -24,14 +24,15 @@ names them).  Times are the source's: a camera's clock, a video's frame times
 (frame index / fps, however fast it is read); a folder's photos are separate
 events, so no hold carries from one photo to the next.  After
 ``--max-failures`` failed attempts in a row (refusals within
-``--attempt-seconds`` of each other are one attempt) it ignores faces for
-``--cooldown`` seconds.  A face that is too small, turned away, blurred or badly
+``--attempt-seconds`` of each other are one attempt; each refused photo of a folder
+is one) it ignores faces for ``--cooldown`` seconds.  A face that is too small, turned away, blurred or badly
 exposed (``sdk.QualityOptions``) is not judged: the frame is logged as
 ``poor_face`` with what to change, and is no failed attempt; ``enroll`` refuses
 such photos and skips such camera frames.  Every decision can be appended to a
 JSONL audit log (time, source, frame, decision, name, distance, threshold; never
 images); an unlock's record is on disk before the door opens, and a log that cannot be
-written keeps the door locked.
+written keeps the door locked.  A camera that stops giving frames ends ``run`` with exit
+status 1 (a supervisor can restart it); Ctrl-C during an unlock command kills it first.
 
 The threshold is the model's strict operating point ``far_1e-4`` (at most one
 false accept in 10,000 different-person pairs of the held-out photos it was
@@ -47,6 +48,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import signal
 import stat
@@ -95,6 +97,8 @@ UNLOCK, DENY, NO_FACE, COOLDOWN, ERROR, UNLOCK_FAILED, OPEN, TOO_SMALL, POOR_FAC
 UNLOCKING = "unlocking"
 #: Seconds the door stays open after an unlock, unless --hold says otherwise.
 DEFAULT_HOLD_S = 5.0
+#: Refusals closer together than this (seconds) are one failed attempt (camera, video).
+DEFAULT_ATTEMPT_S = 1.0
 #: --every of `enroll --source` when not given: a camera or video gets half a second of a
 #: 30 fps stream between shots (a new pose); a folder's or image's files are each a photo
 #: someone chose, so every one is considered.
@@ -200,23 +204,25 @@ class LockOptions:
     max_failures: int = 3
     cooldown_s: float = 30.0
     hook_timeout_s: float = 10.0
-    attempt_s: float = 1.0
+    attempt_s: float = DEFAULT_ATTEMPT_S
     hold_s: float = DEFAULT_HOLD_S
     min_face_px: float = MIN_FACE_PX
     quality: QualityOptions | None = field(default_factory=QualityOptions)
 
     def __post_init__(self) -> None:
-        if self.max_failures < 1:
+        # written as "not (x >= 0)": NaN fails every comparison, and a NaN cooldown or
+        # hook timeout would quietly switch the cooldown or the timeout off
+        if not (self.max_failures >= 1):
             raise ValueError(f"max_failures must be >= 1, got {self.max_failures}")
-        if self.cooldown_s < 0:
+        if not (0 <= self.cooldown_s < math.inf):
             raise ValueError(f"cooldown must be >= 0 seconds, got {self.cooldown_s}")
-        if self.min_face_px < 0:
+        if not (0 <= self.min_face_px < math.inf):
             raise ValueError(f"min face size must be >= 0 pixels, got {self.min_face_px}")
-        if self.hold_s < 0:
+        if not (0 <= self.hold_s < math.inf):
             raise ValueError(f"hold time must be >= 0 seconds, got {self.hold_s}")
-        if self.attempt_s < 0:
+        if not (0 <= self.attempt_s < math.inf):
             raise ValueError(f"attempt time must be >= 0 seconds, got {self.attempt_s}")
-        if self.hook_timeout_s <= 0:
+        if not (0 < self.hook_timeout_s < math.inf):
             raise ValueError(f"hook timeout must be > 0 seconds, got {self.hook_timeout_s}")
 
 
@@ -278,6 +284,12 @@ class DoorLock:
             except subprocess.TimeoutExpired:
                 return (f"unlock command timed out after {self.options.hook_timeout_s:g} s; "
                         + _kill_group(proc))
+            except BaseException:
+                # Ctrl-C (or any error) while the hook runs: the hook is in its own session
+                # and would not get the signal; left running, it could open the door after
+                # the lock has exited
+                _kill_group(proc)
+                raise
             if code != 0:
                 killed = _kill_group(proc)
                 err_file.seek(0)
@@ -606,10 +618,27 @@ def hold_for(kind: str, hold: float | None) -> float:
     return DEFAULT_HOLD_S if hold is None else hold
 
 
+def attempt_for(kind: str, attempt: float | None) -> float:
+    """The attempt time (seconds) `run` applies to a source of ``kind`` given
+    ``--attempt-seconds``.
+
+    A folder's photos are separate events read in milliseconds: grouped on the
+    processing clock, every refusal of a folder would be one attempt and
+    ``--max-failures`` could never trip.  Each refused photo is one attempt.
+    """
+    if kind in (FOLDER, IMAGE):
+        if attempt:
+            print(f"door_lock: note: --attempt-seconds {attempt:g} ignored: each refused photo "
+                  f"of a {kind} source is one failed attempt", file=sys.stderr)
+        return 0.0
+    return DEFAULT_ATTEMPT_S if attempt is None else attempt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     kind, _ = source_kind(args.source)
     options = LockOptions(unlock_cmd=args.unlock_cmd, max_failures=args.max_failures,
-                          cooldown_s=args.cooldown, attempt_s=args.attempt_seconds,
+                          cooldown_s=args.cooldown,
+                          attempt_s=attempt_for(kind, args.attempt_seconds),
                           hold_s=hold_for(kind, args.hold), min_face_px=args.min_face,
                           hook_timeout_s=args.hook_timeout, quality=quality_of(args))
     counts: dict[str, int] = {}
@@ -623,6 +652,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             audit = open(args.audit, "a", encoding="utf-8") if args.audit else None
         except OSError as exc:
             raise OSError(f"--audit {args.audit}: {exc.strerror or exc}") from None
+        lost_camera = False
         try:
             lock = DoorLock(gallery, options, audit=audit)
             for i, frame in enumerate(iter_frames(args.source)):
@@ -633,12 +663,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                 decision = lock.process(frame.image, frame.frame_id, args.source,
                                         at=frame.time)["decision"]
                 counts[decision] = counts.get(decision, 0) + 1
+            else:
+                # a camera has no last frame: its stream ending means it was unplugged or
+                # failed, which a supervisor (systemd, a watchdog) must see to restart it
+                lost_camera = kind == CAMERA
         except KeyboardInterrupt:
             pass
         finally:
             if audit is not None:
                 audit.close()
     print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if lost_camera:
+        print(f"door_lock: error: camera {args.source} stopped giving frames after "
+              f"{sum(counts.values())}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -841,9 +879,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"open after an unlock, without re-running the unlock command "
                         f"(default {DEFAULT_HOLD_S:g}; 0: every frame decides; a folder's "
                         f"photos always decide each on its own)")
-    p.add_argument("--attempt-seconds", type=float, default=1.0,
-                   help="refusals within this many seconds are one failed attempt "
-                        "(default 1; 0: every refused frame counts)")
+    p.add_argument("--attempt-seconds", type=float, default=None,
+                   help=f"refusals within this many seconds are one failed attempt "
+                        f"(default {DEFAULT_ATTEMPT_S:g}; 0: every refused frame counts; each "
+                        f"refused photo of a folder always counts)")
     p.add_argument("--audit", default=None, help="append decisions to this JSONL file")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     p.set_defaults(func=cmd_run)
@@ -869,7 +908,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 on any error: the door stays locked)."""
+    """Entry point; returns the exit status (2 on any error: the door stays locked; 1 when
+    `run`'s camera stops giving frames, so that a supervisor can restart it)."""
     # OpenCV 5 warns on every YuNet load that its new graph engine ignores the target
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     parser = build_parser()

@@ -81,8 +81,12 @@ def face_pipeline(encoder: Path, meta: ModelMeta, photos: Sequence[Path], *,
                 return ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
                         (t4 - t3) * 1e3)
 
-            for _ in range(warmup):  # first calls allocate and pick kernels: not counted
-                once(images[0])
+            # first calls allocate and pick kernels: not counted.  Warmed on a photo with a
+            # face, else the encoder's first (slow) call would be among the timed ones
+            if warmup > 0:
+                first = next((img for img in images if once(img) is not None), None)
+                for _ in range(warmup - 1 if first is not None else 0):
+                    once(first)
             rows = [r for r in (once(img) for img in images) if r is not None]
             detector_name = det.path.name
             backend, runtime = model.backend, model.runtime

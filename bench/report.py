@@ -171,7 +171,9 @@ def plot(results: dict, path: Path) -> Path:
     if models:
         labels = [_label(r) for r in models]
         med = [r["latency_ms"]["median"] for r in models]
-        p90 = [r["latency_ms"]["p90"] for r in models]
+        # no whisker from too few timings: it would be the slowest run, not a tail estimate
+        p90 = [r["latency_ms"]["p90"] if r["latency_ms"].get("n", MIN_SAMPLES["p90"])
+               >= MIN_SAMPLES["p90"] else r["latency_ms"]["median"] for r in models]
         err = [max(0.0, b - a) for a, b in zip(med, p90)]
         colors = {"onnxruntime": "tab:blue", "tflite": "tab:orange", "tensorrt": "tab:green"}
         ax.barh(labels, med, xerr=[[0] * len(err), err], capsize=3,
@@ -179,7 +181,8 @@ def plot(results: dict, path: Path) -> Path:
         if max(med) / max(min(med), 1e-9) > 50:
             ax.set_xscale("log")
         ax.invert_yaxis()
-    ax.set_xlabel("latency per inference, ms (bar: median, whisker: p90), batch 1")
+    ax.set_xlabel(f"latency per inference, ms (bar: median, whisker: p90 from "
+                  f"{MIN_SAMPLES['p90']}+ timings), batch 1")
     ax.set_title(f"{results['machine']['board'] or results['machine']['cpu']}")
     if pipes:
         ax = axes[1][0]

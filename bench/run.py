@@ -14,7 +14,7 @@ from sdk.paths import MODELS_DIR, SHARED_DIR
 from .measure import Case, measure
 from .models import discover, meta_of
 from .pipeline import face_pipeline
-from .report import SCHEMA, machine_info
+from .report import SCHEMA, _pct, machine_info
 
 FACE_PHOTOS = SHARED_DIR / "data" / "faces" / "deepface-pairs"
 CONTENT_PHOTO = SHARED_DIR / "data" / "style" / "content-samples" / "chicago.jpg"
@@ -129,7 +129,7 @@ def run_benchmark(options: BenchOptions, command: str = "",
             results["models"].append(r)
             where = "gpu" if threads is None else f"t{threads}"
             log(f"  {r['name']} [{r['backend']} {r['precision']} {where}]: median "
-                f"{r['latency_ms']['median']:.2f} ms, p90 {r['latency_ms']['p90']:.2f} ms")
+                f"{r['latency_ms']['median']:.2f} ms, p90 {_pct(r['latency_ms'], 'p90')} ms")
             if r["kind"] == "face_encoder" and (path, threads) not in encoders:
                 encoders.append((path, threads))
 

@@ -115,6 +115,16 @@ def test_benchmark_markdown_and_plot(bench_run):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_frame_size_must_be_positive():
+    import argparse
+
+    size = _app()._size
+    assert size("384x256") == (384, 256)
+    for bad in ("0x0", "384x0", "-1x5", "abc"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            size(bad)
+
+
 def test_percentiles_need_enough_samples():
     from bench.report import _pct
 

@@ -883,6 +883,66 @@ def test_door_lock_hold_is_measured_in_the_source_time(exported, yunet, photos, 
     assert records[2]["open_left_s"] == pytest.approx(0.3)
 
 
+def test_door_lock_cooldown_trips_on_a_folder(exported, yunet, photos, tmp_path, capsys):
+    """A folder is read in milliseconds: grouped on that clock, all its refusals were one
+    attempt and --max-failures never tripped.  Each refused photo is one attempt now."""
+    door_lock = load_app("door_lock")
+    folder = tmp_path / "door"
+    folder.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(folder / f"{k}_bob.png"), photos["b1"])
+    cv2.imwrite(str(folder / "3_alice.png"), photos["a1"])
+    common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
+              "--yunet", str(yunet), "--threshold", "1e-6"]
+    assert door_lock.main(["enroll", "alice", str(folder / "3_alice.png"), *common]) == 0
+    audit = tmp_path / "audit.jsonl"
+    assert door_lock.main(["run", "--source", str(folder), "--audit", str(audit),
+                           "--max-failures", "2", "--cooldown", "30", *common]) == 0
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [r["decision"] for r in records] == ["deny", "deny", "cooldown", "cooldown"]
+    capsys.readouterr()
+    assert door_lock.main(["run", "--source", str(folder), "--attempt-seconds", "5",
+                           "--max-failures", "2", *common]) == 0
+    assert "--attempt-seconds 5 ignored" in capsys.readouterr().err
+    assert door_lock.main(["run", "--source", str(folder), "--cooldown", "nan", *common]) == 2
+    assert "cooldown" in capsys.readouterr().err
+
+
+def test_door_lock_says_when_its_camera_stops(exported, yunet, photos, tmp_path, monkeypatch,
+                                             capsys):
+    """A camera has no last frame: a stream that ends (unplugged, failed) ends `run` with
+    exit 1 and a line saying so, after the summary (it ended like a clean stop, rc 0)."""
+    door_lock = load_app("door_lock")
+
+    class TwoFramesThenGone:
+        def __init__(self, ref):
+            self.left = [photos["b1"], photos["b1"]]
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            return (True, self.left.pop()) if self.left else (False, None)
+
+        def get(self, prop):
+            return 0.0
+
+        def release(self):
+            pass
+
+    enroll = tmp_path / "alice.png"
+    cv2.imwrite(str(enroll), photos["a1"])
+    common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
+              "--yunet", str(yunet), "--threshold", "1e-6"]
+    assert door_lock.main(["enroll", "alice", str(enroll), *common]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(door_lock.cv2, "VideoCapture", TwoFramesThenGone)
+    assert door_lock.main(["run", "--source", "0", *common]) == 1
+    out, err = capsys.readouterr()
+    assert "summary: deny 2" in out and "camera 0 stopped giving frames after 2" in err
+    assert door_lock.main(["run", "--source", "0", "--max-frames", "1", *common]) == 0
+
+
 def test_door_lock_video_source(exported, yunet, photos, tmp_path):
     door_lock = load_app("door_lock")
     video, first = _door_video(
@@ -958,6 +1018,11 @@ def test_door_lock_cooldown_and_fail_closed(exported, yunet, photos, tmp_path):
         assert strict.process(photos["a1"], "f", "test")["decision"] == "cooldown"
         with pytest.raises(ValueError, match="face size"):
             LockOptions(min_face_px=-1)
+        # NaN passes "x < 0": a NaN cooldown or hook timeout switched them off
+        for key in ("cooldown_s", "attempt_s", "hold_s", "hook_timeout_s", "min_face_px",
+                    "max_failures"):
+            with pytest.raises(ValueError):
+                LockOptions(**{key: float("nan")})
         per_frame = DoorLock(g, LockOptions(max_failures=2, attempt_s=0), out=out, clock=clock)
         assert [per_frame.process(photos["b1"], "f", "test")["decision"]
                 for _ in range(3)] == ["deny", "deny", "cooldown"]   # attempt_s 0: frames
@@ -1017,9 +1082,29 @@ def test_door_lock_never_unlocks_unrecorded_or_after_its_timeout(exported, yunet
         relocking = DoorLock(g, LockOptions(unlock_cmd=f'(sleep 1; touch "{relocked}") &',
                                             hook_timeout_s=0.5), out=out)
         assert relocking.process(photos["a1"], "f", "test")["decision"] == "unlock"
+        # Ctrl-C while the hook runs: the hook (its own session: no SIGINT reaches it) is
+        # killed before the interrupt goes on; it opened the door after the lock had exited
+        import signal
+        interrupted = tmp_path / "interrupted"
+        hook2 = tmp_path / "hook2.py"
+        hook2.write_text(f"import time\ntime.sleep(1.0)\nopen({str(interrupted)!r}, 'w').close()\n")
+        waiting = DoorLock(g, LockOptions(unlock_cmd=f'"{sys.executable}" "{hook2}"'), out=out)
+
+        def ctrl_c(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGALRM, ctrl_c)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(KeyboardInterrupt):
+                waiting.process(photos["a1"], "f", "test")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
         import time
         time.sleep(2.0)  # past the moment the hooks' programs would have acted
         assert not opened.exists() and not late.exists() and relocked.exists()
+        assert not interrupted.exists()
         # an audit log on a pipe (it cannot be synced to a disk) still records unlocks
         read_end, write_end = os.pipe()
         with os.fdopen(write_end, "w") as pipe, os.fdopen(read_end) as reader:
@@ -1047,6 +1132,12 @@ def test_demo_faces(exported, yunet, monkeypatch, tmp_path, capsys):
     decided = re.search(r"^summary: (.*)$", out, re.M)[1]   # e.g. "deny 3, unlock 14"
     photos = sum(int(part.split()[-1]) for part in decided.split(", "))
     assert re.search(rf"wrong unlocks: \d+ of {photos} photos", out)
+    # run again into the same folder: the first run's probe links are replaced, not
+    # linked over (a raw FileExistsError/SameFileError) nor judged twice
+    assert demo_faces.main(["--model", str(exported["onnx_fp32"]), "--people", "2",
+                            "--probes", "1", "--out", str(tmp_path / "demo"),
+                            "--operating-point", "model"]) == 0
+    assert re.search(rf"wrong unlocks: \d+ of {photos} photos", capsys.readouterr().out)
     # until the released model exists, the demo stops with the typed error's message
     monkeypatch.setattr(verifier_module, "DEFAULT_FACE_MODEL", tmp_path / "absent.onnx")
     assert demo_faces.main([]) == 2

@@ -928,6 +928,14 @@ def test_release_gate_reads_every_pair():
     assert judge(ref, GateScores.from_distances(tail, s), max_tar_drop=100).ok
     with pytest.raises(ValueError, match="same FAR"):
         judge(ref, GateScores.from_distances(d, s, far=1e-4))
+    # NaN fails every comparison: a NaN limit passed any model, a NaN score any limit
+    with pytest.raises(ValueError, match="max_accuracy_drop"):
+        judge(ref, blurred, float("nan"))
+    with pytest.raises(ValueError, match="max_tar_drop"):
+        judge(ref, blurred, 0.5, float("nan"))
+    broken = GateScores(accuracy=float("nan"), tar=float("nan"), far=ref.far)
+    verdict = judge(ref, broken)
+    assert not verdict.ok and len(verdict.reasons) == 2
 
 
 def test_release_publishes_whole_files_and_no_mixed_set(tmp_path, capsys):
@@ -1100,7 +1108,8 @@ def test_release_checks_its_arguments_before_any_work(tmp_path, capsys):
             str(tmp_path / "split.json"), "--pairs", str(tmp_path / "pairs.txt"),
             "--out", str(tmp_path / "out"), "--calibration", "16"]
     for extra, message in ((["--calibration", "8"], "at least 16"),
-                           (["--max-drop", "-1"], "must not be negative"),
+                           (["--max-drop", "-1"], "not negative"),
+                           (["--max-tar-drop", "nan"], "must be finite"),
                            (["--pairs", str(tmp_path / "none.txt")], "--pairs")):
         with pytest.raises(SystemExit) as stop:
             release.main(base + extra)

@@ -1155,6 +1155,16 @@ def test_stylize_camera_warns_when_a_video_is_cut_short(style_models, tmp_path, 
     assert "of the 12 frames the video declares were read" in err
 
 
+def test_demo_style_refuses_bad_sizes_and_threads_in_one_line(capsys):
+    """--max-side 0 reached OpenCV's resize and --threads 0 the runtime, each with a
+    traceback; both are refused by the parser now."""
+    demo = load_app("demo_style")
+    for args, message in ((["--max-side", "0"], "--max-side"), (["--threads", "0"], "--threads")):
+        with pytest.raises(SystemExit) as stop:
+            demo.main(args)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_stylize_camera_keeps_the_last_row_and_column_of_odd_frames(style_models, tmp_path,
                                                                     monkeypatch):
     """OpenCV's writers drop the last row/column of an odd-sized frame: the app pads it

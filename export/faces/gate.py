@@ -72,13 +72,17 @@ def judge(reference: GateScores, candidate: GateScores,
     if reference.far != candidate.far:
         raise ValueError(f"TAR measured at FAR {candidate.far:g}, the reference at "
                          f"{reference.far:g}: compare at the same FAR")
+    for name, limit in (("max_accuracy_drop", max_accuracy_drop), ("max_tar_drop", max_tar_drop)):
+        if not 0.0 <= limit < float("inf"):  # NaN would pass every model below
+            raise ValueError(f"{name} must be a finite number >= 0, got {limit!r}")
     acc_drop = 100.0 * (reference.accuracy - candidate.accuracy)
     tar_drop = 100.0 * (reference.tar - candidate.tar)
     reasons = []
-    if acc_drop > max_accuracy_drop:
+    # "not (drop <= limit)": a NaN score (a model that gave NaN) is refused, not passed
+    if not acc_drop <= max_accuracy_drop:
         reasons.append(f"every-pair accuracy {100 * candidate.accuracy:.2f}% is "
                        f"{acc_drop:.2f} points below float's (limit {max_accuracy_drop:g})")
-    if tar_drop > max_tar_drop:
+    if not tar_drop <= max_tar_drop:
         reasons.append(f"every-pair TAR at FAR {candidate.far:g} {100 * candidate.tar:.2f}% "
                        f"is {tar_drop:.2f} points below float's (limit {max_tar_drop:g})")
     return GateVerdict(not reasons, acc_drop, tar_drop, tuple(reasons))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -169,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.calibration < 16:
         ap.error(f"--calibration must be at least 16 faces, got {args.calibration}")
-    if min(args.max_drop, args.max_tar_drop) < 0:
-        ap.error("--max-drop and --max-tar-drop must not be negative")
+    if not (0 <= args.max_drop < math.inf and 0 <= args.max_tar_drop < math.inf):
+        ap.error("--max-drop and --max-tar-drop must be finite and not negative")
     for option, path in (("--model", args.model), ("--cache", args.cache),
                          ("--split", args.split), ("--pairs", args.pairs)):
         if not Path(path).is_file():
@@ -253,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         verdict = judge(ref_gate, scores, args.max_drop, args.max_tar_drop)
         why = list(verdict.reasons)
         floor = FLOAT_MIN_COSINE.get(precision)
-        if floor is not None and agree.min_cosine < floor:
+        # "not >=": one NaN embedding makes the minimum NaN, which "<" would pass
+        if floor is not None and not agree.min_cosine >= floor:
             why.append(f"its embeddings drift from Keras' (min cosine {agree.min_cosine:.6f} "
                        f"< {floor}): the conversion is broken")
         e.close()

@@ -791,7 +791,7 @@ def verify_engine(engine: Path, onnx_path: Path, root: Path, m: PreparedModel,
     g = np.stack([a.ravel() for a in got]).astype(np.float64)
     cos = centred_cosine(r, g)
     floor = ENGINE_MIN_COSINE[precision]
-    if cos.min() < floor:
+    if not cos.min() >= floor:  # NaN outputs make the minimum NaN: refused, not passed
         raise EngineBuildError(f"{engine}: its {precision} outputs drift from ONNX Runtime's "
                                f"(min cosine {cos.min():.5f} < {floor} over {len(x)} inputs); "
                                "not cached. Check the calibration images, or build another "
