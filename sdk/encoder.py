@@ -35,7 +35,7 @@ class EncoderOptions:
         model_path: an ``.onnx``, ``.tflite`` or TensorRT file of kind
             ``encoder`` (face encoders: :class:`sdk.FaceVerifier`).
         threads: CPU threads for the runtime.
-        threshold: override of the model's calibrated τ (squared L2, in (0, 4]).
+        threshold: override of the model's calibrated τ (squared L2, in (0, 4): 4 would accept everyone).
     """
 
     model_path: str | os.PathLike
@@ -43,9 +43,9 @@ class EncoderOptions:
     threshold: float | None = None
 
     def __post_init__(self) -> None:
-        if self.threshold is not None and not 0.0 < float(self.threshold) <= 4.0:
+        if self.threshold is not None and not 0.0 < float(self.threshold) < 4.0:
             raise ValueError(f"threshold is a squared L2 distance between unit vectors and "
-                             f"must be in (0, 4], got {self.threshold}")
+                             f"must be in (0, 4) (4 would accept everyone), got {self.threshold}")
 
 
 class Encoder:

@@ -248,7 +248,8 @@ def test_default_model_from_env(monkeypatch, exported, yunet):
         assert v.model.path == Path(exported["onnx_fp32"])
 
 
-@pytest.mark.parametrize("kwargs", [{"threshold": 0.0}, {"threshold": 4.5}, {"batch_size": 0},
+@pytest.mark.parametrize("kwargs", [{"threshold": 0.0}, {"threshold": 4.5}, {"threshold": 4.0},
+                                    {"threshold": float("nan")}, {"batch_size": 0},
                                     {"threads": 0}, {"detector": "yunet.onnx"},
                                     {"threshold": 0.3, "operating_point": "far_1e-3"},
                                     {"operating_point": 1e-3}])
@@ -335,9 +336,20 @@ def test_gallery_errors(verifier, photos):
         with pytest.raises(UnknownPersonError, match="zed"):
             call()
     unit = np.full(8, 8 ** -0.5, np.float32)
-    for name in ("", "   ", "a\nb", 7):
+    for name in ("", "   ", "a\nb", 7, "a\x7fb", "a\x85b", "eve\u202ecilA"):
         with pytest.raises(GalleryError):
             g.enroll_embeddings(name, unit)
+    # one person however the keyboard spells "ë" (one code point, or e + a combining mark)
+    g.enroll_embeddings("Zo\u00eb", unit)
+    assert g.enroll_embeddings("Zoe\u0308", unit) == 2 and g.names == ["Zo\u00eb"]
+    assert g.count("Zoe\u0308") == 2
+    g.remove("Zoe\u0308")
+    with pytest.raises(UnknownPersonError):
+        g.remove(["a"])                     # not a name: the typed error, not a TypeError
+    assert len(g) == 0
+    # a Persian name keeps its zero-width non-joiner (a format character, not a control)
+    assert g.enroll_embeddings("\u0645\u06cc\u200c\u0631\u0648\u062f", unit) == 1
+    g.remove("\u0645\u06cc\u200c\u0631\u0648\u062f")
     with pytest.raises(GalleryError, match="no photos"):
         g.enroll("alice", [])
     with pytest.raises(InputDtypeError, match="cv2.imread returns None"):  # a missing photo
@@ -558,6 +570,11 @@ def test_load_refuses_corrupt_files(verifier, photos, tmp_path):
         Gallery.load(tmp_path / "absent.npz", verifier)
     assert zipfile.is_zipfile(good)  # the good file stays loadable
     assert Gallery.load(good, verifier).names == ["alice"]
+    # a name written decomposed (before names were NFC-normalised) is found as typed either way
+    nfd = _write_npz(tmp_path / "nfd.npz", embeddings=emb, labels=labels,
+                     header=np.array(json.dumps({**header, "names": ["Zoe\u0308"]})))
+    loaded = Gallery.load(nfd, verifier)
+    assert loaded.names == ["Zo\u00eb"] and loaded.count("Zoe\u0308") == len(emb)
 
 
 def test_save_keeps_permissions_and_symlinks(verifier, photos, tmp_path):

@@ -118,7 +118,7 @@ def test_encoder_refuses_other_kinds(exported, tiny_encoder, tiny_info, tmp_path
     """A stylizer is refused with ModelKindError, and so is a face encoder: it takes BGR
     faces through its contract's colour order, which sdk.FaceVerifier applies (raw arrays
     here would give other embeddings than the verifier's for the same face); a threshold
-    outside (0, 4] is refused."""
+    outside (0, 4) is refused."""
     import sdk
     from export import formats
 

@@ -28,6 +28,7 @@ import io
 import json
 import os
 import tempfile
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -85,11 +86,23 @@ class IdentifyResult:
         return self.name if self.name is not None else "unknown"
 
 
+#: Characters a name may not hold besides control characters: the bidirectional overrides
+#: and isolates, which make a name print as another in logs and lists ("Trojan Source").
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _key(name: str) -> str:
+    """A name as the gallery stores it: NFC-normalised (a keyboard may type "ë" as one
+    code point or as "e" + a combining mark; both are one person) and stripped."""
+    return unicodedata.normalize("NFC", name).strip()
+
+
 def _check_name(name: object) -> str:
     if not isinstance(name, str):
         raise GalleryError(f"a person's name must be a str, got {type(name).__name__}")
-    clean = name.strip()
-    if not clean or len(clean) > _MAX_NAME or any(ord(c) < 32 for c in clean):
+    clean = _key(name)
+    if not clean or len(clean) > _MAX_NAME or any(
+            unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in clean):
         raise GalleryError(f"invalid name {name!r}: use 1-{_MAX_NAME} printable characters")
     return clean
 
@@ -164,8 +177,8 @@ class Gallery:
         return f"Gallery({len(self)} people, {n} embeddings, model={self._verifier.model_id!r})"
 
     def _embeddings_of(self, name: str) -> np.ndarray:
-        key = name.strip() if isinstance(name, str) else name
-        if key not in self._people:
+        key = _key(name) if isinstance(name, str) else name
+        if not isinstance(key, str) or key not in self._people:
             raise UnknownPersonError(f"{name!r} is not enrolled (enrolled: "
                                      f"{', '.join(self._people) or 'nobody'})")
         return self._people[key]
@@ -326,7 +339,7 @@ class Gallery:
             UnknownPersonError: ``name`` is not enrolled.
         """
         self._embeddings_of(name)
-        del self._people[name.strip()]
+        del self._people[_key(name)]
         if not self._people:  # nothing of another export is left: save() names the verifier's
             self._export = _export_of(self._verifier)
 
@@ -529,13 +542,18 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
             or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
         raise bad("header fields model_id/names are invalid")
     # names as enrol() makes them: otherwise a person could be neither found nor removed
+    # (a file written before names were NFC-normalised is normalised here)
     for n in names:
         try:
-            valid = _check_name(n) == n
+            valid = _check_name(n) == unicodedata.normalize("NFC", n)
         except GalleryError:
             valid = False
         if not valid:
             raise bad(f"name {n!r} is not one enrol() makes")
+    names = [_key(n) for n in names]
+    if len(set(names)) != len(names):
+        raise bad("two names are the same person's once Unicode-normalised")
+    header["names"] = names
     if emb.dtype != np.float32 or emb.ndim != 2 or labels.ndim != 1 \
             or labels.dtype.kind not in "iu" or len(labels) != len(emb):
         raise bad(f"embeddings {emb.dtype}{emb.shape} / labels {labels.dtype}{labels.shape} "

@@ -88,7 +88,7 @@ class FaceVerifierOptions:
             ``tensorrt``); ``None`` chooses by file suffix.
         threads: CPU threads for the runtime; ``None`` lets it decide.
         threshold: override of the model's calibrated τ (a squared L2
-            distance, in (0, 4]); ``None`` uses the model's own.
+            distance, in (0, 4)); ``None`` uses the model's own.
         operating_point: use one of the model's named thresholds instead
             of its default τ, e.g. ``"far_1e-4"`` (at most one false accept in
             ten thousand impostor pairs on the calibration set: what a door
@@ -108,9 +108,9 @@ class FaceVerifierOptions:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.threshold is not None and not 0.0 < float(self.threshold) <= _LARGEST_SQUARED_L2:
+        if self.threshold is not None and not 0.0 < float(self.threshold) < _LARGEST_SQUARED_L2:
             raise ValueError(f"threshold is a squared L2 distance between unit embeddings and "
-                             f"must be in (0, 4], got {self.threshold}")
+                             f"must be in (0, 4) (4 would accept everyone), got {self.threshold}")
         if self.threshold is not None and self.operating_point is not None:
             raise ValueError("give threshold or operating_point, not both")
         if self.operating_point is not None and not isinstance(self.operating_point, str):
