@@ -32,7 +32,8 @@ such photos and skips such camera frames.  Every decision can be appended to a
 JSONL audit log (time, source, frame, decision, name, distance, threshold; never
 images); an unlock's record is on disk before the door opens, and a log that cannot be
 written keeps the door locked.  A camera that stops giving frames ends ``run`` with exit
-status 1 (a supervisor can restart it); Ctrl-C during an unlock command kills it first.
+status 1 (a supervisor can restart it); Ctrl-C or SIGTERM during an unlock command kills
+it first.
 
 The threshold is the model's strict operating point ``far_1e-4`` (at most one
 false accept in 10,000 different-person pairs of the held-out photos it was
@@ -55,7 +56,9 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -272,15 +275,22 @@ class DoorLock:
         # stderr to a file, not a pipe: a program the hook leaves running in the background
         # (a relock after a delay) would hold a pipe open and make a finished hook look hung
         with tempfile.TemporaryFile() as err_file:
+            proc = None
             try:
                 # its own session, so a failed hook is killed with everything it started:
-                # nothing may open the door after the lock has logged a failure
-                proc = subprocess.Popen(cmd, shell=True, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=err_file, start_new_session=True)
+                # nothing may open the door after the lock has logged a failure.  Ctrl-C or
+                # SIGTERM while it starts is held until Popen has returned (raised inside
+                # Popen, it would leave no process to kill, and the hook running)
+                with signals_held():
+                    proc = subprocess.Popen(cmd, shell=True, env=env,
+                                            stdout=subprocess.DEVNULL, stderr=err_file,
+                                            start_new_session=True)
+                code = _wait(proc, self.options.hook_timeout_s)
             except OSError as exc:
+                if proc is not None:
+                    _kill_group(proc)
+                    raise
                 return f"unlock command failed to start: {exc}"
-            try:
-                code = proc.wait(timeout=self.options.hook_timeout_s)
             except subprocess.TimeoutExpired:
                 return (f"unlock command timed out after {self.options.hook_timeout_s:g} s; "
                         + _kill_group(proc))
@@ -288,7 +298,8 @@ class DoorLock:
                 # Ctrl-C (or any error) while the hook runs: the hook is in its own session
                 # and would not get the signal; left running, it could open the door after
                 # the lock has exited
-                _kill_group(proc)
+                if proc is not None:
+                    _kill_group(proc)
                 raise
             if code != 0:
                 killed = _kill_group(proc)
@@ -405,19 +416,63 @@ class DoorLock:
                 os.fsync(fd)
 
 
+#: the signals that stop the lock (SIGTERM only where `run` turns it into an interrupt)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def signals_held():
+    """Hold SIGINT and SIGTERM for the length of the block, then deliver them to the
+    handlers they had (an interrupt is raised after the block, not inside it).  Only the
+    main thread receives signals: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread() or any(
+            signal.getsignal(s) is None for s in _STOP_SIGNALS):  # a C handler: not ours
+        yield
+        return
+    pending: list[int] = []
+    try:
+        # every handler is put back even when a signal arrives while they are
+        with ExitStack() as restore:
+            for s in _STOP_SIGNALS:
+                restore.callback(signal.signal, s,
+                                 signal.signal(s, lambda signum, frame: pending.append(signum)))
+            yield
+    finally:
+        for s in dict.fromkeys(pending):
+            signal.raise_signal(s)  # runs the restored handler now
+
+
+#: how often a running hook is looked at (seconds): the longest it can run on after an
+#: interrupt
+_HOOK_POLL_S = 0.005
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> int:
+    """The hook's exit status, looked at every ``_HOOK_POLL_S``.  Not ``Popen.wait``: on
+    Ctrl-C it waits up to a quarter of a second more for the child (which a hook in its
+    own session never gets the signal to end), time enough to open the door."""
+    deadline = time.monotonic() + timeout
+    while (code := proc.poll()) is None:
+        if time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(_HOOK_POLL_S)
+    return code
+
+
 def _kill_group(proc: subprocess.Popen) -> str:
     """Kill a failed hook with every process it started (its session's group); says what
-    was killed."""
-    if hasattr(os, "killpg"):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:  # the shell and everything it started are gone already
-            pass
+    was killed.  A Ctrl-C or SIGTERM meanwhile is held until it is done."""
+    with signals_held():
+        if hasattr(os, "killpg"):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # the shell and everything it started are gone
+                pass
+            proc.wait()
+            return "it and the programs it started were killed"
+        proc.kill()  # no process groups (Windows): only the shell can be reached
         proc.wait()
-        return "it and the programs it started were killed"
-    proc.kill()  # no process groups (Windows): only the shell can be reached
-    proc.wait()
-    return "it was killed (programs it started may still run)"
+        return "it was killed (programs it started may still run)"
 
 
 # --- commands -------------------------------------------------------------------
@@ -634,6 +689,29 @@ def attempt_for(kind: str, attempt: float | None) -> float:
     return DEFAULT_ATTEMPT_S if attempt is None else attempt
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (``systemctl stop``, ``kill``, a container's stop) ends `run` as Ctrl-C
+    does: a running unlock hook, which is in its own session and would survive the lock,
+    is killed with what it started, the summary is printed and the exit status is 0.
+    Python's default would end the process at once, hook left running."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) in (None, signal.SIG_IGN):
+        # signals reach the main thread only; a handler installed from C, or SIGTERM
+        # ignored on purpose, is the caller's choice
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     kind, _ = source_kind(args.source)
     options = LockOptions(unlock_cmd=args.unlock_cmd, max_failures=args.max_failures,
@@ -654,19 +732,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise OSError(f"--audit {args.audit}: {exc.strerror or exc}") from None
         lost_camera = False
         try:
-            lock = DoorLock(gallery, options, audit=audit)
-            for i, frame in enumerate(iter_frames(args.source)):
-                if args.max_frames is not None and i >= args.max_frames:
-                    break
-                # a video's own times: read faster than real time, it keeps its hold and
-                # cooldown as long as the scene it shows (a camera's are the clock's)
-                decision = lock.process(frame.image, frame.frame_id, args.source,
-                                        at=frame.time)["decision"]
-                counts[decision] = counts.get(decision, 0) + 1
-            else:
-                # a camera has no last frame: its stream ending means it was unplugged or
-                # failed, which a supervisor (systemd, a watchdog) must see to restart it
-                lost_camera = kind == CAMERA
+            with sigterm_as_interrupt():
+                lock = DoorLock(gallery, options, audit=audit)
+                for i, frame in enumerate(iter_frames(args.source)):
+                    if args.max_frames is not None and i >= args.max_frames:
+                        break
+                    # a video's own times: read faster than real time, it keeps its hold and
+                    # cooldown as long as the scene it shows (a camera's are the clock's)
+                    decision = lock.process(frame.image, frame.frame_id, args.source,
+                                            at=frame.time)["decision"]
+                    counts[decision] = counts.get(decision, 0) + 1
+                else:
+                    # a camera has no last frame: its stream ending means it was unplugged or
+                    # failed, which a supervisor (systemd, a watchdog) must see to restart it
+                    lost_camera = kind == CAMERA
         except KeyboardInterrupt:
             pass
         finally:

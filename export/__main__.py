@@ -15,6 +15,7 @@ COMMANDS = {
     "jetson": ("export.jetson.cli", "check ONNX graphs and build TensorRT engines"),
     "nd": ("export.nd.cli", "1D signal / 3D clip encoders: example data, training, export"),
     "visualize": ("export.visualize.cli", "top-9 patches per unit of a trained network"),
+    "seal": ("export.seal", "write its own SHA-256 into a model file exported before seals"),
 }
 
 

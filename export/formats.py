@@ -8,6 +8,7 @@ through the same ``sdk.load_model`` the device uses.
 from __future__ import annotations
 
 import importlib
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 import sdk
-from sdk.contract import METADATA_KEY, ModelInfo, TensorSpec, hash_arrays
+from sdk.contract import METADATA_KEY, ModelInfo, TensorSpec, hash_arrays, seal
 
 
 class ConversionError(RuntimeError):
@@ -45,36 +46,85 @@ def source_hash(model) -> str:
 
 def embed_tflite_metadata(tflite_bytes: bytes, info: ModelInfo) -> bytes:
     """Return the flatbuffer with the contract added as ``Model.metadata[METADATA_KEY]``
-    (replacing an earlier one)."""
+    (replacing an earlier one, whose buffer is emptied), sealed (``sdk.contract.seal``)."""
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite_bytes, 0))
+    kept = []
+    for m in model.metadata or []:
+        if (m.name.decode() if isinstance(m.name, bytes) else m.name) == METADATA_KEY:
+            # emptied, not removed: other entries refer to buffers by index
+            model.buffers[m.buffer].data = None
+        else:
+            kept.append(m)
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(info.to_json().encode("utf-8"), dtype=np.uint8)
+    buffer.data = np.frombuffer(info.to_json(sealed=True).encode("utf-8"), dtype=np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name = METADATA_KEY
     entry.buffer = len(model.buffers) - 1
-    model.metadata = [m for m in (model.metadata or [])
-                      if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_KEY]
-    model.metadata.append(entry)
+    model.metadata = kept + [entry]
     builder = flatbuffers.Builder(len(tflite_bytes) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return seal(bytes(builder.Output()))
 
 
 def set_onnx_metadata(path: Path, info: ModelInfo) -> None:
-    """Write the contract into the ONNX file's ``metadata_props``."""
+    """Write the contract into the ONNX file's ``metadata_props`` and seal the file
+    (``sdk.contract.seal``); the file is replaced atomically."""
     import onnx
 
     proto = onnx.load(str(path))
     props = {p.key: p.value for p in proto.metadata_props}
-    props[METADATA_KEY] = info.to_json()
+    props[METADATA_KEY] = info.to_json(sealed=True)
     del proto.metadata_props[:]
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(path))
+    write_atomic(path, seal(proto.SerializeToString()))
+
+
+def drop_onnx_contract(path: Path) -> None:
+    """Remove the contract from an ONNX file (a tool's copy of its source's, whose seal
+    no longer matches)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    for key, value in kept:
+        proto.metadata_props.add(key=key, value=value)
+    write_atomic(path, proto.SerializeToString())
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path``'s content with ``data`` atomically: a temporary file beside it,
+    synced, then renamed over it.  Through a symlink the target is replaced (the link
+    stays); a file already there keeps its permissions."""
+    path = Path(path).resolve()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            os.fchmod(fd, path.stat().st_mode & 0o7777)
+        except FileNotFoundError:
+            os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _specs_of(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -256,6 +306,7 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path,
                         activation_type=QuantType.QUInt8,
                         weight_type=getattr(QuantType, weight_type), reduce_range=reduce_range,
                         nodes_to_exclude=float_nodes)
+    drop_onnx_contract(dst)  # the quantiser copies the float file's contract and seal
     quant = {"scheme": "qdq", "weights": f"{weights} per-channel", "activations": "uint8",
              "calibration_samples": len(calibration)}
     if float_nodes:

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sdk  # noqa: E402
-from export.formats import _Reader, _stem_convs  # noqa: E402
+from export.formats import _Reader, _stem_convs, set_onnx_metadata  # noqa: E402
 
 
 def held_out_names(pairs_txt: Path) -> set[str]:
@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
                             quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=activations,
                             calibrate_method=method, nodes_to_exclude=excluded, **options)
-            q = onnx.load(str(dst))  # the contract, so that sdk.load_model takes it
-            del q.metadata_props[:]
-            q.metadata_props.extend(onnx.load(str(args.model)).metadata_props)
-            onnx.save(q, str(dst))
+            # the float file's contract, so that sdk.FaceVerifier takes it, sealed for this
+            # file (the quantiser's copy carries the float file's seal)
+            with sdk.load_model(args.model) as m:
+                set_onnx_metadata(dst, m.info)
             kept = Path(tmp) / f"variant{len(files)}.onnx"
             dst.rename(kept)
             files[label] = kept

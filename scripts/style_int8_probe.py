@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sdk  # noqa: E402
-from export.formats import _Reader, _stem_convs, agreement  # noqa: E402
+from export.formats import _Reader, _stem_convs, agreement, drop_onnx_contract  # noqa: E402
 from export.style.release import real_crops  # noqa: E402
 
 #: node types ONNX Runtime's QDQ quantiser wraps (the rest are shape arithmetic)
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=act, weight_type=weight,
                             reduce_range=reduce_range, nodes_to_exclude=exclude)
+            drop_onnx_contract(dst)  # the quantiser's copy of the float file's (and its seal)
             return agreement(ref, run(dst, check), peak=255.0).psnr_db
 
         stem = _stem_convs(onnx.load(str(pre)))

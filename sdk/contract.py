@@ -9,6 +9,14 @@
 The runtime reads it back (``model.info``) and takes pre- and post-processing
 from it (input size, channel order, pixel range, normalisation, metric,
 threshold), so those constants live in one place: the model file.
+
+The contract also seals the file: its ``file_sha256`` is the SHA-256 of the
+whole file with those 64 hex digits written as zeros (:func:`seal`).
+``load_model`` checks it before any runtime parses the file (:func:`check_seal`),
+so a file damaged in copying or on flash is refused with a
+:class:`~sdk.errors.ModelFormatError` instead of running with other weights or
+crashing the interpreter.  It detects damage, not tampering: anyone who can
+write the file can write a matching digest.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -28,6 +37,17 @@ from .errors import MetadataError, ModelFormatError
 METADATA_KEY = "edge_sdk.contract"
 #: Contract schema this SDK writes and reads.
 SCHEMA_VERSION = 1
+#: Contract key of the file's own SHA-256 (see :func:`seal`); SDKs before it ignore it.
+DIGEST_KEY = "file_sha256"
+_DIGEST_FIELD = f'"{DIGEST_KEY}":"'.encode()
+_PLACEHOLDER = b"0" * 64
+# The value is matched loosely so that a damaged digest is reported, not taken as no seal;
+# "inputs" always follows it in the sorted contract, which keeps a third-party file's own
+# "file_sha256" field (other JSON) from being taken for the SDK's seal.
+_DIGEST_RE = re.compile(re.escape(_DIGEST_FIELD) + rb'([^"]{0,80})","inputs":\[')
+#: a file holds one live contract and perhaps a few left by earlier export steps
+_MAX_SEALS = 8
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
 
 #: Model kinds the SDK knows; anything else is still loadable as ``generic``.
 KINDS = ("face_encoder", "stylizer", "encoder", "generic")
@@ -211,7 +231,9 @@ class ModelInfo:
 
     # --- serialisation ---------------------------------------------------
 
-    def to_json(self) -> str:
+    def to_json(self, *, sealed: bool = False) -> str:
+        """The contract as compact JSON with sorted keys.  ``sealed`` adds the
+        ``file_sha256`` placeholder that :func:`seal` fills once the file is complete."""
         d = {
             "schema": self.schema,
             "kind": self.kind,
@@ -226,6 +248,8 @@ class ModelInfo:
             "versions": dict(self.versions),
             "extra": dict(self.extra),
         }
+        if sealed:
+            d[DIGEST_KEY] = _PLACEHOLDER.decode()
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -269,6 +293,62 @@ def hash_arrays(arrays: Sequence[np.ndarray]) -> str:
     return h.hexdigest()
 
 
+# --- the file's own digest ----------------------------------------------------
+
+
+def _digest_without(data: bytes | memoryview, start: int) -> str:
+    """SHA-256 of ``data`` with the 64 bytes at ``start`` read as ASCII zeros."""
+    view = memoryview(data)
+    h = hashlib.sha256(view[:start])
+    h.update(_PLACEHOLDER)
+    h.update(view[start + 64:])
+    return h.hexdigest()
+
+
+def seal(data: bytes) -> bytes:
+    """Fill the ``file_sha256`` placeholder of a complete model file (one written with a
+    contract from ``to_json(sealed=True)``) with the SHA-256 of the file as it is, the
+    placeholder's zeros included.
+
+    Raises:
+        ValueError: the file holds no placeholder, or more than one.
+    """
+    needle = _DIGEST_FIELD + _PLACEHOLDER + b'"'
+    at = data.find(needle)
+    if at < 0 or data.find(needle, at + 1) >= 0:
+        raise ValueError("a model file to seal must hold exactly one file_sha256 placeholder "
+                         f"(found {data.count(needle)}): write its contract with "
+                         "to_json(sealed=True)")
+    start = at + len(_DIGEST_FIELD)
+    return bytes(data[:start]) + hashlib.sha256(data).hexdigest().encode() + \
+        bytes(data[start + 64:])
+
+
+def check_seal(data: bytes | memoryview, *, source: str = "model") -> str | None:
+    """The digest of a sealed file, checked; ``None`` for a file without a seal
+    (third-party models, exports from before seals).
+
+    A file may hold older contracts (a TFLite buffer left behind by an earlier export
+    step): it is intact when one of its digests matches.
+
+    Raises:
+        ModelFormatError: the file was sealed and has changed since.
+    """
+    found = list(_DIGEST_RE.finditer(data))
+    if not found:
+        return None
+    for m in found[:_MAX_SEALS]:
+        digest = m.group(1)
+        if _HEX64.fullmatch(digest) and _digest_without(data, m.start(1)) == digest.decode():
+            return digest.decode()
+    raise ModelFormatError(
+        f"{source}: the file is damaged or was changed after export: its SHA-256 is not "
+        "the one sealed into it (a partial copy, a flipped bit in storage, or a tool such as "
+        "a quantiser or graph optimiser that kept the exported file's contract, which no "
+        "longer describes it); copy it again from its source, or make such files with "
+        "`python -m export`")
+
+
 # --- TensorRT: header before the serialized engine --------------------------
 
 ENGINE_MAGIC = b"EDGESDK1"
@@ -278,10 +358,11 @@ _HEADER = struct.Struct("<8sI")
 def pack_engine(info: ModelInfo, engine_bytes: bytes) -> bytes:
     """Prefix a serialized TensorRT engine with the contract header.
 
-    Layout: 8-byte magic, little-endian uint32 JSON length, JSON, engine bytes.
+    Layout: 8-byte magic, little-endian uint32 JSON length, JSON, engine bytes; sealed
+    (:func:`seal`) like every exported file.
     """
-    payload = info.to_json().encode("utf-8")
-    return _HEADER.pack(ENGINE_MAGIC, len(payload)) + payload + bytes(engine_bytes)
+    payload = info.to_json(sealed=True).encode("utf-8")
+    return seal(_HEADER.pack(ENGINE_MAGIC, len(payload)) + payload + bytes(engine_bytes))
 
 
 def unpack_engine(data: bytes, *, source: str = "engine") -> tuple[ModelInfo, memoryview]:

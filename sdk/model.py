@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .backends.base import Backend, BackendOptions
-from .contract import ModelInfo, TensorSpec
+from .contract import ModelInfo, TensorSpec, check_seal
 from .errors import (ClosedError, InputDtypeError, InputError, InputShapeError, MetadataError,
                      ModelFormatError, ModelKindError, ModelNotFoundError, UnknownBackendError)
 
@@ -51,9 +51,13 @@ class Model:
     are returned dequantised to float32 (``dequantize=False`` keeps them raw).
     """
 
-    def __init__(self, backend: Backend, path: Path) -> None:
+    def __init__(self, backend: Backend, path: Path, file_sha256: str | None = None) -> None:
         self._backend = backend
         self.path = path
+        #: the file's seal, checked at load: the SHA-256 of the file with these 64 hex
+        #: digits read as zeros (``sdk.contract.seal``; not what ``sha256sum`` prints);
+        #: ``None`` for files without a seal (third-party models, exports from before seals)
+        self.file_sha256 = file_sha256
 
     # --- description -------------------------------------------------------
 
@@ -211,9 +215,13 @@ def load_model(path: str | Path, *, backend: str | None = None, threads: int | N
             (``"ai_edge_litert"``, ``"tflite_runtime"``, or ``"tensorflow"``: ``tf.lite``,
             never chosen unless named).
 
+    A file sealed at export (every file ``python -m export`` writes) is checked against
+    its own SHA-256 before the runtime parses it (``Model.file_sha256``).
+
     Raises:
-        ModelNotFoundError, ModelFormatError, MetadataError,
-        BackendUnavailableError, UnknownBackendError, EngineMismatchError.
+        ModelNotFoundError, ModelFormatError (also: a sealed file that has changed since
+        export), MetadataError, BackendUnavailableError, UnknownBackendError,
+        EngineMismatchError.
     """
     p = Path(path)
     if not p.is_file():
@@ -226,4 +234,7 @@ def load_model(path: str | Path, *, backend: str | None = None, threads: int | N
                                    f"{sorted(SUFFIXES)} (or pass backend=)")
     cls = _backend_class(name)
     options = BackendOptions(threads=threads, device=device, runtime=tflite_runtime)
-    return Model(cls.load(p, options), p)
+    # before the runtime parses it: a damaged flatbuffer can crash an interpreter natively,
+    # and damaged weights run without a word
+    digest = check_seal(p.read_bytes(), source=str(p))
+    return Model(cls.load(p, options), p, digest)

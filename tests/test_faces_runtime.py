@@ -589,6 +589,8 @@ def test_save_keeps_permissions_and_symlinks(verifier, photos, tmp_path):
     g.remove("bob")
     g.save(link)
     assert link.is_symlink() and Gallery.load(path, verifier).names == ["alice"]
+    with pytest.raises(GalleryError, match="is a folder"):
+        g.save(tmp_path)
     # a probe must be a unit vector like the gallery's: a zero one is d = 1 from everyone
     with pytest.raises(InputError, match="unit vector"):
         g.identify_embedding(np.zeros(verifier.embedding_size, np.float32))
@@ -676,6 +678,36 @@ def test_door_lock_end_to_end(exported, yunet, door, tmp_path, capsys):
     assert "1_alice.png: UNLOCK alice" in out and "summary:" in out
     assert door_lock.main(["list", *common]) == 0
     assert door_lock.main(["remove", "alice", *common]) == 0
+
+
+@pytest.mark.parametrize("before", ["", "sleep 0.1; "], ids=["as-it-starts", "as-it-runs"])
+def test_door_lock_run_stops_cleanly_on_sigterm(before, exported, yunet, door, tmp_path):
+    """systemd stops a service with SIGTERM: the lock ends as on Ctrl-C (summary, exit 0)
+    and kills a running unlock hook, which in its own session would outlive the lock and
+    open the door after it has stopped.  Python's default handler ended the process at
+    once (-15, no summary) and the hook opened the door a second later."""
+    import subprocess
+    import time
+
+    door_lock = load_app("door_lock")
+    folder, alice = door
+    common = ["--gallery", str(tmp_path / "g.npz"), "--model", str(exported["onnx_fp32"]),
+              "--yunet", str(yunet), "--threshold", "1e-6"]
+    assert door_lock.main(["enroll", "alice", str(alice), *common]) == 0
+    opened = tmp_path / "opened"
+    # the hook's parent is the lock: it asks the lock to stop, then would open the door
+    # 0.1 s later.  At once, the signal often comes while Popen is starting the hook
+    # (raised there, it left no process to kill); later, while the lock waits for it
+    # (Popen.wait, interrupted, waits 0.25 s more for the child: too long)
+    hook = f'{before}kill -TERM $PPID; sleep 0.1; touch "{opened}"'
+    app = Path(__file__).resolve().parents[1] / "apps" / "door_lock.py"
+    done = subprocess.run([sys.executable, str(app), "run", "--source", str(folder),
+                           "--hold", "0", "--unlock-cmd", hook, *common],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "summary:" in done.stdout and "2_bob.png" not in done.stdout
+    time.sleep(0.5)  # past the moment the hook would have opened the door
+    assert not opened.exists(), done.stdout + done.stderr
 
 
 def test_report_tables_use_the_door_default():

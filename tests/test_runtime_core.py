@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,6 +192,133 @@ def test_reembedding_metadata_replaces_it(exported, tiny_info, tmp_path):
     assert list(read_metadata(again)).count(METADATA_KEY) == 1
 
 
+# --- every exported file is sealed with its own SHA-256 --------------------------
+
+_FORMATS = ["tflite_fp32", "tflite_fp16", "tflite_int8", "onnx_fp32", "onnx_int8"]
+_REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("fmt", _FORMATS)
+def test_exported_files_are_sealed(fmt, exported):
+    """The digest in the contract is the SHA-256 of the file with that digest read as
+    zeros: computed here by hand, not by the SDK's function."""
+    data = exported[fmt].read_bytes()
+    with sdk.load_model(exported[fmt]) as model:
+        digest = model.file_sha256
+    assert digest is not None and data.count(digest.encode()) == 1
+    at = data.index(digest.encode())
+    assert hashlib.sha256(data[:at] + b"0" * 64 + data[at + 64:]).hexdigest() == digest
+
+
+def _unsealed(data: bytes) -> bytes:
+    """The file as exports before seals wrote it: the same length, its digest under a key
+    no SDK reads."""
+    at = data.index(b'"file_sha256":"')
+    return data[:at] + b'"file_sha2xx":"' + data[at + 15:]
+
+
+@pytest.mark.parametrize("fmt", ["tflite_int8", "onnx_fp32"])
+@pytest.mark.parametrize("where", [0.02, 0.3, 0.6, 0.97])
+def test_a_changed_byte_is_refused_before_the_runtime_parses_it(fmt, where, exported,
+                                                                tmp_path):
+    """One flipped bit anywhere (structure, weights, the contract) is refused as damage;
+    without the seal the same file would load (and mostly run, with other weights)."""
+    data = bytearray(exported[fmt].read_bytes())
+    i = int(len(data) * where)
+    key = data.index(b'"file_sha256":"')
+    if key <= i < key + 15:  # not in the marker '"file_sha256":"': that reads as no seal
+        i = key + 15
+    data[i] ^= 0x10
+    path = tmp_path / exported[fmt].name
+    path.write_bytes(bytes(data))
+    with pytest.raises(errors.ModelFormatError, match="damaged"):
+        sdk.load_model(path)
+
+
+def test_seal_and_check_seal():
+    from sdk.contract import check_seal, seal
+
+    info = ModelInfo(kind="generic", name="g", inputs=(TensorSpec("x", (1, 2), "float32"),),
+                     outputs=(TensorSpec("y", (1, 2), "float32"),))
+    blob = pack_engine(info, b"\x01plan")
+    digest = check_seal(blob)
+    assert digest == blob[blob.index(b'"file_sha256":"') + 15:][:64].decode()
+    assert unpack_engine(blob)[0] == info  # the digest is not part of ModelInfo
+    assert check_seal(b"a file without a seal") is None
+    # another program's JSON with a field of that name is not the SDK's seal
+    assert check_seal(b'{"file_sha256":"' + b"a" * 64 + b'","size":3}') is None
+    assert check_seal(_unsealed(blob)) is None
+    for damaged in (blob[:-1] + b"\x02", blob.replace(digest.encode(), b"f" * 64),
+                    blob.replace(digest.encode(), b"x" * 64)):  # not even hex
+        with pytest.raises(errors.ModelFormatError, match="damaged"):
+            check_seal(damaged, source="m.engine")
+    one = info.to_json(sealed=True).encode()
+    with pytest.raises(ValueError, match="exactly one"):
+        seal(b"no placeholder")
+    with pytest.raises(ValueError, match="exactly one"):
+        seal(one + one)
+    # an older contract left in the file (a TFLite buffer) does not hide the live one
+    both = seal(seal(one) + one)
+    assert check_seal(both) == both[both.rindex(b'"file_sha256":"') + 15:][:64].decode()
+
+
+def test_export_seal_seals_older_files_and_keeps_what_they_compute(exported, tmp_path):
+    from export.__main__ import main
+    from export.seal import seal_file
+    from sdk.contract import check_seal
+
+    for fmt in ("tflite_int8", "onnx_fp32"):
+        path = tmp_path / exported[fmt].name
+        path.write_bytes(_unsealed(exported[fmt].read_bytes()))
+        with sdk.load_model(path) as old:
+            assert old.file_sha256 is None
+            x = np.random.default_rng(1).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+            before, info = old(x), old.info
+        digest = seal_file(path)
+        with sdk.load_model(path) as new:
+            assert new.file_sha256 == digest and new.info == info
+            assert np.array_equal(new(x), before)
+    # through a symlink the file it points at is sealed, and keeps its permissions
+    real, link = tmp_path / "real.onnx", tmp_path / "link.onnx"
+    real.write_bytes(_unsealed(exported["onnx_fp32"].read_bytes()))
+    os.chmod(real, 0o640)
+    link.symlink_to(real)
+    seal_file(link)
+    assert link.is_symlink() and (real.stat().st_mode & 0o777) == 0o640
+    assert check_seal(real.read_bytes()) is not None
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+    # a damaged sealed file is refused, never re-sealed, and left as it was
+    damaged = bytearray(exported["onnx_int8"].read_bytes())
+    damaged[len(damaged) // 2] ^= 1
+    path = tmp_path / "damaged.onnx"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(errors.ModelFormatError, match="damaged"):
+        seal_file(path)
+    assert path.read_bytes() == bytes(damaged)
+    assert main(["seal", str(path)]) == 1
+    # an engine from before seals keeps its plan bytes
+    payload = _unsealed(pack_engine(tiny_info_of(exported), b"plan bytes"))
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(payload)
+    assert main(["seal", str(engine)]) == 0
+    assert bytes(unpack_engine(engine.read_bytes())[1]) == b"plan bytes"
+    assert check_seal(engine.read_bytes()) is not None
+
+
+def tiny_info_of(exported) -> ModelInfo:
+    with sdk.load_model(exported["onnx_fp32"]) as m:
+        return m.info
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(_REPO).as_posix() for p in
+                                        (_REPO / "models").glob("*/*")
+                                        if p.suffix in (".onnx", ".tflite")
+                                        and p.parent.name != "yunet"))
+def test_released_models_are_sealed(path):
+    with sdk.load_model(_REPO / path) as model:
+        assert model.file_sha256 is not None, f"{path}: run python -m export seal {path}"
+
+
 # --- typed errors ----------------------------------------------------------------
 
 
@@ -360,8 +490,9 @@ def test_unsupported_contract_schema(exported, tiny_info, tmp_path):
     future["schema"] = 99
 
     class Raw:  # a stand-in with the one method embed_tflite_metadata uses
-        def to_json(self):
-            return json.dumps(future)
+        def to_json(self, sealed=False):
+            return json.dumps({**future, **({"file_sha256": "0" * 64} if sealed else {})},
+                              separators=(",", ":"))
 
     p = tmp_path / "future.tflite"
     p.write_bytes(embed_tflite_metadata(exported["tflite_fp32"].read_bytes(), Raw()))

@@ -402,10 +402,16 @@ class Gallery:
 
         The file holds embeddings, names and the encoder's identity, no images.  A file
         already there keeps its permissions; a symlink keeps pointing at the file written.
+
+        Raises:
+            GalleryError: ``path`` is a folder.
         """
         given = Path(path)
         # through a symlink, replace its target (os.replace would swap the link for a file)
         path = given.resolve()
+        if path.is_dir():
+            raise GalleryError(f"{given} is a folder; save the gallery to a file in it, "
+                               f"e.g. {given / 'gallery.npz'}")
         names = self.names
         size = self._verifier.embedding_size
         emb = np.concatenate([self._people[n] for n in names]) if names \
