@@ -8,7 +8,6 @@ through the same ``sdk.load_model`` the device uses.
 from __future__ import annotations
 
 import importlib
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 import sdk
 from sdk.contract import METADATA_KEY, ModelInfo, TensorSpec, hash_arrays, seal
+from sdk.paths import write_atomic
 
 
 class ConversionError(RuntimeError):
@@ -95,36 +95,6 @@ def drop_onnx_contract(path: Path) -> None:
     for key, value in kept:
         proto.metadata_props.add(key=key, value=value)
     write_atomic(path, proto.SerializeToString())
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path``'s content with ``data`` atomically: a temporary file beside it,
-    synced, then renamed over it.  Through a symlink the target is replaced (the link
-    stays); a file already there keeps its permissions."""
-    path = Path(path).resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        try:
-            os.fchmod(fd, path.stat().st_mode & 0o7777)
-        except FileNotFoundError:
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _specs_of(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

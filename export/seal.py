@@ -23,9 +23,10 @@ from typing import Callable
 import numpy as np
 
 import sdk
-from export.formats import embed_tflite_metadata, set_onnx_metadata, write_atomic
+from export.formats import embed_tflite_metadata, set_onnx_metadata
 from sdk.contract import ModelInfo, check_seal, pack_engine, unpack_engine
 from sdk.errors import SdkError
+from sdk.paths import write_atomic
 
 
 def _reseal_tflite(path: Path, info: ModelInfo) -> None:

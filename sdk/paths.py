@@ -9,6 +9,7 @@ repository (the development layout).  Nothing is ever downloaded at run time.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import ModelNotFoundError
@@ -48,3 +49,56 @@ def yunet_path(explicit: str | os.PathLike | None = None) -> Path:
                      [MODELS_DIR / "yunet" / YUNET_FILE,
                       SHARED_DIR / "models" / "yunet" / YUNET_FILE],
                      "YuNet face detector")
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, *, new_mode: int | None = None) -> Path:
+    """Replace the content of ``path`` with ``data`` atomically; returns the file written.
+
+    A temporary file in the same folder (``os.replace`` is atomic only within one file
+    system) is synced, renamed over the file, and the rename synced too: a crash leaves
+    the old file or the new one, never a mix.  Through a symlink the file it points at is
+    replaced (the link stays); a file already there keeps its permissions; a new one gets
+    ``new_mode`` (default: what the umask allows).
+    """
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = new_mode if new_mode is not None else 0o666 & ~_umask()
+        os.fchmod(fd, mode)  # not mkstemp's 0600: a service of another user may read it
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # Windows cannot open a folder; NTFS journals the rename itself
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the data itself is synced
+    finally:
+        os.close(fd)

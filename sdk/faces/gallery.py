@@ -27,7 +27,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import unicodedata
 import zipfile
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from ..errors import (GalleryError, GalleryModelMismatchError, InputDtypeError, 
                       PoorFaceQualityError, UnknownPersonError)
 from ..distance import VerifyResult
 from ..encoder import Encoder
+from ..paths import write_atomic
 from .detector import check_image
 from .quality import QualityOptions, assess_face
 from .verifier import FaceVerifier
@@ -422,26 +422,8 @@ class Gallery:
         buffer = io.BytesIO()
         np.savez(buffer, header=np.array(json.dumps(self._header())), embeddings=emb,
                  labels=labels)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # temp file in the same folder: os.replace is atomic only within one file system
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            try:  # the replaced file's permissions, not mkstemp's 0600: a service may read it
-                os.fchmod(fd, path.stat().st_mode & 0o7777)
-            except FileNotFoundError:
-                pass
-            with os.fdopen(fd, "wb") as f:
-                f.write(buffer.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        _fsync_dir(path.parent)
+        # a new gallery is private (0600): embeddings are biometric data
+        write_atomic(path, buffer.getvalue(), new_mode=0o600)
         return given
 
     @classmethod
@@ -600,15 +582,3 @@ def _describe(export: tuple[str | None, str | None]) -> str:
     return " ".join(str(x) for x in export)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # Windows cannot open a folder; NTFS journals the rename itself
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a folder; the data itself is synced
-    finally:
-        os.close(fd)
