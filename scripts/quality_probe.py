@@ -100,7 +100,7 @@ def only(name: str, base: QualityOptions) -> QualityOptions:
     keep = {"eye_distance": ["min_eye_distance"], "yaw": ["max_yaw"], "pitch": ["max_pitch"],
             "sharpness": ["min_sharpness"], "brightness": ["min_brightness", "max_brightness"],
             "contrast": ["min_contrast"], "lighting_asymmetry": ["max_lighting_asymmetry"],
-            "score": ["min_score"]}[name]
+            "score": ["min_score"], "in_frame": ["min_in_frame"]}[name]
     return replace(QualityOptions.off(), **{k: getattr(base, k) for k in keep})
 
 
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def training_faces(cache: Path, limits: QualityOptions) -> None:
     """Share of the training cache's faces that miss the limits, per photo set (the
-    cache has no detector score, so that limit is left out here)."""
+    cache has no detector score and no photo size, so those limits are left out here)."""
     from sdk.faces.quality import assess_aligned, pose_from_landmarks
 
     with np.load(cache) as z:

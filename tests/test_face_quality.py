@@ -69,7 +69,8 @@ def test_image_measurements():
     ({"eye_distance": 12}, "too small"), ({"yaw": -0.6}, "turned sideways"),
     ({"pitch": 0.5}, "tilted"), ({"sharpness": 1.0}, "blurred"),
     ({"brightness": 20}, "too dark"), ({"brightness": 240}, "overexposed"),
-    ({"contrast": 5}, "washed out"), ({"score": 0.5}, "unclear")])
+    ({"contrast": 5}, "washed out"), ({"score": 0.5}, "unclear"),
+    ({"in_frame": 0.6}, "cut by the photo's edge")])
 def test_each_limit_names_its_problem(change, words):
     assert GOOD.problems() == [] and GOOD.ok()
     poor = replace(GOOD, **change)
@@ -107,6 +108,49 @@ def test_real_photos(yunet):
         with pytest.raises(sdk.errors.NoFaceError):
             fv.quality(np.zeros((120, 120, 3), np.uint8))
     assert sdk.QualityOptions is QualityOptions and sdk.assess_face is assess_face
+
+
+def test_a_face_cut_by_the_photos_edge_is_refused(exported, yunet):
+    """Cut by a third of its width or more, a face is mostly edge pixels repeated by the
+    alignment: measured and refused, at enrolment too; the whole photo passes."""
+    photo = cv2.imread(str(shared_path("data", "faces", "deepface-pairs", "img1.jpg")))
+    with sdk.FaceVerifier.create(exported["onnx_fp32"], yunet, threads=1) as fv:
+        x, _, w, _ = fv.detect(photo)[0].box
+        assert fv.quality(photo).in_frame == 1.0
+        for cut in (0.35, 0.5):
+            part = np.ascontiguousarray(photo[:, int(x + cut * w):])
+            q = fv.quality(part)
+            assert q.in_frame < 0.8
+            assert any("cut by the photo's edge" in p for p in q.problems())
+            with pytest.raises(PoorFaceQualityError, match="cut by the photo's edge"):
+                sdk.Gallery(fv).enroll("half", part)
+
+
+def test_alignment_and_measurements_refuse_bad_input(yunet):
+    from sdk.errors import InputDtypeError, InputShapeError
+    from sdk.faces.detector import Face, align_face
+
+    image = np.full((200, 200, 3), 128, np.uint8)
+    points = _rotate(ARCFACE_TEMPLATE, 0) - np.array([200.0, 100.0])  # a face at (100, 100)
+    assert align_face(image, points).shape == (112, 112, 3)
+    assert align_face(image[:, :, 0], points).shape == (112, 112, 3)   # grey: BGR out
+    with pytest.raises(InputDtypeError, match="cv2.imread returns None"):
+        align_face(None, points)
+    with pytest.raises(InputDtypeError):
+        align_face(image.astype(np.float32), points)
+    with pytest.raises(InputShapeError, match="five"):
+        align_face(image, points[:4])
+    for size in (0, 8, 1.5):
+        with pytest.raises(ValueError, match="size"):
+            align_face(image, points, size=size)
+    with pytest.raises(InputDtypeError):
+        assess_aligned(np.zeros((112, 112, 3), np.float32))
+    # NaN landmarks measured nothing and passed every limit when the crop was given
+    nan = points.copy()
+    nan[0] = np.nan
+    face = Face(box=(50.0, 50.0, 100.0, 100.0), landmarks=nan.astype(np.float32), score=0.9)
+    with pytest.raises(FaceError, match="not finite"):
+        assess_face(image, face, align_face(image, points))
 
 
 @pytest.fixture(scope="module")

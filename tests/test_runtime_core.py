@@ -319,6 +319,14 @@ def test_released_models_are_sealed(path):
         assert model.file_sha256 is not None, f"{path}: run python -m export seal {path}"
 
 
+def test_onnx_runtime_threads_do_not_spin_between_runs(exported):
+    """Spinning worker threads took a core from the detector and kept one busy while the
+    app waited for a frame."""
+    with sdk.load_model(exported["onnx_fp32"], threads=2) as model:
+        options = model._backend._session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 # --- typed errors ----------------------------------------------------------------
 
 

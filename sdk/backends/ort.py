@@ -56,6 +56,12 @@ class OnnxRuntimeBackend:
         if options.threads is not None:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
+        # ONNX Runtime's worker threads otherwise spin after each run, waiting for the
+        # next: in a pipeline they take a core from the detector (YuNet's detect time
+        # nearly doubled at 2 threads) and keep it busy while the app waits for a frame
+        # (a whole core here, measured), heat and battery a device cannot spare.  The
+        # model alone waits a few tenths of a millisecond longer for its threads.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
         try:
             # the float nodes of a QDQ file (quantize_onnx_int8(float_stem=True)) run in

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ClosedError, FaceError, InferenceError, ModelFormatError
+from ..errors import ClosedError, FaceError, InferenceError, InputShapeError, ModelFormatError
 from ..image import check_bgr
 from ..paths import yunet_path
 
@@ -43,17 +43,45 @@ def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
     return check_bgr(image, what, min_side=16)
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
-    """Warp the face with these 5 landmarks onto the ``size``x``size`` template (BGR uint8)."""
-    src = np.asarray(landmarks, dtype=np.float32).reshape(5, 2)
+def _five_points(landmarks: np.ndarray) -> np.ndarray:
+    points = np.asarray(landmarks, dtype=np.float32)
+    if points.size != 10:
+        raise InputShapeError(f"expected five (x, y) landmarks in template order, got an "
+                              f"array of shape {points.shape}")
+    return points.reshape(5, 2)
+
+
+def alignment_matrix(landmarks: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
+    """The 2x3 similarity transform taking the image to the ``size``x``size`` aligned face.
+
+    Raises:
+        InputShapeError: not five landmarks.
+        FaceError: landmarks that cannot be aligned (not finite, or all in one point).
+    """
+    src = _five_points(landmarks)
     dst = ARCFACE_TEMPLATE * (size / ALIGNED_SIZE)
     matrix = None
     if np.all(np.isfinite(src)):
         matrix, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
     if matrix is None:  # LMEDS gave up: a least-squares fit on all five (OpenCV has none)
         matrix = _similarity_least_squares(src, dst)
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return matrix
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
+    """Warp the face with these 5 landmarks onto the ``size``x``size`` template (BGR uint8).
+
+    Raises:
+        InputDtypeError, InputShapeError: not a BGR uint8 image (grey and BGRA are
+            converted), or not five landmarks.
+        FaceError: landmarks that cannot be aligned.
+        ValueError: ``size`` is not an int of at least 16.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
+        raise ValueError(f"size must be an int >= 16 (pixels of the aligned face), got {size!r}")
+    image = check_image(image)
+    return cv2.warpAffine(image, alignment_matrix(landmarks, size), (int(size), int(size)),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _similarity_least_squares(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -30,8 +30,9 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
-from ..errors import InputShapeError
-from .detector import ALIGNED_SIZE, ARCFACE_TEMPLATE, Face, align_face, check_image
+from ..errors import FaceError, InputDtypeError, InputShapeError
+from .detector import (ALIGNED_SIZE, ARCFACE_TEMPLATE, Face, align_face, alignment_matrix,
+                       check_image)
 
 # Where the template puts the nose between the eye line and the mouth line (0.495): a
 # face looking straight at the camera has its nose there, one tilted up or down does not.
@@ -43,6 +44,10 @@ _TEMPLATE_NOSE_RATIO = float((ARCFACE_TEMPLATE[2, 1] - _TEMPLATE_EYES_Y)
 # the cheeks.  The crop's corners hold hair, background or replicated border pixels.
 _ROWS = slice(36, 104)
 _COLS = slice(24, 88)
+# points of that region, every 4 px: where each comes from in the source image tells how
+# much of the face the photo holds
+_GRID = np.stack(np.meshgrid(np.arange(_COLS.start, _COLS.stop, 4) + 0.5,
+                             np.arange(_ROWS.start, _ROWS.stop, 4) + 0.5), -1).reshape(-1, 2)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,10 @@ class QualityOptions:
             Off by default: on yale, photos lit from one side were let in *more*
             often than the others, so refusing them only cost attempts.
         min_score: the detector's confidence.
+        min_in_frame: share of the face (the aligned crop's skin region, between
+            the eyebrows and the chin, inside the cheeks) that lies inside the photo.
+            A face cut by the photo's edge is filled in by repeating edge pixels;
+            cut by a third of its width it is about 0.72.
     """
 
     min_eye_distance: float | None = 20.0
@@ -78,6 +87,7 @@ class QualityOptions:
     min_contrast: float | None = 12.0
     max_lighting_asymmetry: float | None = None
     min_score: float | None = 0.8
+    min_in_frame: float | None = 0.8
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -108,6 +118,7 @@ class FaceQuality:
     contrast: float
     lighting_asymmetry: float
     score: float
+    in_frame: float = 1.0
 
     def problems(self, options: QualityOptions | None = None) -> list[str]:
         """What is wrong with this face under ``options`` (default limits), in words
@@ -140,6 +151,8 @@ class FaceQuality:
              "face lit from one side (lighting asymmetry)", "light the face from the front")
         low(self.score, o.min_score, "face unclear to the detector (score)",
             "a clearer, frontal view", ".2f")
+        low(self.in_frame, o.min_in_frame, "face cut by the photo's edge (share in the photo)",
+            "the whole face in the picture, away from its edges", ".2f")
         return out
 
     def ok(self, options: QualityOptions | None = None) -> bool:
@@ -178,6 +191,9 @@ def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float]:
 
 def assess_aligned(aligned: np.ndarray) -> tuple[float, float, float, float]:
     """(sharpness, brightness, contrast, lighting asymmetry) of a 112x112 aligned face."""
+    aligned = np.asarray(aligned)
+    if aligned.dtype != np.uint8:
+        raise InputDtypeError(f"expected an aligned face of dtype uint8, got {aligned.dtype}")
     if aligned.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
         raise InputShapeError(f"expected an aligned {ALIGNED_SIZE}x{ALIGNED_SIZE} face, "
                          f"got {aligned.shape}")
@@ -195,6 +211,17 @@ def assess_aligned(aligned: np.ndarray) -> tuple[float, float, float, float]:
     return sharpness, brightness, contrast, float(asymmetry)
 
 
+def share_in_frame(image_shape: tuple[int, ...], landmarks: np.ndarray) -> float:
+    """Share of the aligned face's skin region whose pixels come from inside an image of
+    ``image_shape`` (1.0 for a face well inside the photo)."""
+    inverse = cv2.invertAffineTransform(alignment_matrix(landmarks))
+    points = _GRID @ inverse[:, :2].T + inverse[:, 2]
+    h, w = image_shape[:2]
+    inside = ((points[:, 0] >= 0) & (points[:, 0] <= w)
+              & (points[:, 1] >= 0) & (points[:, 1] <= h))
+    return float(inside.mean())
+
+
 def assess_face(image: np.ndarray, face: Face, aligned: np.ndarray | None = None
                 ) -> FaceQuality:
     """Measure ``face`` (from ``FaceDetector.detect`` on ``image``).
@@ -203,11 +230,18 @@ def assess_face(image: np.ndarray, face: Face, aligned: np.ndarray | None = None
         image: the BGR uint8 image the face was found in.
         face: the detection.
         aligned: its 112x112 aligned crop when already made (saves a warp).
+
+    Raises:
+        FaceError: landmarks that are not finite (no measurement could be trusted).
     """
+    image = check_image(image)
+    if not np.all(np.isfinite(np.asarray(face.landmarks, np.float64))):
+        raise FaceError("the face's landmarks are not finite: it cannot be measured")
     if aligned is None:
-        aligned = align_face(check_image(image), face.landmarks)
+        aligned = align_face(image, face.landmarks)
     eye_distance, yaw, pitch = pose_from_landmarks(face.landmarks)
     sharpness, brightness, contrast, asymmetry = assess_aligned(aligned)
     return FaceQuality(eye_distance=eye_distance, yaw=yaw, pitch=pitch, sharpness=sharpness,
                        brightness=brightness, contrast=contrast,
-                       lighting_asymmetry=asymmetry, score=float(face.score))
+                       lighting_asymmetry=asymmetry, score=float(face.score),
+                       in_frame=share_in_frame(image.shape, face.landmarks))
