@@ -9,7 +9,8 @@ from .errors import InputDtypeError, InputShapeError
 
 
 def check_bgr(image, what: str, min_side: int) -> np.ndarray:
-    """A BGR uint8 (H, W, 3) image; grey (H, W) and BGRA (H, W, 4) ones are converted.
+    """A BGR uint8 (H, W, 3) image; grey (H, W) or (H, W, 1) and BGRA (H, W, 4) ones are
+    converted.
 
     Raises :class:`InputDtypeError` for anything but a uint8 numpy array (with a hint for
     ``None``, which is what ``cv2.imread`` returns for a missing or unreadable file) and
@@ -23,6 +24,8 @@ def check_bgr(image, what: str, min_side: int) -> np.ndarray:
     if image.dtype != np.uint8:
         raise InputDtypeError(f"{what}: expected dtype uint8 (BGR, 0..255, as OpenCV gives it), "
                               f"got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:  # grey with a channel axis, as some APIs give
+        image = image[:, :, 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
         raise InputShapeError(f"{what}: expected shape (H, W, 3) BGR, got {image.shape}")
     # the size check comes before any conversion: OpenCV raises its own error on an

@@ -134,6 +134,7 @@ def test_alignment_and_measurements_refuse_bad_input(yunet):
     points = _rotate(ARCFACE_TEMPLATE, 0) - np.array([200.0, 100.0])  # a face at (100, 100)
     assert align_face(image, points).shape == (112, 112, 3)
     assert align_face(image[:, :, 0], points).shape == (112, 112, 3)   # grey: BGR out
+    assert align_face(image[:, :, :1], points).shape == (112, 112, 3)  # grey (H, W, 1)
     with pytest.raises(InputDtypeError, match="cv2.imread returns None"):
         align_face(None, points)
     with pytest.raises(InputDtypeError):
