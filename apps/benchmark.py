@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure the third-party peers in --peers-dir")
     ap.add_argument("--peers-dir", type=Path, default=SHARED_DIR / "models" / "peers")
     ap.add_argument("--runs", type=int, default=100, help="timed runs per case (default 100)")
-    ap.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    ap.add_argument("--warmup", type=int, default=10,
+                    help="untimed runs first, per case and per pipeline (default 10)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1],
                     help="CPU thread counts to measure (default 1)")
     ap.add_argument("--frame", type=_size, default=(256, 256), metavar="HxW",

@@ -122,6 +122,19 @@ def concrete_shape(spec: TensorSpec, layout: str, frame: tuple[int, int]) -> tup
     return tuple(int(d) for d in shape)
 
 
+def image_size(specs: Sequence[TensorSpec], meta: ModelMeta,
+               frame: tuple[int, int]) -> list[int] | None:
+    """[H, W] of the first image input as benchmarked (dynamic sizes from ``frame``), or
+    ``None`` for a model without one; reported so that rows run at different sizes
+    are seen to differ."""
+    layout = (meta.preprocessing or Preprocessing()).layout
+    for spec in specs:
+        if _is_image(spec, layout):
+            shape = concrete_shape(spec, layout, frame)
+            return list(shape[1:3] if layout == "NHWC" else shape[2:4])
+    return None
+
+
 def preprocess(image_bgr: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """Contract pre-processing of a BGR uint8 image already at the model's size:
     ``(pixels - mean) / std`` with pixels in ``pre.pixel_range``, channels in
@@ -136,8 +149,10 @@ def make_inputs(specs: Sequence[TensorSpec], meta: ModelMeta, photo: np.ndarray 
     Image inputs come from ``photo`` (BGR uint8, resized to the input's size)
     pre-processed as the model expects; without a photo or known
     pre-processing they are seeded uniform noise over 0..255.  Other inputs
-    (e.g. a style bottleneck vector) are seeded standard-normal.  Returns the
-    arrays and, per input, how it was made (recorded in the report).
+    (e.g. a style bottleneck vector) are seeded standard-normal.  Every array is
+    in its input's own dtype, quantised with the input's scale / zero-point where
+    it has them, so that ``Model.run`` converts nothing inside the timings.
+    Returns the arrays and, per input, how it was made (recorded in the report).
     """
     import cv2
 
@@ -158,10 +173,15 @@ def make_inputs(specs: Sequence[TensorSpec], meta: ModelMeta, photo: np.ndarray 
         else:
             x = rng.standard_normal(shape).astype(np.float32)
             made = "normal noise"
-        if spec.dtype in ("uint8", "int8") and not spec.quantization:
+        if spec.dtype in ("uint8", "int8"):
             info = np.iinfo(spec.dtype)
+            if spec.quantization:
+                # done here, once, as Model.run would do it on every call: a float input
+                # to a quantised tensor would time this conversion along with the model
+                scale, zero_point = spec.quantization
+                x = np.round(x / scale) + zero_point
             x = np.clip(np.round(x), info.min, info.max).astype(spec.dtype)
-        elif spec.dtype not in ("uint8", "int8"):
+        else:
             x = x.astype(spec.dtype)
         arrays.append(x.reshape(shape))
         how.append(made)
@@ -205,6 +225,7 @@ def measure(case: Case, *, runs: int, warmup: int, frame: tuple[int, int],
         try:
             meta = meta_of(path, model)
             inputs, made = make_inputs(model.inputs, meta, case.photo, frame)
+            size = image_size(model.inputs, meta, frame)
             t0 = time.perf_counter()
             outputs = model.run(inputs)
             first_ms = _ms(t0)
@@ -227,6 +248,7 @@ def measure(case: Case, *, runs: int, warmup: int, frame: tuple[int, int],
         "precision_source": meta.source,
         "threads": case.threads, "file_mb": path.stat().st_size / 1e6,
         "input_shapes": [list(x.shape) for x in inputs], "input_made_from": made,
+        "image_size": size,
         "load_ms": load_ms, "first_ms": first_ms, "latency_ms": lat,
         "throughput_per_s": 1000.0 / lat["mean"],
         "peak_rss_delta_mb": mem.delta_mb,

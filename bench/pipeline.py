@@ -35,7 +35,8 @@ def _encoder_size(model, layout: str) -> int:
 def face_pipeline(encoder: Path, meta: ModelMeta, photos: Sequence[Path], *,
                   threads: int | None, yunet: Path | None, warmup: int = 2,
                   detector_threads: int | None = None) -> dict:
-    """Time detect / align / embed for every photo (the largest face of each).
+    """Time detect / align / embed for every photo (the largest face of each), after
+    ``warmup`` untimed passes on the first photo with a face.
 
     The detector runs in OpenCV on the CPU with ``threads`` threads, or, for a GPU
     encoder (``threads`` None), ``detector_threads``: never OpenCV's default of every
@@ -99,7 +100,7 @@ def face_pipeline(encoder: Path, meta: ModelMeta, photos: Sequence[Path], *,
         "encoder": encoder.stem, "path": str(encoder), "backend": backend, "runtime": runtime,
         "precision": meta.precision, "threads": threads, "detector": detector_name,
         "detector_threads": cv_threads,
-        "photos": len(images), "faces": len(rows), "aligned_size": size,
+        "photos": len(images), "faces": len(rows), "aligned_size": size, "warmup": warmup,
         "detect_ms": summarize(d), "align_ms": summarize(a), "quality_ms": summarize(q),
         "embed_ms": summarize(e), "total_ms": summarize([sum(r) for r in rows]),
     }

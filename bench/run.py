@@ -14,7 +14,7 @@ from sdk.paths import MODELS_DIR, SHARED_DIR
 from .measure import Case, measure
 from .models import discover, meta_of
 from .pipeline import face_pipeline
-from .report import SCHEMA, _pct, machine_info
+from .report import SCHEMA, _pct, machine_info, peer_ratios
 
 FACE_PHOTOS = SHARED_DIR / "data" / "faces" / "deepface-pairs"
 CONTENT_PHOTO = SHARED_DIR / "data" / "style" / "content-samples" / "chicago.jpg"
@@ -87,6 +87,28 @@ def _first_face(photos: Sequence[Path], yunet: Path | None):
     return None
 
 
+def face_input(photos: Sequence[Path], yunet: Path | None):
+    """``(face, note)``: :func:`_first_face`, and when there is no face, why not.
+
+    Face encoders without a face run on noise; the note goes into their rows
+    (``input_note``) so that the tables say so, not only the JSON's ``input_made_from``.
+    """
+    if not photos:
+        return None, "no face photos: image input is noise"
+    try:
+        face = _first_face(photos, yunet)
+    except SdkError as exc:
+        return None, f"face detection failed ({type(exc).__name__}: {exc}): image input is noise"
+    if face is None:
+        return None, f"no face found in {len(photos)} photo(s): image input is noise"
+    return face, None
+
+
+def _error_text(exc: Exception) -> str:
+    """``"ClassName: message"`` of an error, the class named once."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 def run_benchmark(options: BenchOptions, command: str = "",
                   log: Callable[[str], None] = print) -> dict:
     """Measure everything ``options`` selects; unusable models go to ``skipped``
@@ -95,12 +117,10 @@ def run_benchmark(options: BenchOptions, command: str = "",
 
     cases, skipped = discover(options.models_dir, options.models, options.peers_dir)
     face_photos = _photos(options.face_photos, max(options.pipeline_photos, 1))
-    face = content = None
+    face = content = face_note = None
     if not options.isolate:  # (isolated workers prepare their own inputs)
-        try:
-            face = _first_face(face_photos, options.yunet) if face_photos else None
-        except SdkError as exc:  # no detector: encoders get noise input, recorded per case
-            skipped.append({"path": "face photo input", "reason": str(exc)})
+        # no face: encoders get noise input, noted in each of their rows
+        face, face_note = face_input(face_photos, options.yunet)
         if options.content_photo.is_file():
             content = cv2.imread(str(options.content_photo))
 
@@ -119,13 +139,18 @@ def run_benchmark(options: BenchOptions, command: str = "",
                     r = _measure_in_process(case, options, face_photos)
                 else:
                     r = measure(case, runs=options.runs, warmup=options.warmup,
-                                frame=options.frame, meta_of=_meta_photo(case, face, content))
+                                frame=options.frame,
+                                meta_of=_meta_photo(case, face, content, face_note))
             except BackendUnavailableError as exc:
-                skipped.append({"path": str(path), "reason": f"backend unavailable: {exc}"})
+                # the runtime is missing whatever the thread count: the others fail alike
+                skipped.append({"path": str(path), "threads": threads,
+                                "reason": f"backend unavailable: {exc}"})
                 break
             except (SdkError, ValueError) as exc:
-                skipped.append({"path": str(path), "reason": f"{type(exc).__name__}: {exc}"})
-                break
+                # one thread count failing says nothing of the others: measure them
+                skipped.append({"path": str(path), "threads": threads,
+                                "reason": _error_text(exc)})
+                continue
             results["models"].append(r)
             where = "gpu" if threads is None else f"t{threads}"
             log(f"  {r['name']} [{r['backend']} {r['precision']} {where}]: median "
@@ -148,28 +173,33 @@ def run_benchmark(options: BenchOptions, command: str = "",
                 # a GPU encoder's detector gets the first CPU budget measured, as the rows
                 # it is compared with
                 p = face_pipeline(path, meta, photos, threads=threads, yunet=options.yunet,
-                                  detector_threads=options.threads[0])
+                                  warmup=options.warmup, detector_threads=options.threads[0])
             except (SdkError, ValueError) as exc:
-                skipped.append({"path": f"pipeline: {path}", "reason": f"{type(exc).__name__}: "
-                                                                       f"{exc}"})
+                skipped.append({"path": f"pipeline: {path}", "threads": threads,
+                                "reason": _error_text(exc)})
                 continue
             results["pipeline"].append(p)
             where = "gpu" if threads is None else f"t{threads}"
             log(f"  pipeline {p['encoder']} {where}: detect {p['detect_ms']['median']:.1f} "
                 f"+ align {p['align_ms']['median']:.2f} + quality {p['quality_ms']['median']:.2f} "
                 f"+ embed {p['embed_ms']['median']:.2f} ms")
+    for r in results["models"]:
+        r["vs_peers"] = peer_ratios(r, results["models"])
     results["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") \
         else None
     return results
 
 
-def _meta_photo(case: Case, face, content):
+def _meta_photo(case: Case, face, content, face_note: str | None = None):
     """meta_of that also picks the input photo by the model's kind (read from the
-    contract once the model is open): an aligned face for face encoders, a scene otherwise."""
+    contract once the model is open): an aligned face for face encoders, a scene otherwise.
+    A face encoder without a face gets ``face_note`` (why) as its row's ``input_note``."""
 
     def meta(path: Path, model):
         m = meta_of(path, model)
         case.photo = face if m.kind == "face_encoder" else content
+        if m.kind == "face_encoder" and face is None and face_note:
+            case.extra["input_note"] = face_note
         return m
 
     return meta
@@ -202,6 +232,23 @@ def _measure_in_process(case: Case, options: BenchOptions, face_photos: Sequence
         raise ModelError(f"benchmark worker exited with {proc.returncode}: " + " | ".join(tail))
     out = json.loads(lines[-1][len(MARK):])
     if "error" in out:
-        cls = BackendUnavailableError if out.get("backend_unavailable") else SdkError
-        raise cls(f"{out['error']}: {out['message']}")
+        raise _worker_error(out)
     return out
+
+
+def _worker_error(out: dict) -> Exception:
+    """The worker's error as an exception of the same class where that is one the caller
+    handles, so that the skip reason names the class once (not "SdkError: SdkError: ...")."""
+    from sdk import errors
+
+    if out.get("backend_unavailable"):
+        return BackendUnavailableError(out["message"])
+    cls = getattr(errors, out["error"], None)
+    if isinstance(cls, type) and issubclass(cls, SdkError) and not issubclass(cls, KeyError):
+        try:
+            return cls(out["message"])
+        except TypeError:  # a class with required fields besides the message
+            pass
+    if out["error"] == "ValueError":
+        return ValueError(out["message"])
+    return SdkError(f"{out['error']}: {out['message']}")  # e.g. a runtime's RuntimeError

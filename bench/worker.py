@@ -49,31 +49,20 @@ _KEEP: list = []
 
 
 def run_case(spec: dict) -> dict:
+    """Measure the case ``spec`` describes (see ``bench.run._measure_in_process``)."""
     import cv2
 
-    from sdk.errors import SdkError
-
     from .measure import Case, measure
-    from .models import meta_of
+    from .run import _meta_photo, face_input
 
     path = Path(spec["path"])
     _preimport(path.suffix)
-    face = None
-    if spec.get("face_photo"):
-        from .run import _first_face
-
-        try:
-            face = _first_face([Path(p) for p in spec["face_photo"]],
-                               Path(spec["yunet"]) if spec.get("yunet") else None)
-        except SdkError:
-            face = None
+    # no face (no detector, no face found): encoders run on noise and their rows say why
+    face, face_note = face_input([Path(p) for p in spec.get("face_photo") or ()],
+                                 Path(spec["yunet"]) if spec.get("yunet") else None)
     content = cv2.imread(spec["content_photo"]) if spec.get("content_photo") else None
     case = Case(path, spec["role"], spec["threads"])
-
-    def meta(p, model):
-        m = meta_of(p, model)
-        case.photo = face if m.kind == "face_encoder" else content
-        return m
+    meta = _meta_photo(case, face, content, face_note)
 
     gc.collect()
     return measure(case, runs=int(spec["runs"]), warmup=int(spec["warmup"]),
