@@ -658,8 +658,63 @@ def test_threshold_at_far_is_the_loosest_safe_tau():
     m = metrics.roc_metrics(d, same)
     assert m["threshold_at_far_1e-2"] == pytest.approx(0.10)   # 0.15 would admit 1/4
     assert m["tar_at_far_1e-2"] == pytest.approx(1 / 3)
+    # nothing is safe: accept nobody, with a τ just below the closest pair (0 let d = 0 in)
     m0 = metrics.roc_metrics(np.array([0.1, 0.2]), np.array([False, True]))
-    assert m0["threshold_at_far_1e-3"] == 0.0                   # nothing is safe: accept nobody
+    assert 0.0 < m0["threshold_at_far_1e-3"] < 0.1
+    with pytest.raises(ValueError, match="distance 0"):
+        metrics.roc_metrics(np.array([0.0, 0.2]), np.array([False, True]))
+
+
+def test_no_face_fallbacks_are_counted_for_every_model(tmp_path):
+    """The crops are cached across models: the second model's evaluation reported 0
+    photos without a face (it counted only new ones)."""
+    import cv2
+
+    from export.faces import evaluate
+
+    for person in ("p0", "p1", "p2", "p3"):
+        (tmp_path / person).mkdir()
+        for j in range(3):
+            cv2.imwrite(str(tmp_path / person / f"{j}.png"), np.full((8, 8, 3), 10 * j, np.uint8))
+
+    class Crop:  # as FaceCropper: p3's photos have no face, found once, then cached
+        def __init__(self):
+            self.fallbacks, self.seen = [], set()
+
+        def __call__(self, path):
+            if "p3" in str(path) and str(path) not in self.seen:
+                self.fallbacks.append(str(path))
+            self.seen.add(str(path))
+            return cv2.imread(str(path))
+
+    def encoder(faces):
+        a = faces[:, 0, 0, 0].astype(float)
+        return np.stack([np.cos(a), np.sin(a)], axis=1)
+
+    crop = Crop()
+    counts = [evaluate.evaluate_identification(tmp_path, encoder, crop, None, seed=0)
+              ["no_face_fallbacks"] for _ in ("model A", "model B")]
+    assert counts == [3, 3]
+
+
+def test_equal_error_rate_is_interpolated_at_the_crossing():
+    """Between the ROC points (FRR 0.5, FAR 0) and (FRR 0, FAR 2/3) false rejects equal
+    false accepts at 2/7; the nearest point read 0.25."""
+    from export.faces import metrics
+
+    d = np.array([1.0, 2.0, 2.0, 2.0, 3.0])
+    same = np.array([True, True, False, False, False])
+    assert metrics.roc_metrics(d, same)["eer"] == pytest.approx(2 / 7)
+
+
+def test_best_threshold_separates_float32_neighbours():
+    """A float64 midpoint of two float32 distances one ulp apart compared as the upper one."""
+    from export.faces import metrics
+
+    d = np.array([0.99999994, 1.0], np.float32)
+    same = np.array([True, False])
+    tau, acc = metrics.best_threshold(d, same)
+    assert acc == 1.0 and metrics.accuracy_at(d, same, tau) == 1.0
 
 
 def test_relational_distillation_ignores_rotation_and_masks():

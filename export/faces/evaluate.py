@@ -154,6 +154,11 @@ class FaceCropper:
                 self.cache[key] = cv2.resize(img, (112, 112), interpolation=cv2.INTER_AREA)
         return self.cache[key]
 
+def _fallbacks_among(crop: FaceCropper, paths) -> int:
+    """How many of ``paths`` had no face, for every model that uses them (the crops are
+    cached across models: counting the new fallbacks gave 0 after the first model)."""
+    return len(set(map(str, paths)) & set(crop.fallbacks))
+
 
 def _embed_paths(paths: list[Path], crop: FaceCropper, enc: Encoder) -> dict[str, np.ndarray]:
     uniq = sorted(set(str(p) for p in paths))
@@ -206,13 +211,12 @@ def evaluate_pairs(pairs_file: Path, images: Path, enc: Encoder, crop: FaceCropp
         items = [(fdata.resolve_lfw_image(images, a, i), fdata.resolve_lfw_image(images, b, j), s)
                  for a, i, b, j, s in parsed]
         folds = np.arange(len(items)) // per
-    n_fb = len(crop.fallbacks)
     emb = _embed_paths([p for a, b, _ in items for p in (a, b)], crop, enc)
     d = squared_l2(np.stack([emb[str(a)] for a, _, _ in items]),
                    np.stack([emb[str(b)] for _, b, _ in items]))
     same = np.array([s for _, _, s in items])
     res = {"pairs_file": str(pairs_file), "images": str(images), **roc_metrics(d, same),
-           "no_face_fallbacks": len(crop.fallbacks) - n_fb}
+           "no_face_fallbacks": _fallbacks_among(crop, emb)}
     if folds is not None:
         res["ten_fold"] = ten_fold(d, same, folds)
 
@@ -422,7 +426,6 @@ def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: fl
     if enroll < 1:
         raise EvaluationError(f"enroll must be >= 1 photo per person, got {enroll}")
     people, files, unknown = identification_split(root, unknown_fraction, seed)
-    n_fb = len(crop.fallbacks)
     emb = _embed_paths([f for fs in files.values() for f in fs], crop, enc)
     known = [i for i in range(len(people)) if i not in unknown]
     short = [people[i].name for i in known if len(files[i]) <= enroll]
@@ -434,7 +437,7 @@ def evaluate_identification(root: Path, enc: Encoder, crop: FaceCropper, tau: fl
            "photos_per_person": enroll,
            "probes_known": len(dk), "probes_unknown": len(du),
            "rank1_closed_set": float(np.mean(dk[:, 1] > 0)),
-           "no_face_fallbacks": len(crop.fallbacks) - n_fb}
+           "no_face_fallbacks": _fallbacks_among(crop, emb)}
     res["_du"], res["_dk"] = du, dk
     res["_draws"] = [_open_set_distances(files, emb, unknown_people(len(people),
                                                                      unknown_fraction, s),

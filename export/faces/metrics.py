@@ -31,14 +31,30 @@ def tar_on_roc(far: np.ndarray, tar: np.ndarray, target: float) -> float:
 
 def tau_on_roc(far: np.ndarray, thr: np.ndarray, target: float) -> float:
     """The loosest τ of a :func:`roc_curve` whose FAR is at most ``target`` (a door's
-    setting; far rises with τ, so the last such point; -inf, accept nobody, written as 0)."""
-    return max(float(thr[far <= target][-1]), 0.0)
+    setting; far rises with τ, so the last such point).  When only accepting nobody
+    meets it (the closest pair is a different-person one), τ is just below the smallest
+    distance.
+
+    Raises:
+        ValueError: the closest different-person pair is at distance 0 (the same photo
+            under two names?): no τ above 0 accepts nobody.
+    """
+    tau = float(thr[far <= target][-1])
+    if tau != -np.inf:
+        return tau
+    smallest = float(thr[1])
+    if smallest <= 0.0:
+        raise ValueError("a different-person pair is at distance 0 (the same photo under "
+                         f"two names?): no threshold keeps the false-accept rate <= {target}")
+    return float(np.nextafter(np.float32(smallest), np.float32(0.0)))
 
 
 def best_threshold(dist: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     """(τ, accuracy): the τ maximising accuracy of ``same = dist <= τ``; τ is the
     midpoint between the chosen distance and the next one."""
-    dist = np.asarray(dist, np.float64)
+    raw = np.asarray(dist)
+    raw = raw if raw.dtype in (np.float32, np.float64) else raw.astype(np.float64)
+    dist = raw.astype(np.float64)
     same = np.asarray(same, bool)
     order = np.argsort(dist, kind="mergesort")
     d, s = dist[order], same[order]
@@ -51,7 +67,12 @@ def best_threshold(dist: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     elif k == len(d):
         tau = d[-1] + 1e-6
     else:
-        tau = 0.5 * (d[k - 1] + d[k])
+        # the midpoint in the distances' own precision: a float64 midpoint of two float32
+        # neighbours one ulp apart rounds onto the upper one when compared with them
+        lo, hi = raw[order][k - 1], raw[order][k]
+        tau = lo + (hi - lo) / 2
+        if not lo <= tau < hi:
+            tau = lo
     return float(tau), float(correct[k] / len(d))
 
 
@@ -70,12 +91,23 @@ def pair_rates(dist: np.ndarray, same: np.ndarray, tau: float) -> dict[str, floa
     return {"far": float(np.mean(d[~same] <= tau)), "tar": float(np.mean(d[same] <= tau))}
 
 
+def equal_error_rate(far: np.ndarray, tar: np.ndarray) -> float:
+    """The rate where false rejects equal false accepts, interpolated linearly between the
+    two ROC points around the crossing (reading the nearest point was off by up to a few
+    points on coarse ROCs)."""
+    gap = (1.0 - tar) - far                      # falls from 1 to -1 as τ rises
+    i = int(np.argmax(gap <= 0))                 # the first point past the crossing
+    if gap[i] == 0 or i == 0:
+        return float(far[i])
+    t = gap[i - 1] / (gap[i - 1] - gap[i])
+    return float(far[i - 1] + t * (far[i] - far[i - 1]))
+
+
 def roc_metrics(dist: np.ndarray, same: np.ndarray) -> dict:
     """AUC, EER, TAR at FAR 1e-3 / 1e-2, best accuracy and its τ."""
     far, tar, thr = roc_curve(dist, same)
     auc = float(np.trapezoid(tar, far))
-    i = int(np.argmin(np.abs((1 - tar) - far)))
-    eer = float(0.5 * ((1 - tar[i]) + far[i]))
+    eer = equal_error_rate(far, tar)
     tau, acc = best_threshold(dist, same)
 
     n_diff = int((~np.asarray(same, bool)).sum())
@@ -96,8 +128,9 @@ def accuracy_at(dist: np.ndarray, same: np.ndarray, tau: float) -> float:
 def ten_fold(dist: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict:
     """LFW protocol: for each fold, τ chosen on the other folds, accuracy on it.
 
-    Returns mean and std of the fold accuracies, the per-fold values and τs,
-    and the τ fitted on all pairs (the one to ship)."""
+    Returns mean and standard deviation (population, ddof 0, over the folds; the
+    standard error of the mean is it / 3 for 10 folds) of the fold accuracies, the
+    per-fold values and τs, and the τ fitted on all pairs (the one to ship)."""
     dist, same, folds = np.asarray(dist), np.asarray(same, bool), np.asarray(folds)
     accs, taus = [], []
     for f in np.unique(folds):
