@@ -229,6 +229,36 @@ def test_optimize_cli_writes_image_and_loss_curve(tmp_path):
     assert (tmp_path / "g.png").stat().st_size > 0 and (tmp_path / "g_loss.png").stat().st_size > 0
 
 
+def test_images_too_small_for_the_loss_network_are_refused_up_front(tmp_path, capsys):
+    """A 3:2 photo at max_side=40 is fed at 40x27 px: SqueezeNet's unpadded pools failed
+    deep in TensorFlow ("could not create a descriptor"); now a ValueError names the size
+    and the minimum first, in optimize, evaluate and bench, and the CLI refuses the size."""
+    from export.style.bench import bench
+    from export.style.cli import main
+    from export.style.evaluate import evaluate
+    from export.style.optimize import MIN_SIDE, OptimizeOptions, optimize
+    from export.style.train import write_rgb
+
+    photo, style = _smooth_image(1, 72)[:48], _smooth_image(2, 48)
+    with pytest.raises(ValueError, match=rf"72x48 px fitted to max_side=40.* at 40x27 px; "
+                                         rf"both sides must be >= {MIN_SIDE}"):
+        optimize(photo, style, OptimizeOptions(max_side=40, iterations=1), progress=False)
+    with pytest.raises(ValueError, match="at 30x20 px"):   # never enlarged
+        optimize(photo[:20, :30], style, progress=False)
+    write_rgb(tmp_path / "content" / "wide.png", photo)
+    with pytest.raises(ValueError, match=r"wide.png \(fitted to max_side=32\).* at 32x20 px"):
+        evaluate({"s": {"fp32": tmp_path / "absent.tflite"}}, tmp_path, tmp_path / "content",
+                 tmp_path / "out", max_side=32)
+    assert not (tmp_path / "out").exists()   # refused before any work
+    with pytest.raises(ValueError, match="at 28x28 px"):
+        bench({}, photo, style, size=28, threads=(1,), johnson=False)
+    for args in (["evaluate", "--max-side", "24"], ["bench", "--size", "16"]):
+        with pytest.raises(SystemExit) as stop:
+            main([*args, "--models", str(tmp_path), "--out", str(tmp_path / "x")])
+        assert stop.value.code == 2
+        assert f"too small for the loss network; at least {MIN_SIDE}" in capsys.readouterr().err
+
+
 # --- student training ---------------------------------------------------------------------
 
 
@@ -446,6 +476,46 @@ def test_balance_crop_keeps_beta_balance_on_larger_crops(random_extractor, tmp_p
             TrainOptions(style="x", run_dir="x", crop=32, balance_crop=bad)
 
 
+def test_resume_fills_defaults_of_nested_options(tmp_path):
+    """A run started before student.stages (or costs.network) existed resumes: a missing
+    nested key is its default; a nested setting that really differs is still refused."""
+    import json
+
+    from export.style.student import StudentConfig
+    from export.style.train import TrainOptions, _check_resume
+
+    opts = TrainOptions(style=str(tmp_path / "s.png"), run_dir=str(tmp_path / "run"))
+    cfg = json.loads(opts.to_json())
+    del cfg["student"]["stages"], cfg["costs"]["network"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
+    _check_resume(tmp_path / "run", opts)
+    shuffle = TrainOptions(**{**opts.__dict__, "student": StudentConfig(stages="shuffle")})
+    with pytest.raises(ValueError, match="started with other settings.*'stages': 'full'"):
+        _check_resume(tmp_path / "run", shuffle)
+
+
+def test_train_options_refuse_zero_counts_and_non_finite_weights(tmp_path):
+    """0 report intervals divided by zero after the teacher had run, limit=0 meant all
+    photos, and NaN passed every "< 0" check: all refused when the options are made."""
+    from export.style.optimize import CostWeights
+    from export.style.train import TrainOptions, list_images
+
+    nan, inf = float("nan"), float("inf")
+    for name, value in (("sample_every", 0), ("checkpoint_every", 0), ("teacher_iterations", 0),
+                        ("learning_rate", -1e-3), ("learning_rate", nan),
+                        ("learning_rate", inf), ("limit", 0), ("distill_weight", nan),
+                        ("grain_weight", inf)):
+        with pytest.raises(ValueError, match=rf"{name} must be .*got {value!r}"):
+            TrainOptions(style="x", run_dir="x", **{name: value})
+    for name, value in (("alpha", inf), ("beta", nan), ("gamma", -1.0)):
+        with pytest.raises(ValueError, match=rf"{name} must be a finite number >= 0, got"):
+            CostWeights(**{name: value})
+    with pytest.raises(ValueError, match="limit must be"):
+        list_images(tmp_path, 0)
+    assert TrainOptions(style="x", run_dir="x", learning_rate=0.0, limit=1).limit == 1
+
+
 def test_scale_range_sizes_the_photo_before_the_crop():
     from export.style.train import TrainOptions, random_crop
 
@@ -594,6 +664,74 @@ def test_export_stages_files_and_quantises_its_own_graph(tiny_student, tmp_path)
                        min_psnr={"onnx_fp32": 200.0})
     assert "its source" in caught.value.report["onnx_int8"]["refused"]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _kept_student(tmp_path, name: str, seed: int) -> Path:
+    """A ``<style>_student/`` copy (style "s") of a tiny student with weights of ``seed``."""
+    import keras
+
+    from export.style.release import keep_keras_copy
+    from export.style.student import StudentConfig, build_student
+    from export.style.train import TrainOptions
+
+    keras.utils.set_random_seed(seed)
+    options = TrainOptions(style=str(tmp_path / "s.png"), run_dir=str(tmp_path / name),
+                           student=StudentConfig(base=4, blocks=1))
+    student = build_student(options.student, name="style_s")
+    return keep_keras_copy(student, options, 2, tmp_path / "none", tmp_path / name)
+
+
+def test_export_run_leaves_no_file_of_other_weights(tf, tmp_path, monkeypatch, capsys):
+    """Exporting some formats of new weights deletes (and names) the files of the old
+    weights it did not replace, so stylizer_paths never finds them; the same weights' other
+    files stay; with every format refused the kept Keras copy is not overwritten and the
+    earlier release's other files stay."""
+    import json
+
+    from export.formats import ConversionError, source_hash
+    from export.style import release
+    from export.style.train import load_run
+    from sdk.style import stylizer_paths
+
+    # small crops for calibration and checking: the float formats asked for here agree
+    # with Keras at any size
+    monkeypatch.setattr(release, "real_crops", lambda folder, n, size, seed, skip=0: np.stack(
+        [_smooth_image(seed + skip + i, 32) for i in range(n)]).astype(np.float32))
+    out = tmp_path / "models"
+    a, b, c = (_kept_student(tmp_path, name, seed) for name, seed in
+               (("a", 1), ("b", 2), ("c", 3)))
+
+    def export(run, fmt):
+        return release.export_run(run, out, calibration_dir=tmp_path, formats=[fmt])
+
+    def files():
+        return sorted(p.name for p in out.glob("s_*.*") if p.suffix in (".tflite", ".onnx"))
+
+    def kept_hash():
+        return source_hash(load_run(out / "s_student")[1])
+
+    export(a, "onnx_fp32")
+    capsys.readouterr()
+    summary = export(b, "tflite_fp32")
+    assert files() == ["s_fp32.tflite"] and list(summary["formats"]) == ["tflite_fp32"]
+    assert "removed " + str(out / "s_fp32.onnx") in capsys.readouterr().out
+    assert stylizer_paths(out, "fp32", ".onnx") == {}   # nothing of A's left to pick up
+    weights_b = kept_hash()
+    assert weights_b == summary["source_hash"]
+    summary = export(out / "s_student", "onnx_fp32")   # the same weights: nothing removed
+    assert files() == ["s_fp32.onnx", "s_fp32.tflite"]
+    assert sorted(summary["formats"]) == ["onnx_fp32", "tflite_fp32"]
+    assert "removed" not in capsys.readouterr().out
+    monkeypatch.setitem(release.MIN_PSNR, "onnx_fp32", 200.0)   # unreachable: refused
+    with pytest.raises(ConversionError):
+        export(c, "onnx_fp32")
+    assert kept_hash() == weights_b      # not the refused weights
+    # a refused export deletes only the refused format's older file: the rest of the
+    # earlier release (B's TFLite file, B's Keras copy) stays usable
+    assert files() == ["s_fp32.tflite"]
+    record = json.loads((out / "s_export.json").read_text())
+    assert list(record["formats"]) == ["onnx_fp32"] and "refused" in record["formats"][
+        "onnx_fp32"]
 
 
 def test_shuffle_student_exports_and_runs_at_any_multiple_of_4(tf, tmp_path):
@@ -950,6 +1088,55 @@ def test_evaluate_runs_student_and_optimizer_with_the_chosen_beta(style_models, 
     fresh = evaluate(models, tmp_path / "styles", tmp_path / "content", tmp_path / "fresh",
                      optimizer_beta=123.0, reuse_optimizer=[tmp_path / "chosen"], **kw)
     assert "reused_from" not in fresh["results"][0]["optimizer"]
+
+
+def test_files_record_their_loss_layers_and_are_scored_with_them(style_models, tiny_student,
+                                                               random_extractor, tmp_path,
+                                                               capsys):
+    """A newly exported file records its loss-network layers and their λ; evaluate and
+    bench score it with them (the defaults were used before), and say so when a file
+    records none."""
+    import dataclasses
+
+    from export import formats
+    from export.style.bench import bench
+    from export.style.evaluate import evaluate
+    from export.style.lossnet import LayerChoice
+    from export.style.optimize import layers_record, trained_layers
+    from export.style.release import stylizer_info
+    from export.style.train import TrainOptions, write_rgb
+
+    few = _few_layers()
+    options = TrainOptions(style="tiny.png", run_dir="x", costs=few)
+    info = stylizer_info(tiny_student, options, 2)
+    assert info.extra["content_layer"] == "fire2_concat"
+    assert trained_layers(info.extra) == few.layer_choice
+    recorded = formats.to_tflite(tiny_student, tmp_path / "tiny_fp32.tflite", info)
+    write_rgb(tmp_path / "styles" / "tiny.jpg", _smooth_image(50, 48))
+    write_rgb(tmp_path / "content" / "c1.png", _smooth_image(51, 40))
+    kw = dict(max_side=32, iterations=1, repeats=1, extractor=random_extractor)
+    # no costs given: the file's layers, not the default ones (which the extractor lacks)
+    result = evaluate({"tiny": {"fp32": recorded}}, tmp_path / "styles", tmp_path / "content",
+                      tmp_path / "rec", **kw)
+    assert result["results"][0]["layers"] == layers_record(few.layer_choice)
+    assert "records no loss-network layers" not in capsys.readouterr().out
+    other = dataclasses.replace(few, layers=LayerChoice(content="fire2/concat",
+                                                        style=(("relu_conv1", 1.0),)))
+    with pytest.raises(ValueError, match="trained with the layers"):
+        evaluate({"tiny": {"fp32": recorded}}, tmp_path / "styles", tmp_path / "content",
+                 tmp_path / "other", costs=other, **kw)
+    paths, _ = style_models   # a file that records no layers: the given ones, said so
+    evaluate({"tiny": {"fp32": paths["tflite_fp32"]}}, tmp_path / "styles",
+             tmp_path / "content", tmp_path / "old", costs=few, **kw)
+    assert "tiny: the file records no loss-network layers" in capsys.readouterr().out
+    content, style = _smooth_image(40, 48), _smooth_image(41, 48)
+    got = bench({"tiny": recorded}, content, style, size=32, threads=(1,), runs=1, warmup=0,
+                johnson=False, extractor=random_extractor)
+    assert got["layers"] == layers_record(few.layer_choice)
+    with pytest.raises(ValueError, match="record different loss networks or layers"):
+        bench({"a": recorded, "b": paths["tflite_fp32"]}, content, style, size=32,
+              threads=(1,), runs=1, warmup=0, johnson=False, extractor=random_extractor)
+    assert "tflite records no loss-network layers" in capsys.readouterr().out
 
 
 def test_released_students_reload_and_name_no_machine_paths(tf):

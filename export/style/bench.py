@@ -49,6 +49,33 @@ def _johnson_tflite(path: Path) -> Path:
     return path
 
 
+def recorded_costs(paths):
+    """``CostWeights`` with the loss network, layers and λ the stylizer files at ``paths``
+    record (the defaults where they record none, which stdout says) and the default α,
+    β, γ. Files that record different ones are a ValueError: one frame's outputs are
+    compared on one scale."""
+    import sdk
+
+    from .optimize import CostWeights, layers_record, trained_layers
+
+    found = {}
+    for path in paths:
+        with sdk.load_model(path) as m:
+            extra = m.info.extra
+        network = extra.get("loss_network", CostWeights.network)
+        layers = trained_layers(extra)
+        if layers is None:
+            print(f"{Path(path).name} records no loss-network layers: scored with the "
+                  f"default {network} layers", flush=True)
+        found[str(path)] = CostWeights(network=network, layers=layers)
+    kinds = {(w.network, w.layer_choice) for w in found.values()}
+    if len(kinds) > 1:
+        raise ValueError("the stylizer files record different loss networks or layers: "
+                         + "; ".join(f"{p}: {w.network} {layers_record(w.layer_choice)}"
+                                     for p, w in found.items()))
+    return next(iter(found.values()), CostWeights())
+
+
 def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, size: int = 384,
           threads: tuple[int, ...] = (1, os.cpu_count() or 1), runs: int = 10, warmup: int = 3,
           johnson: bool = True, extractor=None, optimizer_iterations: int = 0,
@@ -56,9 +83,12 @@ def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, si
     """Measure; ``models`` maps a label to one of our stylizer files, ``content``
     and ``style`` are RGB uint8 (the content is resized to ``size`` x ``size``).
 
+    Every output is scored with ``costs``; by default with the loss network, layers and
+    λ our files record (:func:`recorded_costs`) and the optimiser's own α, β, γ.
+
     With ``optimizer_iterations`` > 0 the Gatys optimiser also stylises the frame
-    (Adam from the content image, with ``costs``: by default the optimiser's own
-    defaults, β = 3e4, which at 384 px weighs the terms as β = 5e3 did on the
+    (Adam from the content image, with those costs: α, β, γ default to the optimiser's
+    own, β = 3e4, which at 384 px weighs the terms as β = 5e3 did on the
     students' 160-px crops, since J_content grows with the pixel count and J_style
     does not) and every output's costs get their ratio to the optimiser's: the
     student-vs-teacher gap measured next to the peers' on the same frame."""
@@ -68,8 +98,11 @@ def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, si
 
     from .losses import grain
     from .lossnet import feature_extractor
-    from .optimize import CostModel, CostWeights, OptimizeOptions, optimize, style_image_for
+    from .optimize import (CostModel, OptimizeOptions, check_side, layers_record, optimize,
+                           style_image_for)
 
+    # before any model runs: the costs of every output are measured at this size
+    check_side(size, size, f"the frame (size={size}) and the style image")
     c = cv2.resize(content, (size, size), interpolation=cv2.INTER_AREA)
     x255 = c.astype(np.float32)[None]
     latency: list[dict] = []
@@ -106,7 +139,7 @@ def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, si
             path = _johnson_tflite(Path(tmp) / "johnson_udnie_fp32.tflite")
             measure("johnson udnie fp32 (TF.js weights)", path, [x255], lambda y: y)
 
-    weights = costs or CostWeights()
+    weights = costs or recorded_costs(models.values())
     extractor = extractor or feature_extractor(weights.network, weights.layer_choice.names)
     optimizer_seconds = None
     if optimizer_iterations > 0:
@@ -137,4 +170,5 @@ def bench(models: dict[str, Path], content: np.ndarray, style: np.ndarray, *, si
             "optimizer_seconds": optimizer_seconds,
             "optimizer_costs": ({"alpha": weights.alpha, "beta": weights.beta,
                                  "gamma": weights.gamma} if optimizer_iterations > 0 else None),
+            "loss_network": weights.network, "layers": layers_record(weights.layer_choice),
             "images": images}

@@ -57,6 +57,22 @@ def _add_cost_args(p: argparse.ArgumentParser) -> None:
                    help="local VGG19 notop weights file (else Keras' cache/download)")
 
 
+def _side(text: str) -> int:
+    """An image side the loss network can measure (argparse type): an int >= MIN_SIDE."""
+    from .optimize import MIN_SIDE
+
+    try:
+        side = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if side < MIN_SIDE:
+        # refused here, not after the models are loaded: TensorFlow would fail inside a
+        # pooling layer of the loss network
+        raise argparse.ArgumentTypeError(f"{side} px is too small for the loss network; "
+                                         f"at least {MIN_SIDE}")
+    return side
+
+
 def _extractor(args: argparse.Namespace, costs):
     from .lossnet import feature_extractor
 
@@ -256,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=o.iterations)
     p.add_argument("--lr", type=float, default=o.learning_rate, help="Adam step (pixels)")
     p.add_argument("--init", choices=("content", "noise"), default=o.init)
-    p.add_argument("--max-side", type=int, default=o.max_side)
+    p.add_argument("--max-side", type=_side, default=o.max_side)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="TensorFlow CPU threads")
     _add_cost_args(p)
@@ -339,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--styles-dir", default=str(STYLES))
     p.add_argument("--content-dir", default=str(SHARED_DIR / "data" / "style" / "content-samples"))
     p.add_argument("--out", default=str(RUNS / "evaluate"))
-    p.add_argument("--max-side", type=int, default=256)
+    p.add_argument("--max-side", type=_side, default=256)
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--reuse-optimizer", action="append", default=None, metavar="DIR",
                    help="read matching optimiser results from an earlier evaluation's --out "
@@ -360,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--style", default="udnie")
     p.add_argument("--content", default=str(SHARED_DIR / "data" / "style" / "content-samples" /
                                             "chicago.jpg"))
-    p.add_argument("--size", type=int, default=384)
+    p.add_argument("--size", type=_side, default=384)
     p.add_argument("--threads", default=f"1,{os.cpu_count() or 1}")
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--no-johnson", action="store_true")

@@ -16,7 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .optimize import CostModel, OptimizeOptions, fit_side, optimize, style_image_for
+from .lossnet import DEFAULT_LAYERS
+from .optimize import (CostModel, OptimizeOptions, check_side, fit_side, layers_record,
+                       optimize, style_image_for, trained_layers)
 from .student import SIZE_MULTIPLE
 from .train import list_images, read_rgb, write_rgb
 
@@ -44,14 +46,14 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
         styles_dir: the style images (``<style>.jpg``).
         content_dir: content images (the samples).
         out_dir: where images, ``results.json`` and ``grid.png`` go.
-        max_side: content images are fitted to this (multiple of 4) for both methods.
+        max_side: content images are fitted to this (multiple of 4) for both methods;
+            a fitted side under ``optimize.MIN_SIDE`` is a ValueError before any work.
         iterations: optimiser iterations (Adam, from the content image).
         reuse_optimizer: an earlier evaluation's ``out_dir`` (or several, searched
-            in order); an optimiser result
-            there with the same content, style, size, α, β, γ and iterations is read
-            back (image and its measured seconds) instead of being recomputed, since
-            the optimiser is deterministic and ~1 CPU-minute per pair. Its costs are
-            recomputed here.
+            in order); an optimiser result there with the same content, style, size,
+            loss network, layers, α, β, γ and iterations is read back (image and its
+            measured seconds) instead of being recomputed, since the optimiser is
+            deterministic and ~1 CPU-minute per pair. Its costs are recomputed here.
         optimizer_beta: the optimiser's β instead of the one each file was trained
             with. J_content is a sum over pixels and J_style is normalised by them, so
             a student trained on 160-px crops with β balances the terms like β·(256/160)²
@@ -59,9 +61,12 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
         costs: a ``CostWeights`` naming the loss network and layers (default: the
             training defaults); α, β, γ still come from each file. Each file is
             scored with the loss network it was trained against (its metadata's
-            ``loss_network``); ``costs`` naming another is a ValueError.
+            ``loss_network``) and with its layers and λ where it records them
+            (``content_layer``, ``style_layers``; else those of ``costs`` or the
+            defaults, and stdout says so); ``costs`` naming another network or other
+            layers is a ValueError.
         extractor: one feature extractor for every file (tests); by default one per
-            loss network, built when first needed.
+            loss network and set of layers, built when first needed.
         vgg_weights: a local VGG19 notop weights file for students trained against
             VGG19 (else Keras' cache or download).
     """
@@ -72,6 +77,13 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
 
     import sdk
 
+    # every picture is checked before any model is opened or optimiser run: one too small
+    # for the loss network would otherwise fail deep inside TensorFlow, minutes in
+    contents = [(p, fit_side(read_rgb(p), max_side, SIZE_MULTIPLE))
+                for p in list_images(content_dir)]
+    for cpath, content in contents:
+        check_side(*content.shape[:2], f"content image {cpath.name} (fitted to max_side="
+                                       f"{max_side}) and its style image")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows, results = [], []
@@ -93,20 +105,31 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             raise ValueError(f"stylizer {style_name!r} was trained with the {trained} loss "
                              f"network; its costs cannot be measured with {base.network}")
         costs_of[style_name] = base.with_trained_weights(extra)
+        recorded = trained_layers(extra)
+        if recorded is None:
+            print(f"{style_name}: the file records no loss-network layers; scored with the "
+                  f"{'given' if base.layers else 'default'} {base.network} layers "
+                  f"{layers_record(base.layer_choice)}", flush=True)
+        elif base.layers is not None and base.layers != recorded:
+            raise ValueError(f"stylizer {style_name!r} was trained with the layers "
+                             f"{layers_record(recorded)}; its costs cannot be measured with "
+                             f"{layers_record(base.layers)}")
+        else:
+            costs_of[style_name] = dataclasses.replace(costs_of[style_name], layers=recorded)
         if optimizer_beta is not None:
             costs_of[style_name] = dataclasses.replace(costs_of[style_name], beta=optimizer_beta)
-    extractors = {}  # one feature extractor per loss network in use
+    extractors = {}  # one feature extractor per loss network and set of layers in use
 
     def extractor_for(weights: CostWeights):
         if extractor is not None:
             return extractor
-        if weights.network not in extractors:
+        key = (weights.network, tuple(weights.layer_choice.names))
+        if key not in extractors:
             local = vgg_weights if weights.network == "vgg19" and vgg_weights else "default"
-            extractors[weights.network] = feature_extractor(
+            extractors[key] = feature_extractor(
                 weights.network, weights.layer_choice.names, weights=local)
-        return extractors[weights.network]
-    for cpath in list_images(content_dir):
-        content = fit_side(read_rgb(cpath), max_side, SIZE_MULTIPLE)
+        return extractors[key]
+    for cpath, content in contents:
         row = [content]
         for style_name, files in models.items():
             style = read_rgb(Path(styles_dir) / f"{style_name}.jpg")
@@ -115,6 +138,7 @@ def evaluate(models: dict[str, dict[str, Path]], styles_dir: str | Path, content
             entry = {"content": cpath.stem, "style": style_name,
                      "loss_network": weights.network,
                      "alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
+                     "layers": layers_record(weights.layer_choice),
                      "size": [int(content.shape[1]), int(content.shape[0])]}
             earlier = source = None
             for source in reuse_folders:
@@ -197,11 +221,18 @@ def _earlier_optimizer(folder, entry: dict, iterations: int, max_side: int):
     if summary.get("iterations") != iterations or summary.get("max_side") != max_side:
         return None
     keys = ("content", "style", "alpha", "beta", "gamma", "size")
+
+    def layers(result: dict):
+        # results written before the layers were recorded used their network's defaults
+        return result.get("layers", layers_record(DEFAULT_LAYERS[result.get(
+            "loss_network", "squeezenet")]))
+
     for old in summary.get("results", []):
         # results written before the network was recorded were all SqueezeNet's
         if (all(old.get(k) == entry[k] for k in keys)
                 and old.get("loss_network", "squeezenet")
-                == entry.get("loss_network", "squeezenet")):
+                == entry.get("loss_network", "squeezenet")
+                and layers(old) == layers(entry)):
             image_file = folder / f"{entry['content']}_{entry['style']}_optimizer.png"
             if image_file.is_file():
                 return read_rgb(image_file), float(old["optimizer"]["seconds"])

@@ -9,6 +9,7 @@ by Adam or by L-BFGS, starting from noise or from the content image.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -16,6 +17,20 @@ from typing import Callable
 import numpy as np
 
 from .lossnet import DEFAULT_LAYERS, LayerChoice
+
+#: Smallest side (px) of an image the loss networks accept.  Their unpadded strided
+#: layers need 31 px in SqueezeNet 1.1 (a 3x3/2 conv and three 3x3/2 pools) and 32 px in
+#: VGG19 (five 2x2/2 pools); below that TensorFlow fails deep inside a pooling op
+#: ("could not create a descriptor"), so images are checked against this first.
+MIN_SIDE = 32
+
+
+def check_side(height: int, width: int, what: str) -> None:
+    """Raise a ValueError naming ``what`` and its size when ``height`` x ``width`` (the size
+    an image will be fed to the loss network at) has a side under :data:`MIN_SIDE`."""
+    if min(height, width) < MIN_SIDE:
+        raise ValueError(f"{what} would be fed to the loss network at {width}x{height} px; "
+                         f"both sides must be >= {MIN_SIDE} px")
 
 
 @dataclass(frozen=True)
@@ -37,8 +52,11 @@ class CostWeights:
     layers: LayerChoice | None = None
 
     def __post_init__(self) -> None:
-        if self.alpha < 0 or self.beta < 0 or self.gamma < 0:
-            raise ValueError("alpha, beta and gamma must be >= 0")
+        for name in ("alpha", "beta", "gamma"):
+            value = getattr(self, name)
+            # NaN passes a "< 0" test and would make every cost NaN; inf is no weight either
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.network not in DEFAULT_LAYERS:
             raise ValueError(f"network must be one of {sorted(DEFAULT_LAYERS)}")
 
@@ -52,6 +70,21 @@ class CostWeights:
         return dataclasses.replace(self, alpha=float(extra.get("alpha", CostWeights.alpha)),
                                    beta=float(extra.get("beta", CostWeights.beta)),
                                    gamma=float(extra.get("gamma", CostWeights.gamma)))
+
+
+def trained_layers(extra) -> LayerChoice | None:
+    """The loss-network layers and their lambda a stylizer file says its student was trained
+    with (its contract's ``extra``: ``content_layer``, ``style_layers``); None where it
+    records none (files exported before they were recorded)."""
+    if "content_layer" not in extra or "style_layers" not in extra:
+        return None
+    return LayerChoice(content=extra["content_layer"],
+                       style=tuple((name, float(lam)) for name, lam in extra["style_layers"]))
+
+
+def layers_record(choice: LayerChoice) -> dict:
+    """``choice`` as JSON data (``{"content": name, "style": [[name, lambda], ...]}``)."""
+    return {"content": choice.content, "style": [[n, w] for n, w in choice.style]}
 
 
 @dataclass(frozen=True)
@@ -84,8 +117,10 @@ class OptimizeOptions:
             raise ValueError(f"method must be 'adam' or 'lbfgs', got {self.method!r}")
         if self.init not in ("content", "noise"):
             raise ValueError(f"init must be 'content' or 'noise', got {self.init!r}")
-        if self.iterations < 1 or self.max_side < 32:
-            raise ValueError("iterations must be >= 1 and max_side >= 32")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.max_side < MIN_SIDE:
+            raise ValueError(f"max_side must be >= {MIN_SIDE}, got {self.max_side}")
         if not 0.0 <= self.noise_ratio <= 1.0:
             raise ValueError("noise_ratio must be in [0, 1]")
 
@@ -167,8 +202,12 @@ def optimize(content: np.ndarray, style: np.ndarray, options: OptimizeOptions = 
              callback: Callable[[int, dict], None] | None = None) -> OptimizeResult:
     """Stylise ``content`` (RGB uint8, H x W x 3) with ``style`` (RGB uint8).
 
-    The content image is first fitted to ``options.max_side``; the style image is
-    resized to the same size (see :func:`style_image_for`).
+    The content image is first fitted to ``options.max_side`` (never enlarged); the style
+    image is resized to the same size (see :func:`style_image_for`).
+
+    Raises:
+        ValueError: an image is not RGB uint8, or the fitted size has a side under
+            :data:`MIN_SIDE` (e.g. a 3:2 photo at ``max_side=40``: 40 x 27 px).
 
     Returns:
         the generated image (RGB uint8, the fitted content size) and the history of
@@ -183,10 +222,15 @@ def optimize(content: np.ndarray, style: np.ndarray, options: OptimizeOptions = 
         raise ValueError(f"content must be RGB uint8 (H, W, 3), got {content.dtype}{content.shape}")
     if style.dtype != np.uint8 or style.ndim != 3 or style.shape[2] != 3:
         raise ValueError(f"style must be RGB uint8 (H, W, 3), got {style.dtype}{style.shape}")
+    fitted = fit_side(content, options.max_side)
+    # checked before the loss network is built: the style image is fed at this size too
+    check_side(*fitted.shape[:2], f"the content image ({content.shape[1]}x{content.shape[0]} "
+                                  f"px fitted to max_side={options.max_side}) and the style "
+                                  "image")
     costs_w = options.costs
     if extractor is None:
         extractor = feature_extractor(costs_w.network, costs_w.layer_choice.names)
-    c = fit_side(content, options.max_side).astype(np.float32)[None]
+    c = fitted.astype(np.float32)[None]
     s = style_image_for(style, c.shape[1], c.shape[2]).astype(np.float32)[None]
     model = CostModel(extractor, costs_w)
     model.set_targets(c, s)

@@ -35,6 +35,7 @@ def stylizer_info(student, options, steps: int):
     from ..formats import source_hash
 
     costs = options.costs
+    layers = costs.layer_choice
     return ModelInfo(
         kind="stylizer", name=f"style-{options.style_name}", inputs=(), outputs=(),
         preprocessing=Preprocessing(channel_order="RGB", pixel_range=(0, 255)),
@@ -44,6 +45,9 @@ def stylizer_info(student, options, steps: int):
         extra={"student": dataclasses.asdict(options.student), "train_steps": steps,
                "train_crop": options.crop, "loss_network": costs.network,
                "alpha": costs.alpha, "beta": costs.beta, "gamma": costs.gamma,
+               # the layers and their lambda: evaluate and bench score the file with them
+               "content_layer": layers.content,
+               "style_layers": [[name, lam] for name, lam in layers.style],
                "distill_images": options.distill_images,
                "grain_weight": options.grain_weight,
                "train_scale_range": list(options.scale_range),
@@ -200,15 +204,69 @@ def expand_formats(names) -> list[str]:
     return out
 
 
+def _file_name(stem: str, fmt: str) -> str:
+    """``<stem>_<precision>.tflite|.onnx``: the file a format (``tflite_int8``) is written to."""
+    kind, precision = fmt.split("_")
+    return f"{stem}_{precision}.{'tflite' if kind == 'tflite' else 'onnx'}"
+
+
+def _made_from(path: Path) -> str | None:
+    """The ``source_hash`` in a model file's contract; None where the file is damaged or
+    has no contract (a missing runtime is an error: it says nothing about the file)."""
+    import sdk
+    from sdk.errors import ModelFormatError
+
+    try:
+        with sdk.load_model(path) as model:
+            return model.info.source_hash
+    except ModelFormatError:
+        return None
+
+
+def remove_other_weights(out_dir: str | Path, stem: str, source_hash: str,
+                         keep: Sequence[str]) -> list[Path]:
+    """Delete every ``<stem>_<fp32|fp16|int8>.tflite|.onnx`` in ``out_dir`` that is not of
+    the formats in ``keep`` or whose contract names other weights than ``source_hash``
+    (an unreadable one too), saying so on stdout; returns the deleted paths."""
+    from sdk.contract import PRECISIONS
+
+    removed = []
+    for precision in PRECISIONS:
+        for suffix in ("tflite", "onnx"):
+            path = Path(out_dir) / f"{stem}_{precision}.{suffix}"
+            fmt = f"{suffix}_{precision}"
+            if not path.is_file():
+                continue
+            made_from = _made_from(path)
+            if fmt in keep and made_from == source_hash:
+                continue
+            why = ("not in the export record" if made_from == source_hash else
+                   "unreadable contract" if made_from is None else
+                   f"made from other weights ({made_from[:12]})")
+            path.unlink()
+            removed.append(path)
+            print(f"removed {path}: {why}; {stem!r} is exported from the weights "
+                  f"{source_hash[:12]}", flush=True)
+    return removed
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, *, calibration_dir: str | Path,
                formats: Sequence[str] = ("tflite_fp32", "tflite_fp16", "tflite_int8",
                                          "onnx_fp32")) -> dict:
     """Export the student of a training run (or of a ``<style>_student/`` copy made by an
-    earlier export) into ``out_dir`` as ``<style>_<precision>.*``."""
+    earlier export) into ``out_dir`` as ``<style>_<precision>.*``.
+
+    Afterwards every model file of the style in ``out_dir`` holds these weights and is in
+    ``<style>_export.json``: a file of other weights that this export did not replace (a
+    format not asked for) is deleted, and stdout says so. The Keras copy
+    (``<style>_student/``) is replaced only when at least one format was accepted.
+
+    Raises:
+        ConversionError: a format was refused (after the record is written).
+    """
     from .train import load_run
 
     options, student, steps = load_run(run_dir, with_steps=True)
-    keep_keras_copy(student, options, steps, run_dir, out_dir)
     # calibration and checking use different photos (seeded shuffle, disjoint slices)
     calibration = real_crops(calibration_dir, 32, 256, seed=123)
     check = real_crops(calibration_dir, 8, 256, seed=123, skip=32)
@@ -224,6 +282,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, calibration_dir: str
         if not hasattr(exc, "report"):
             raise
         report, error = exc.report, exc
+    if any("path" in v for v in report.values()):
+        # with every format refused the kept copy stays that of the weights released before
+        # (``export`` can re-create their files from it); no file holds the refused ones
+        keep_keras_copy(student, options, steps, run_dir, out_dir)
     record = Path(out_dir, f"{options.style_name}_export.json")
     run_name = str(run_dir)
     if record.is_file():  # keep the other formats' entries of the same weights
@@ -233,6 +295,19 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, calibration_dir: str
             # re-exporting from the kept <style>_student/ copy: the training run that
             # made these weights is still the one to name
             run_name = old.get("run", run_name)
+    # A file of other weights left beside the new ones (a format this export was not asked
+    # for) would be taken for this style's release by stylizer_paths, evaluate and the SDK,
+    # and the record would not name it: it is deleted, as export_student deletes a refused
+    # format's older file. Refusing the export instead would make every partial export of
+    # new weights fail until someone deletes files by hand.
+    # Only once something was accepted: an export whose every format was refused leaves
+    # the earlier release's files as they were.
+    recorded = [f for f, v in report.items() if "path" in v]
+    if recorded:
+        remove_other_weights(out_dir, options.style_name, info.source_hash, recorded)
+    # an entry of the same weights whose file is gone (deleted by hand) describes nothing
+    report = {f: v for f, v in report.items()
+              if "path" not in v or Path(out_dir, _file_name(options.style_name, f)).is_file()}
     summary = {"style": options.style_name, "run": run_name, "train_steps": steps,
                "source_hash": info.source_hash, "formats": report}
     record.write_text(json.dumps(summary, indent=1))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,12 +149,22 @@ class TrainOptions:
                                               or self.balance_crop < 32):
             raise ValueError(f"balance_crop must be a multiple of {SIZE_MULTIPLE} and >= 32, "
                              f"got {self.balance_crop}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1")
-        if self.distill_images < 0 or self.distill_weight < 0:
-            raise ValueError("distill_images and distill_weight must be >= 0")
-        if self.grain_weight < 0:
-            raise ValueError(f"grain_weight must be >= 0, got {self.grain_weight}")
+        # counts: 0 would divide by zero in the report intervals (after the teacher's
+        # minutes were spent) or give the teacher no iteration to run
+        for name in ("steps", "batch_size", "teacher_iterations", "sample_every",
+                     "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.limit is not None and self.limit < 1:
+            # not "all photos", as a falsy 0 used to mean
+            raise ValueError(f"limit must be None (all photos) or >= 1, got {self.limit!r}")
+        if self.distill_images < 0:
+            raise ValueError(f"distill_images must be >= 0, got {self.distill_images!r}")
+        # weights and the step size: NaN passes a "< 0" test and inf is no weight either
+        for name in ("learning_rate", "distill_weight", "grain_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.freeze_batchnorm and self.init is None:
             # a fresh student's statistics are 0 / 1, not those of any data
             raise ValueError("freeze_batchnorm needs init: a trained student whose "
@@ -198,8 +209,10 @@ def write_rgb(path: str | Path, image: np.ndarray) -> None:
 
 def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
     """The first ``limit`` images of ``folder`` in name order (all when ``limit`` is None)."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be None (all images) or >= 1, got {limit!r}")
     files = image_io.list_images(folder)
-    return files[:limit] if limit else files
+    return files if limit is None else files[:limit]
 
 
 def random_crop(image: np.ndarray, size: int, rng: np.random.Generator,
@@ -250,14 +263,25 @@ def sample_grid(model, images: list[np.ndarray]) -> np.ndarray:
 RESUMABLE_CHANGES = ("steps", "sample_every", "checkpoint_every")
 
 
+def _fill_defaults(saved: dict, defaults: dict) -> None:
+    """Add to ``saved`` (a config read back) every key of ``defaults`` it lacks, recursing
+    into option dicts present in both (``costs``, ``student``)."""
+    for key, value in defaults.items():
+        if key not in saved:
+            saved[key] = value
+        elif isinstance(saved[key], dict) and isinstance(value, dict):
+            _fill_defaults(saved[key], value)
+
+
 def _check_resume(run: Path, options: "TrainOptions") -> None:
     """Refuse to resume ``run`` with settings other than those it was started with: the
     checkpoint's weights and the teacher's targets belong to them (a new crop size even
     fails deep inside the distillation loss)."""
     saved = json.loads(run.joinpath("config.json").read_text())
     now = json.loads(options.to_json())
-    for key, value in json.loads(TrainOptions(style="x", run_dir="x").to_json()).items():
-        saved.setdefault(key, value)  # an option added since the run was started: its default
+    # an option added since the run was started, at any depth (e.g. student.stages): its
+    # default, which is what the run was trained with
+    _fill_defaults(saved, json.loads(TrainOptions(style="x", run_dir="x").to_json()))
 
     def same(key: str) -> bool:
         a, b = saved.get(key), now.get(key)
