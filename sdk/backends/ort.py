@@ -59,8 +59,9 @@ class OnnxRuntimeBackend:
         # ONNX Runtime's worker threads otherwise spin after each run, waiting for the
         # next: in a pipeline they take a core from the detector (YuNet's detect time
         # nearly doubled at 2 threads) and keep it busy while the app waits for a frame
-        # (a whole core here, measured), heat and battery a device cannot spare.  The
-        # model alone waits a few tenths of a millisecond longer for its threads.
+        # (1.1 CPU-seconds per second here), heat and battery a device cannot spare.  The
+        # model alone waits longer for its threads: the face encoder at 2 threads 0.71 ->
+        # 1.02 ms (scripts/ort_spin_probe.py); one thread has no workers to spin.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
         try:
