@@ -67,7 +67,8 @@ def _probe(model: sdk.Model) -> list[np.ndarray]:
 
 
 def seal_file(path: str | os.PathLike) -> str:
-    """Seal one exported file in place; returns its SHA-256.
+    """Seal one exported file in place; returns its SHA-256.  A file whose seal matches
+    already is left as it is (a TFLite file would otherwise grow with each run).
 
     Raises:
         ModelFormatError: the file is sealed and damaged, or of an unknown type.
@@ -86,11 +87,15 @@ def seal_file(path: str | os.PathLike) -> str:
         shutil.copy2(path, backup)
         if engine:  # no TensorRT here, perhaps: the plan bytes must stay the same
             data = backup.read_bytes()
-            check_seal(data, source=str(path))
+            sealed = check_seal(data, source=str(path))
+            if sealed is not None:
+                return sealed
             info, before = unpack_engine(data, source=str(path))
             before = bytes(before)
         else:
             with sdk.load_model(path, threads=1) as m:
+                if m.file_sha256 is not None:
+                    return m.file_sha256
                 info, before = m.info, _probe(m)
         reseal(path, info)
         try:

@@ -79,6 +79,14 @@ def test_each_limit_names_its_problem(change, words):
     assert poor.problems(QualityOptions.off()) == []
 
 
+def test_a_value_just_under_its_limit_is_not_printed_as_the_limit():
+    """att-orl's s2/3.png was refused with "20, need >= 20"."""
+    (problem,) = replace(GOOD, eye_distance=19.7).problems()
+    assert "19.7, need >= 20.0" in problem
+    (problem,) = replace(GOOD, sharpness=1.96).problems()
+    assert "1.96, need >= 2.00" in problem
+
+
 def test_lighting_limit_is_off_by_default():
     side_lit = replace(GOOD, lighting_asymmetry=0.9)
     assert side_lit.ok()

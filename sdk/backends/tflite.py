@@ -57,7 +57,8 @@ def _import_interpreter(runtime: str | None):
         return module.Interpreter, f"{package} {version}"
     raise BackendUnavailableError(
         "no TFLite interpreter could be imported (pip install 'edge-sdk[tflite]'; "
-        "tflite_runtime='tensorflow' uses a full TensorFlow install): "
+        "tflite_runtime='tensorflow' uses a TensorFlow that still ships tf.lite.Interpreter, "
+        "2.20 or older): "
         + "; ".join(errors))
 
 

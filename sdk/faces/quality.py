@@ -128,11 +128,13 @@ class FaceQuality:
 
         def low(value: float, limit: float | None, what: str, fix: str, fmt: str = ".1f"):
             if limit is not None and value < limit:
-                out.append(f"{what}: {value:{fmt}}, need >= {limit:{fmt}} ({fix})")
+                shown, need = _apart(value, limit, fmt)
+                out.append(f"{what}: {shown}, need >= {need} ({fix})")
 
         def high(value: float, limit: float | None, what: str, fix: str, fmt: str = ".2f"):
             if limit is not None and value > limit:
-                out.append(f"{what}: {value:{fmt}}, need <= {limit:{fmt}} ({fix})")
+                shown, need = _apart(value, limit, fmt)
+                out.append(f"{what}: {shown}, need <= {need} ({fix})")
 
         low(self.eye_distance, o.min_eye_distance, "face too small (px between the eyes)",
             "move closer or use a larger photo", ".0f")
@@ -161,6 +163,17 @@ class FaceQuality:
 
     def as_dict(self) -> dict[str, float]:
         return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+
+def _apart(value: float, limit: float, fmt: str) -> tuple[str, str]:
+    """``value`` and ``limit`` printed with ``fmt`` (".1f"), or with more decimals where
+    that rounds the value onto the limit ("20, need >= 20" reads as a contradiction)."""
+    digits = int(fmt[1:-1])
+    for extra in range(5):
+        shown, need = f"{value:.{digits + extra}f}", f"{limit:.{digits + extra}f}"
+        if shown != need:
+            break
+    return shown, need
 
 
 def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float]:
