@@ -30,16 +30,16 @@ def _preimport(suffix: str) -> None:
 
         _import_interpreter(None)
     elif suffix in (".engine", ".trt", ".plan"):
-        from sdk.backends.tensorrt import _import_runtime
+        from sdk.backends.tensorrt import _import_runtime, primary_context, trt_logger
 
         trt, cuda = _import_runtime()
         # CUDA's context and TensorRT's runtime libraries cost the same for every engine:
         # set them up before the baseline, so the peak RSS is the engine's own (the
-        # backend retains the same primary context and makes its own Runtime, now cheap)
-        ctx = cuda.Device(0).retain_primary_context()
+        # backend pushes the same retained primary context and shares the one logger)
+        ctx = primary_context(cuda, 0)
         ctx.push()
         try:
-            _KEEP.append((ctx, trt.Runtime(trt.Logger(trt.Logger.WARNING))))
+            _KEEP.append(trt.Runtime(trt_logger(trt)))
         finally:
             ctx.pop()
 

@@ -1,17 +1,24 @@
 """Jetson tooling: the TensorRT pre-build check, the device bundle, engine naming and
 caching rules, the engine header and target checks; TensorRT builds where TensorRT exists.
 
-Graphs are built with ``onnx.helper`` (no TensorFlow).  Nothing here fakes TensorRT: the
-tests that need it skip with the reason on hosts without it. The one real-GPU test runs
-the backend's own buffer and stream code on device memory with a CUDA kernel in place of
-TensorRT's execution context (the lent GPU has CUDA but no TensorRT); it says so, and it
-tests the buffers, not TensorRT.
+Graphs are built with ``onnx.helper`` (no TensorFlow).  The tests that need real TensorRT
+skip with the reason on hosts without it.  The TensorRT backend and the device build also
+run here against fakes of ``pycuda.driver`` and the TensorRT 10 Python API (``_FakeCuda``,
+``_FakeTrt``) that model the documented behaviour the code relies on: they test the SDK's
+logic around TensorRT (profile shapes, batch splitting, locking, error paths, the CUDA
+context, the logger), not TensorRT.  The one real-GPU test runs the backend's own buffer
+and stream code on device memory with a CUDA kernel in place of TensorRT's execution
+context (the lent GPU has CUDA but no TensorRT); it says so, and it tests the buffers,
+not TensorRT.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import threading
+import time
+import types
 
 import numpy as np
 import pytest
@@ -580,6 +587,696 @@ def test_loading_an_engine_here_says_why(tmp_path):
         sdk.load_model(bare)
 
 
+# --- fakes of pycuda.driver and the TensorRT 10 Python API ----------------------------
+#
+# No machine here has TensorRT, and pycuda needs a GPU.  These fakes model only the
+# documented behaviour the SDK relies on (cited where it matters) and record what the
+# SDK did with it, so the backend's and the builder's own logic around TensorRT (profile
+# shapes, batch splitting, locking, error paths, CUDA context handling, the logger) runs
+# here.  They test that logic, not TensorRT.
+
+
+class _FakeCudaError(Exception):
+    """``pycuda.driver.Error``, the base of pycuda's exceptions."""
+
+
+class _FakeStream:
+    def __init__(self, cuda: "_FakeCuda") -> None:
+        self._cuda = cuda
+        self.handle = id(self)
+        self.pending = 0  # async operations queued since the last synchronize
+        cuda.streams[self.handle] = self
+
+    def synchronize(self) -> None:
+        if self._cuda.fail_sync:
+            raise _FakeCudaError("cuStreamSynchronize failed: an illegal memory access "
+                                 "was encountered")
+        self.pending = 0
+
+
+class _FakeAllocation:
+    def __init__(self, cuda: "_FakeCuda", nbytes: int) -> None:
+        self._cuda = cuda
+        cuda.next_address += 1 << 20
+        self.address = cuda.next_address
+        cuda.memory[self.address] = np.zeros(nbytes, np.uint8)
+
+    def __int__(self) -> int:
+        return self.address
+
+    def free(self) -> None:
+        del self._cuda.memory[self.address]
+
+
+class _FakePrimaryContext:
+    """A retained primary context as pycuda handles it (src/cpp/cuda.hpp): push and pop
+    move it on and off the driver's stack of current contexts; ``detach`` of one that is
+    not current pushes it and calls cuDevicePrimaryCtxRelease, which does not pop it."""
+
+    def __init__(self, cuda: "_FakeCuda") -> None:
+        self._cuda = cuda
+
+    def push(self) -> None:
+        self._cuda.current.append(self)
+
+    def pop(self) -> None:
+        assert self._cuda.current, "pop with no current context"
+        self._cuda.current.pop()
+
+    def detach(self) -> None:
+        if not self._cuda.current or self._cuda.current[-1] is not self:
+            self._cuda.current.append(self)
+        self._cuda.released += 1
+
+
+class _FakeCuda:
+    """Stands in for ``pycuda.driver`` with one GPU.  Device memory is a dict of byte
+    arrays; async copies happen at once and count as pending on their stream until it
+    synchronises; every call but pagelocked_empty needs a current context."""
+
+    Error = _FakeCudaError
+
+    class device_attribute:  # noqa: N801 - pycuda's name
+        MULTIPROCESSOR_COUNT = "multiprocessor_count"
+
+    def __init__(self) -> None:
+        self.current: list = []       # the driver's stack of current contexts
+        self.retained = self.released = 0
+        self.memory: dict[int, np.ndarray] = {}
+        self.streams: dict[int, _FakeStream] = {}
+        self.next_address = 0
+        self.fail_sync = False
+        cuda = self
+
+        class Device:
+            def __init__(self, ordinal: int) -> None:
+                self.ordinal = ordinal
+
+            @staticmethod
+            def count() -> int:
+                return 1
+
+            def name(self) -> str:
+                return "FakeGPU"
+
+            def compute_capability(self) -> tuple[int, int]:
+                return 8, 7
+
+            def get_attribute(self, attribute) -> int:
+                return 16
+
+            def retain_primary_context(self) -> _FakePrimaryContext:
+                cuda.retained += 1
+                return _FakePrimaryContext(cuda)
+
+        self.Device = Device
+
+    def init(self) -> None:
+        pass
+
+    def require_context(self) -> None:
+        assert self.current, "a CUDA call with no current context"
+
+    def Stream(self) -> _FakeStream:  # noqa: N802 - pycuda's name
+        self.require_context()
+        return _FakeStream(self)
+
+    def mem_alloc(self, nbytes: int) -> _FakeAllocation:
+        self.require_context()
+        return _FakeAllocation(self, nbytes)
+
+    @staticmethod
+    def pagelocked_empty(shape, dtype) -> np.ndarray:
+        return np.empty(shape, dtype)
+
+    def memcpy_htod(self, dest, src: np.ndarray) -> None:
+        self.require_context()
+        self.memory[int(dest)][:src.nbytes] = np.ascontiguousarray(src).reshape(-1).view(np.uint8)
+
+    def memcpy_htod_async(self, dest, src: np.ndarray, stream: _FakeStream) -> None:
+        self.memcpy_htod(dest, src)
+        stream.pending += 1
+
+    def memcpy_dtoh_async(self, dest: np.ndarray, src, stream: _FakeStream) -> None:
+        self.require_context()
+        dest.reshape(-1).view(np.uint8)[:] = self.memory[int(src)][:dest.nbytes]
+        stream.pending += 1
+
+
+def _engine_function(spec: str):
+    """What a fake engine computes: ``affine`` (y = 2x + 1) or ``onnx:PATH`` (the ONNX
+    graph, through ONNX Runtime, so a fake engine agrees with its source graph)."""
+    if spec == "affine":
+        return lambda feeds: [2 * next(iter(feeds.values())) + 1]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(spec.split(":", 1)[1], options,
+                                   providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)
+
+
+class _FakeExecutionContext:
+    def __init__(self, engine: "_FakeEngine") -> None:
+        self.engine, self.trt = engine, engine.trt
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+        self.active = 0
+
+    def set_input_shape(self, name: str, shape) -> bool:
+        # IExecutionContext.set_input_shape: False for a shape outside the profile
+        t = self.engine.tensor(name)
+        lo, _, hi = t["profile"] or (t["shape"],) * 3
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != len(lo) or not all(a <= d <= b for d, a, b in zip(shape, lo, hi)):
+            return False
+        self.shapes[name] = shape
+        return True
+
+    def _compute(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.engine.fn(feeds)
+
+    def get_tensor_shape(self, name: str) -> list[int]:
+        feeds = {t["name"]: np.zeros(self.shapes[t["name"]], self.trt.nptype_name(t["dtype"]))
+                 for t in self.engine.inputs}
+        outs = self._compute(feeds)
+        return list(outs[[t["name"] for t in self.engine.outputs].index(name)].shape)
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        if name in self.trt.refuse_address:
+            return False
+        self.addresses[name] = int(address)
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        cuda = self.trt.cuda
+        cuda.require_context()
+        self.active += 1
+        if self.active > 1:
+            self.trt.overlaps += 1
+        try:
+            self.trt.entered.set()
+            time.sleep(self.trt.delay)
+            feeds = {}
+            for t in self.engine.inputs:
+                shape, dtype = self.shapes[t["name"]], self.trt.nptype_name(t["dtype"])
+                n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                feeds[t["name"]] = (cuda.memory[self.addresses[t["name"]]][:n].view(dtype)
+                                    .reshape(shape).copy())
+            for t, y in zip(self.engine.outputs, self._compute(feeds)):
+                y = np.ascontiguousarray(y, self.trt.nptype_name(t["dtype"]))
+                cuda.memory[self.addresses[t["name"]]][:y.nbytes] = y.reshape(-1).view(np.uint8)
+            cuda.streams[stream_handle].pending += 1
+            self.trt.executions.append(dict(self.shapes))
+        finally:
+            self.active -= 1
+        return not self.trt.fail_execute
+
+    def __del__(self) -> None:
+        self.trt.destroyed.append(("context", bool(self.trt.cuda.current)))
+
+
+class _FakeEngine:
+    """An ICudaEngine from a fake plan: JSON naming its I/O tensors (shape with -1 where
+    dynamic, dtype, profile 0 as [min, opt, max]) and what it computes."""
+
+    def __init__(self, runtime: "_FakeRuntime", plan: dict) -> None:
+        self.runtime, self.trt = runtime, runtime.trt  # keeps its runtime alive, as TensorRT's
+        self.tensors = plan["tensors"]
+        self.inputs = [t for t in self.tensors if t["input"]]
+        self.outputs = [t for t in self.tensors if not t["input"]]
+        self.fn = _engine_function(plan["fn"])
+
+    def tensor(self, name: str) -> dict:
+        return next(t for t in self.tensors if t["name"] == name)
+
+    @property
+    def num_io_tensors(self) -> int:
+        return len(self.tensors)
+
+    def get_tensor_name(self, i: int) -> str:
+        return self.tensors[i]["name"]
+
+    def get_tensor_location(self, name: str) -> str:
+        host = self.tensor(name).get("host")
+        return self.trt.TensorLocation.HOST if host else self.trt.TensorLocation.DEVICE
+
+    def get_tensor_shape(self, name: str) -> list[int]:
+        return list(self.tensor(name)["shape"])
+
+    def get_tensor_dtype(self, name: str):
+        return types.SimpleNamespace(name=self.tensor(name)["dtype"])
+
+    def get_tensor_mode(self, name: str) -> str:
+        modes = self.trt.TensorIOMode
+        return modes.INPUT if self.tensor(name)["input"] else modes.OUTPUT
+
+    def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[list[int]]:
+        t = self.tensor(name)
+        assert profile_index == 0 and t["input"] and t["profile"]
+        return [list(s) for s in t["profile"]]
+
+    def create_execution_context(self) -> _FakeExecutionContext:
+        self.trt.cuda.require_context()
+        return _FakeExecutionContext(self)
+
+    def __del__(self) -> None:
+        self.trt.destroyed.append(("engine", bool(self.trt.cuda.current)))
+
+
+class _FakeRuntime:
+    def __init__(self, trt: "_FakeTrt", logger) -> None:
+        self.trt, self.logger = trt, logger
+
+    def deserialize_cuda_engine(self, plan: bytes) -> _FakeEngine:
+        self.trt.cuda.require_context()
+        return _FakeEngine(self, json.loads(bytes(plan)))
+
+    def __del__(self) -> None:
+        self.trt.destroyed.append(("runtime", bool(self.trt.cuda.current)))
+
+
+class _FakeNetwork:
+    def __init__(self) -> None:
+        self.inputs: list = []
+        self.outputs: list = []
+        self.path = ""
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.outputs)
+
+    def get_input(self, i: int):
+        return self.inputs[i]
+
+    def get_output(self, i: int):
+        return self.outputs[i]
+
+
+class _FakeParser:
+    """OnnxParser: takes the graph's I/O (names, dtypes, -1 for symbolic dims)."""
+
+    TYPES = {TensorProto.FLOAT: "FLOAT", TensorProto.FLOAT16: "HALF", TensorProto.INT8: "INT8"}
+
+    def __init__(self, network: _FakeNetwork) -> None:
+        self.network, self.num_errors = network, 0
+
+    def parse(self, data: bytes, path: str) -> bool:
+        graph = onnx.load_from_string(data).graph
+        weights = {i.name for i in graph.initializer}
+
+        def tensor(vi):
+            tt = vi.type.tensor_type
+            shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
+            dtype = types.SimpleNamespace(name=self.TYPES[tt.elem_type])
+            return types.SimpleNamespace(name=vi.name, shape=shape, dtype=dtype)
+
+        self.network.inputs = [tensor(v) for v in graph.input if v.name not in weights]
+        self.network.outputs = [tensor(v) for v in graph.output]
+        self.network.path = path
+        return True
+
+
+class _FakeProfile:
+    def __init__(self) -> None:
+        self.shapes: dict[str, list] = {}
+
+    def set_shape(self, name: str, lo, opt, hi) -> None:
+        self.shapes[name] = [list(lo), list(opt), list(hi)]
+
+
+class _FakeBuilderConfig:
+    def __init__(self) -> None:
+        self.flags: set = set()
+        self.profiles: list[_FakeProfile] = []
+        self.int8_calibrator = None
+
+    def set_memory_pool_limit(self, pool, size: int) -> None:
+        self.workspace = size
+
+    def set_flag(self, flag) -> None:
+        self.flags.add(flag)
+
+    def add_optimization_profile(self, profile: _FakeProfile) -> int:
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
+
+    def set_calibration_profile(self, profile: _FakeProfile) -> bool:
+        self.calibration_profile = profile
+        return True
+
+
+class _FakeBuilder:
+    """Builds a fake plan that computes the ONNX graph; INT8 calibrates as TensorRT's
+    builder does: the cache, else get_batch until it returns None, then the new cache."""
+
+    def __init__(self, trt: "_FakeTrt", logger) -> None:
+        self.trt, self.logger = trt, logger
+
+    def create_network(self, flags: int) -> _FakeNetwork:
+        return _FakeNetwork()
+
+    def create_builder_config(self) -> _FakeBuilderConfig:
+        return _FakeBuilderConfig()
+
+    def create_optimization_profile(self) -> _FakeProfile:
+        return _FakeProfile()
+
+    def build_serialized_network(self, network: _FakeNetwork, config: _FakeBuilderConfig):
+        calibrator = config.int8_calibrator
+        if calibrator is not None and calibrator.read_calibration_cache() is None:
+            while calibrator.get_batch([network.inputs[0].name]):
+                self.trt.calibration_batches += 1
+            calibrator.write_calibration_cache(b"fake calibration cache")
+        profile = config.profiles[0].shapes if config.profiles else {}
+        tensors = ([{"name": t.name, "shape": list(t.shape), "dtype": t.dtype.name,
+                     "input": True, "profile": profile.get(t.name)} for t in network.inputs]
+                   + [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype.name,
+                       "input": False, "profile": None} for t in network.outputs])
+        return json.dumps({"tensors": tensors, "fn": f"onnx:{network.path}"}).encode()
+
+
+class _FakeTrt:
+    """Stands in for the ``tensorrt`` module (10.x) over a :class:`_FakeCuda`; its knobs
+    make TensorRT calls fail or slow, and it records loggers, executions (the input
+    shapes of each), overlapping executions and destroyed objects."""
+
+    __version__ = "10.3.0"
+    TensorLocation = types.SimpleNamespace(DEVICE="device", HOST="host")
+    TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
+    MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    BuilderFlag = types.SimpleNamespace(FP16="fp16", INT8="int8")
+    DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32"}
+
+    def __init__(self, cuda: _FakeCuda) -> None:
+        self.cuda = cuda
+        self.loggers: list = []
+        self.destroyed: list[tuple[str, bool]] = []   # (what, a CUDA context was current)
+        self.executions: list[dict] = []
+        self.overlaps = self.calibration_batches = 0
+        self.delay = 0.0
+        self.refuse_address: set[str] = set()
+        self.fail_execute = False
+        self.entered = threading.Event()
+        trt = self
+
+        class Logger:
+            WARNING = "warning"
+
+            def __init__(self, min_severity=None) -> None:
+                trt.loggers.append(self)
+
+        class IInt8EntropyCalibrator2:
+            def __init__(self) -> None:
+                pass
+
+        self.Logger, self.IInt8EntropyCalibrator2 = Logger, IInt8EntropyCalibrator2
+
+    def nptype_name(self, name: str) -> str:
+        return self.DTYPES[name]
+
+    def nptype(self, dtype):
+        try:
+            return np.dtype(self.DTYPES[dtype.name]).type
+        except KeyError:
+            raise TypeError(f"no numpy type for {dtype.name}") from None
+
+    def Runtime(self, logger) -> _FakeRuntime:  # noqa: N802 - TensorRT's name
+        return _FakeRuntime(self, logger)
+
+    def Builder(self, logger) -> _FakeBuilder:  # noqa: N802 - TensorRT's name
+        return _FakeBuilder(self, logger)
+
+    def OnnxParser(self, network, logger) -> _FakeParser:  # noqa: N802 - TensorRT's name
+        return _FakeParser(network)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """(fake tensorrt, fake pycuda.driver), installed as what the backend imports."""
+    from sdk.backends import tensorrt as backend
+
+    cuda = _FakeCuda()
+    trt = _FakeTrt(cuda)
+    monkeypatch.setattr(backend, "_import_runtime", lambda: (trt, cuda))
+    return trt, cuda
+
+
+def _fake_engine(tmp_path, name="m", *, shape=(-1, -1, -1, 3),
+                 profile=((1, 4, 4, 3), (1, 8, 8, 3), (1, 16, 16, 3)), host_output=False):
+    """An engine file (SDK header + fake plan) computing y = 2x + 1 on one float32 input."""
+    tensors = [{"name": "input", "shape": list(shape), "dtype": "FLOAT", "input": True,
+                "profile": [list(p) for p in profile] if -1 in shape else None},
+               {"name": "out", "shape": list(shape), "dtype": "FLOAT", "input": False,
+                "profile": None, "host": host_output}]
+    p = tmp_path / f"{name}.fp16.engine"
+    info = _info(tensorrt={"version": "10.3.0", "gpu": "FakeGPU", "compute_capability": "8.7"})
+    p.write_bytes(pack_engine(info, json.dumps({"tensors": tensors, "fn": "affine"}).encode()))
+    return p
+
+
+def test_engine_reports_fixed_profile_axes_and_splits_large_batches(fake_gpu, tmp_path):
+    """get_tensor_shape says -1 whatever the build's range: the profile decides.  A batch
+    above the profile's max runs in chunks (the SDK batches 32 faces; the default build
+    is batch 1:1:1), a batch below its min and frames outside it are InputShapeErrors
+    naming the range, and an axis the profile fixes is reported fixed."""
+    trt, cuda = fake_gpu
+    rng = np.random.default_rng(0)
+    with sdk.load_model(_fake_engine(tmp_path)) as model:   # batch 1:1:1, 4x4..16x16
+        assert model.inputs[0].shape == (None, None, None, 3)
+        x = rng.normal(size=(32, 8, 8, 3)).astype(np.float32)
+        np.testing.assert_allclose(model(x), 2 * x + 1, rtol=1e-6)
+        assert [e["input"] for e in trt.executions] == [(1, 8, 8, 3)] * 32
+        with pytest.raises(errors.InputShapeError, match=r"axis 1 is 20, outside .*4\.\.16"):
+            model(np.zeros((1, 20, 8, 3), np.float32))
+    fixed = _fake_engine(tmp_path, "fixed", profile=((4, 8, 8, 3), (8, 8, 8, 3), (8, 8, 8, 3)))
+    with sdk.load_model(fixed) as model:
+        assert model.inputs[0].shape == (None, 8, 8, 3)   # frames are resized to 8x8
+        trt.executions.clear()
+        x = rng.normal(size=(10, 8, 8, 3)).astype(np.float32)
+        np.testing.assert_allclose(model(x), 2 * x + 1, rtol=1e-6)
+        assert [e["input"][0] for e in trt.executions] == [6, 4]
+        with pytest.raises(errors.InputShapeError, match=r"batch of 2.*4\.\.8"):
+            model(np.zeros((2, 8, 8, 3), np.float32))
+    assert cuda.current == []
+    from sdk.backends.tensorrt import batch_chunks
+
+    assert batch_chunks(33, 1, 32) == [32, 1] and batch_chunks(16, 4, 8) == [8, 8]
+    assert batch_chunks(5, 3, 4) is None and batch_chunks(2, 4, 8) is None
+
+
+def test_engine_runs_one_call_at_a_time(fake_gpu, tmp_path):
+    """run() and close() share one execution context, stream and pinned buffers, and
+    execute_async_v3 releases the GIL: calls from several threads must not overlap, and
+    close() waits for a run in progress instead of freeing its buffers under it."""
+    trt, _ = fake_gpu
+    model = sdk.load_model(_fake_engine(tmp_path, profile=((1, 8, 8, 3),) * 2 + ((4, 8, 8, 3),)))
+    trt.delay = 0.01
+    xs = [np.full((2, 8, 8, 3), i, np.float32) for i in range(4)]
+    failures: list[BaseException] = []
+
+    def work(x):
+        try:
+            for _ in range(3):
+                np.testing.assert_allclose(model(x), 2 * x + 1)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(x,)) for x in xs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures and trt.overlaps == 0
+    trt.delay, result = 0.2, {}
+    trt.entered.clear()
+
+    def run_one():
+        try:
+            result["y"] = model(xs[1])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    runner = threading.Thread(target=run_one)
+    runner.start()
+    assert trt.entered.wait(5)
+    model.close()   # while the engine is executing
+    runner.join()
+    assert not failures
+    np.testing.assert_allclose(result["y"], 2 * xs[1] + 1)
+
+
+def test_engine_refused_buffer_address_is_an_error(fake_gpu, tmp_path):
+    """set_tensor_address returning False is an InferenceError, raised after the stream
+    has drained (the input copy already queued), not a run on a stale address; the next
+    call binds again."""
+    trt, cuda = fake_gpu
+    x = np.ones((1, 8, 8, 3), np.float32)
+    with sdk.load_model(_fake_engine(tmp_path)) as model:
+        (stream,) = cuda.streams.values()
+        trt.refuse_address = {"out"}
+        with pytest.raises(errors.InferenceError, match="set_tensor_address"):
+            model(x)
+        assert stream.pending == 0
+        trt.refuse_address = set()
+        np.testing.assert_allclose(model(x), 2 * x + 1)
+
+
+def test_engine_failed_execution_leaves_nothing_queued(fake_gpu, tmp_path):
+    """execute_async_v3 returning False: an InferenceError once the copies already queued
+    on the pinned buffers have finished."""
+    trt, cuda = fake_gpu
+    x = np.ones((1, 8, 8, 3), np.float32)
+    with sdk.load_model(_fake_engine(tmp_path)) as model:
+        (stream,) = cuda.streams.values()
+        trt.fail_execute = True
+        with pytest.raises(errors.InferenceError, match="execute_async_v3"):
+            model(x)
+        assert stream.pending == 0
+        trt.fail_execute = False
+        np.testing.assert_allclose(model(x), 2 * x + 1)
+
+
+def test_engine_cuda_error_at_synchronize_is_typed(fake_gpu, tmp_path):
+    """A pycuda error surfacing at stream.synchronize() is an InferenceError (an SdkError),
+    not pycuda's own exception; the context is popped all the same."""
+    trt, cuda = fake_gpu
+    x = np.ones((1, 8, 8, 3), np.float32)
+    with sdk.load_model(_fake_engine(tmp_path)) as model:
+        cuda.fail_sync = True
+        with pytest.raises(errors.InferenceError, match="CUDA failed.*illegal memory access"):
+            model(x)
+        assert cuda.current == []
+        cuda.fail_sync = False
+        np.testing.assert_allclose(model(x), 2 * x + 1)
+
+
+def test_failed_load_destroys_tensorrt_objects_under_their_context(fake_gpu, tmp_path):
+    """A load that fails after deserialising destroys the execution context, engine and
+    runtime while their CUDA context is current, not whenever the traceback goes."""
+    trt, cuda = fake_gpu
+    with pytest.raises(errors.ModelFormatError, match="host-side shape tensor") as failure:
+        sdk.load_model(_fake_engine(tmp_path, host_output=True))
+    # checked while the traceback, which holds load()'s frame, is still alive
+    assert trt.destroyed == [("context", True), ("engine", True), ("runtime", True)]
+    assert cuda.current == []
+    del failure
+
+
+def test_engines_share_one_retained_context_and_one_logger(fake_gpu, tmp_path):
+    """The primary context is retained once per process and pushed/popped per call, never
+    detached: pycuda's detach of a primary context that is not current pushes it and
+    cuDevicePrimaryCtxRelease does not pop, which left it current after close().  One
+    TensorRT logger serves every runtime (TensorRT's ILogger: a singleton)."""
+    trt, cuda = fake_gpu
+    x = np.ones((1, 8, 8, 3), np.float32)
+    a = sdk.load_model(_fake_engine(tmp_path, "a"))
+    b = sdk.load_model(_fake_engine(tmp_path, "b"))
+    assert cuda.current == []
+    a(x), b(x)
+    assert cuda.current == []
+    a.close()
+    b.close()
+    assert cuda.current == [] and cuda.retained == 1 and cuda.released == 0
+    assert len(trt.loggers) == 1
+
+
+def test_device_build_verifies_at_the_profile_batch(fake_gpu, good_onnx, tmp_path):
+    """The device build (fake TensorRT computing the ONNX graph) with --batch 2:4:8: the
+    post-build check runs the engine at the profile's opt batch (batch 1 is outside the
+    profile), the builder and the runtime share one logger, and the CUDA context is left
+    current nowhere."""
+    from export.jetson.build import JetsonOptions, build_from_manifest, prepare_bundle
+
+    trt, cuda = fake_gpu
+    options = JetsonOptions(workspace_mb=64, batch=(2, 4, 8))
+    manifest, _ = prepare_bundle([good_onnx], tmp_path / "b", options)
+    (built,) = build_from_manifest(manifest, options, log=lambda *a: None)
+    assert built.check["compared"] and built.check["min_cosine"] > 0.9999
+    assert built.path.is_file() and ".unverified" not in built.path.name
+    assert {e["input"][0] for e in trt.executions} == {4}
+    assert len(trt.loggers) == 1
+    assert cuda.current == [] and cuda.retained == 1 and cuda.released == 0
+
+
+def test_int8_calibration_needs_a_float32_input_of_batch_1(fake_gpu, good_onnx, tmp_path):
+    """The entropy calibrator feeds float32 samples of batch 1: a float16 input or a
+    static batch above 1 is refused before calibrating; float32 with a dynamic batch
+    calibrates on every sample."""
+    from export.jetson.build import PreparedModel, ShapeRange, _build_serialized
+    from export.jetson.calibrator import array_sha256
+    from sdk.backends.tensorrt import primary_context
+
+    trt, cuda = fake_gpu
+    images = np.random.default_rng(0).integers(0, 255, (16, 16, 16, 3), dtype=np.uint8)
+    (tmp_path / "calib").mkdir()
+    np.save(tmp_path / "calib" / "c.npy", images)
+    calibration = {"npy": "calib/c.npy", "sha256": array_sha256(images), "count": 16,
+                   "source": "test"}
+
+    def build(onnx_path, batch):
+        shape = ShapeRange("x" if onnx_path != good_onnx else "input",
+                           (batch or 1, 16, 16, 3), (batch or 1, 16, 16, 3),
+                           (batch or 1, 16, 16, 3))
+        m = PreparedModel(name="m", onnx=onnx_path.name, sha256="ab" * 32, kind="face_encoder",
+                          precisions=["int8"], profiles=[shape], quantized=False,
+                          calibration=calibration, warnings=[])
+        return _build_serialized(trt, cuda, onnx_path, m, "int8", 64, tmp_path, False,
+                                 lambda *a: None)
+
+    def relu(elem_type, batch):
+        x = helper.make_tensor_value_info("x", elem_type, [batch, 16, 16, 3])
+        y = helper.make_tensor_value_info("y", elem_type, [batch, 16, 16, 3])
+        p = tmp_path / f"relu_{elem_type}_{batch}.onnx"
+        onnx.save(_graph([helper.make_node("Relu", ["x"], ["y"])], [x], [y], opset=13,
+                         info=_info()), str(p))
+        return p
+
+    ctx = primary_context(cuda, 0)
+    ctx.push()
+    try:
+        with pytest.raises(errors.EngineBuildError, match=r"float32.*float16\[\?,16,16,3\]"):
+            build(relu(TensorProto.FLOAT16, "N"), None)
+        with pytest.raises(errors.EngineBuildError, match=r"batches of 1.*float32\[4,16,16,3\]"):
+            build(relu(TensorProto.FLOAT, 4), 4)
+        assert trt.calibration_batches == 0
+        plan, inputs, _ = build(good_onnx, None)
+        assert trt.calibration_batches == 16 and inputs[0].shape == (None, 16, 16, 3)
+    finally:
+        ctx.pop()
+
+
+def test_device_check_passes_only_on_the_gpu_test_passing():
+    """scripts/device_check.sh runs exactly the real-GPU test and fails unless pytest
+    reports "1 passed": a skip (no pycuda, no GPU) exits 0 and must not count."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    script = (Path(__file__).parent.parent / "scripts" / "device_check.sh").read_text()
+    node = re.search(r"^GPU_TEST=(\S+)$", script, re.M).group(1)
+    gpu_test = test_tensorrt_backend_buffers_and_stream_on_a_real_gpu.__name__
+    assert node == f"tests/test_jetson.py::{gpu_test}"
+    assert re.search(r'pytest .*"\$GPU_TEST"', script) and " -k " not in script
+    verdict = re.search(r"^gpu_verdict\(\) \{\n.*?^\}\n", script, re.M | re.S).group(0)
+    for rc, tail, ok in ((0, "1 passed in 2.10s", True),
+                         (0, "1 passed, 1 warning in 2.10s", True),
+                         (0, "1 skipped in 0.31s", False),
+                         (0, "11 passed in 9.00s", False),
+                         (0, "1 passed, 1 skipped in 2.00s", False),
+                         (1, "1 failed in 1.00s", False),
+                         (5, "no tests ran in 0.01s", False)):
+        log = f"tests/test_jetson.py . [100%]\n{tail}\n"
+        res = subprocess.run(["bash", "-c", verdict + 'gpu_verdict "$1" <(printf %s "$2")',
+                              "verdict", str(rc), log], capture_output=True, text=True)
+        assert (res.returncode == 0) is ok, (tail, res.stdout, res.stderr)
+
+
 # --- with TensorRT (a Jetson): real builds ----------------------------------------------
 
 
@@ -665,11 +1362,11 @@ def test_tensorrt_backend_buffers_and_stream_on_a_real_gpu():
     cuda, reason = _pycuda_with_gpu()
     if cuda is None:
         pytest.skip(reason)
-    from sdk.backends.tensorrt import TensorRTBackend, gpu_identity
+    from sdk.backends.tensorrt import TensorRTBackend, gpu_identity, primary_context
 
     ident = gpu_identity(cuda, 0)
     assert ident["gpu"] and "." in ident["compute_capability"]
-    ctx = cuda.Device(0).retain_primary_context()
+    ctx = primary_context(cuda, 0)   # what load() uses: retained once, never detached
     ctx.push()
     try:
         spec_in = TensorSpec("input", (None, 8, 8, 3), "float32")
@@ -683,7 +1380,7 @@ def test_tensorrt_backend_buffers_and_stream_on_a_real_gpu():
         ctx.pop()   # as load() leaves it: nothing current between calls
     rng = np.random.default_rng(0)
     first_addresses = None
-    for batch in (1, 4, 4, 2):   # a new shape re-allocates and re-binds; the same reuses
+    for batch in (1, 4, 4, 2):   # a larger shape re-allocates and re-binds; others reuse
         x = rng.normal(size=(batch, 8, 8, 3)).astype(np.float32)
         (y,) = backend.run([x])
         np.testing.assert_allclose(y, 2 * x + 1, rtol=1e-6)

@@ -513,7 +513,7 @@ def build_from_manifest(manifest: str | Path, options: JetsonOptions | None = No
     """
     import time
 
-    from sdk.backends.tensorrt import _import_runtime, gpu_identity
+    from sdk.backends.tensorrt import _import_runtime, gpu_identity, primary_context
 
     options = options or JetsonOptions()
     manifest = Path(manifest)
@@ -532,7 +532,9 @@ def build_from_manifest(manifest: str | Path, options: JetsonOptions | None = No
     for m in models:  # refuse early, before minutes of building
         for p in m.precisions:
             require_precision(p, gpu)
-    ctx = cuda.Device(options.device).retain_primary_context()
+    # retained once per process and never detached (see primary_context): verify_engine's
+    # sdk.load_model pushes the same context again
+    ctx = primary_context(cuda, options.device)
     ctx.push()
     results = []
     try:
@@ -582,7 +584,6 @@ def build_from_manifest(manifest: str | Path, options: JetsonOptions | None = No
                 results.append(BuiltEngine(m.name, precision, dst, False, seconds, check))
     finally:
         ctx.pop()
-        ctx.detach()
     report = root / "engines" / "build_report.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({
@@ -612,7 +613,9 @@ def _io_specs(trt, network) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, .
 def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: str,
                       workspace_mb: int, root: Path, force: bool, log):
     """Parse + configure + build one engine; returns (bytes, inputs, outputs)."""
-    logger = trt.Logger(trt.Logger.WARNING)
+    from sdk.backends.tensorrt import trt_logger
+
+    logger = trt_logger(trt)  # the process's one logger, shared with the runtime
     builder = trt.Builder(logger)
     # TensorRT 10: every network is explicit-batch; the EXPLICIT_BATCH flag is deprecated
     network = builder.create_network(0)
@@ -655,6 +658,7 @@ def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: s
             if not m.calibration:
                 raise EngineBuildError(f"{m.name}: INT8 needs calibration data; prepare the "
                                        "bundle with --precision int8")
+            _require_calibratable(m.name, inputs)
             images, to_input = _calibration_samples(root, m, onnx_path)
             cache = (root / "calib" / f"{m.name}.{m.sha256[:12]}."
                      f"{m.calibration['sha256'][:8]}.trt{trt.__version__}.cache")
@@ -694,6 +698,29 @@ def _build_serialized(trt, cuda, onnx_path: Path, m: PreparedModel, precision: s
         raise EngineBuildError(f"{onnx_path}: TensorRT could not build a {precision} engine "
                                "(see the TensorRT log above; a larger --workspace may help)")
     return bytes(serialized), inputs, outputs
+
+
+def _require_calibratable(name: str, inputs: Sequence[TensorSpec]) -> None:
+    """Refuse INT8 calibration of a network the entropy calibrator cannot feed.
+
+    The calibrator (calibrator.py) copies one float32 sample of batch 1 per
+    ``get_batch`` into a buffer sized for that, and TensorRT reads the input's own
+    dtype and shape from it: another dtype would be misread and a static batch above
+    1 would read past the buffer.
+    """
+    if len(inputs) != 1:
+        raise EngineBuildError(f"{name}: INT8 calibration feeds one image input, the network "
+                               f"has {len(inputs)} ({[s.describe() for s in inputs]})")
+    spec = inputs[0]
+    if spec.dtype != "float32":
+        raise EngineBuildError(f"{name}: INT8 calibration feeds float32 samples, but input "
+                               f"{spec.name!r} is {spec.describe()}; export the graph with a "
+                               "float32 input (cast inside the graph), or build fp16")
+    if not spec.shape or spec.shape[0] not in (None, 1):
+        raise EngineBuildError(f"{name}: INT8 calibration feeds batches of 1, but input "
+                               f"{spec.name!r} is {spec.describe()} (a static batch of "
+                               f"{spec.shape[0] if spec.shape else '?'}); export the graph "
+                               "with a dynamic or 1 batch axis, or build fp16")
 
 
 def _set_profile_shape(profile, name: str, lo, mid, hi, onnx_path: Path) -> None:
@@ -770,14 +797,20 @@ def verify_engine(engine: Path, onnx_path: Path, root: Path, m: PreparedModel,
     if len(m.profiles) != 1:
         # multi-input graphs: no generic way to make meaningful inputs
         return {"compared": False, "why": "a graph of several inputs"}
+    # run at the profile's opt shape, batch included: a batch of 1 is outside a profile
+    # built with --batch 4:8:16, and opt is the shape the kernels were tuned for
+    batch = m.profiles[0].opt[0]
+    count = batch * max(1, -(-4 // batch))  # whole batches, at least 4 samples
     if m.calibration:
         images, to_input = _calibration_samples(root, m, onnx_path)
-        x = np.stack([to_input(img) for img in images[:4]])
+        picks = images[np.arange(count) % len(images)]
+        x = np.stack([to_input(img) for img in picks])
     else:
         rng = np.random.default_rng(0)
-        x = rng.uniform(0, 1, size=(2, *m.profiles[0].opt[1:])).astype(np.float32)
+        x = rng.uniform(0, 1, size=(count, *m.profiles[0].opt[1:])).astype(np.float32)
+    batches = [x[i:i + batch] for i in range(0, count, batch)]
     with sdk.load_model(engine, backend="tensorrt", device=device) as model:
-        got = [model.run(s[None])[0] for s in x]
+        got = _per_sample([model.run(b)[0] for b in batches])
     if not all(np.all(np.isfinite(g)) for g in got):
         raise EngineBuildError(f"{engine}: the engine produces non-finite outputs")
     try:
@@ -786,7 +819,7 @@ def verify_engine(engine: Path, onnx_path: Path, root: Path, m: PreparedModel,
         return {"compared": False,
                 "why": "onnxruntime is not installed on this device (pip install onnxruntime)"}
     with sdk.load_model(onnx_path) as ref_model:
-        ref = [ref_model.run(s[None])[0] for s in x]
+        ref = _per_sample([ref_model.run(b)[0] for b in batches])
     r = np.stack([a.ravel() for a in ref]).astype(np.float64)
     g = np.stack([a.ravel() for a in got]).astype(np.float64)
     cos = centred_cosine(r, g)
@@ -798,6 +831,11 @@ def verify_engine(engine: Path, onnx_path: Path, root: Path, m: PreparedModel,
                                "precision")
     return {"compared": True, "max_abs": float(np.abs(r - g).max()),
             "min_cosine": float(cos.min()), "samples": int(len(x))}
+
+
+def _per_sample(outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Batched outputs -> one array per sample (axis 0 is the batch)."""
+    return [row for out in outputs for row in out]
 
 
 def centred_cosine(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
