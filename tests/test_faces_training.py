@@ -224,6 +224,13 @@ def test_pk_sampler_and_merged_labels():
     s2 = PKSampler(small, np.arange(6), p=2, k=4, teacher_ok=np.array([1, 1, 0, 0, 0, 0], bool),
                    seed=0)
     assert sorted(small[s2.batch()].tolist()) == [0] * 4 + [1] * 4
+    # without a teacher, an identity of 3 photos shows all 3 in every K=4 batch (drawn
+    # with replacement, one photo could fill all four slots: no real positive pair)
+    three = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    s3 = PKSampler(three, np.arange(8), p=2, k=4, teacher_ok=None, seed=0)
+    for _ in range(50):
+        rows = s3.batch()
+        assert set(rows[three[rows] == 0].tolist()) == {0, 1, 2}
     m = merged_labels(labels, np.array([[3, 7, 0.01]]))
     assert (m[labels == 7] == 3).all() and len(np.unique(m)) == 9
 

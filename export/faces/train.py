@@ -60,8 +60,10 @@ def centre_teacher(emb: np.ndarray, ok: np.ndarray, labels: np.ndarray,
 
 
 class PKSampler:
-    """P identities × K photos per batch; with a teacher, up to K/2 of each
-    identity's photos are ones the teacher has embedded.
+    """P identities × K photos per batch; with a teacher, at least min(its teacher photos,
+    K/2) of each identity's K are ones the teacher has embedded (the rest are drawn from
+    all its photos, so with a teacher on every face all K are).  An identity with fewer
+    than K photos shows each of them once before any repeats.
 
     With ``hard_fraction`` > 0 and look-alike lists set (:meth:`set_lookalikes`), that
     share of batches is one random identity and P−1 of its ``hard_pool`` nearest
@@ -158,10 +160,14 @@ class PKSampler:
             nt = min(len(t), self.k // 2)
             chosen = list(self.rng.choice(t, size=nt, replace=False)) if nt else []
             rest = np.setdiff1d(r, chosen)
-            if len(rest) == 0:  # small identity: every photo already chosen, repeat some
-                rest = r
             need = self.k - nt
-            chosen += list(self.rng.choice(rest, size=need, replace=len(rest) < need))
+            if len(rest) >= need:
+                chosen += list(self.rng.choice(rest, size=need, replace=False))
+            else:
+                # a small identity: every photo once, then repeats (drawn with replacement
+                # the K slots could all hold one photo: no real positive pair)
+                chosen += list(self.rng.permutation(rest))
+                chosen += list(self.rng.choice(r, size=need - len(rest), replace=True))
             out.extend(chosen)
         return np.array(out, dtype=np.int64)
 
@@ -678,7 +684,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--p", type=int, default=16, help="identities per batch")
     ap.add_argument("--k", type=int, default=4, help="photos per identity per batch")
     ap.add_argument("--margin", type=float, default=0.3)
-    ap.add_argument("--mining", choices=("batch_hard", "semi_hard"), default="batch_hard")
+    ap.add_argument("--mining", choices=("batch_hard", "semi_hard"), default="batch_hard",
+                    help="triplet mining within each P x K batch: batch_hard (each anchor's "
+                    "farthest positive and closest negative) or semi_hard (the closest "
+                    "negative farther than the positive; the farthest negative when none "
+                    "is); the loss is the mean over valid anchors (batch_hard) or positive "
+                    "pairs (semi_hard), zero-loss ones included (export/faces/losses.py)"),
     ap.add_argument("--hard-identities", type=float, default=0.0,
                     help="share of batches made of one identity and P-1 of its nearest "
                          "identities by class centre (look-alike batches; needs --cls)")
