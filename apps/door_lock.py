@@ -25,8 +25,9 @@ names them).  Times are the source's: a camera's clock, a video's frame times
 events, so no hold carries from one photo to the next.  After
 ``--max-failures`` failed attempts in a row (refusals within
 ``--attempt-seconds`` of each other are one attempt; each refused photo of a folder
-is one) it ignores faces for ``--cooldown`` seconds.  A face that is too small, turned away, blurred or badly
-exposed (``sdk.QualityOptions``) is not judged: the frame is logged as
+is one) it ignores faces for ``--cooldown`` seconds.  A face that is too small, turned
+away, blurred, badly exposed or cut by the picture's edge (``sdk.QualityOptions``) is not
+judged: the frame is logged as
 ``poor_face`` with what to change, and is no failed attempt; ``enroll`` refuses
 such photos and skips such camera frames.  Every decision can be appended to a
 JSONL audit log (time, source, frame, decision, name, distance, threshold; never
@@ -754,7 +755,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if lost_camera:
         print(f"door_lock: error: camera {args.source} stopped giving frames after "
-              f"{sum(counts.values())}", file=sys.stderr)
+              f"{sum(counts.values())} frames", file=sys.stderr)
         return 1
     return 0
 

@@ -26,6 +26,7 @@ import numpy as np
 import sdk
 from sdk.contract import Preprocessing, TensorSpec
 from sdk.errors import SdkError
+from sdk.model import quantize_input
 
 MODEL_SUFFIXES = (".tflite", ".onnx", ".engine", ".trt", ".plan")
 
@@ -174,13 +175,13 @@ def make_inputs(specs: Sequence[TensorSpec], meta: ModelMeta, photo: np.ndarray 
             x = rng.standard_normal(shape).astype(np.float32)
             made = "normal noise"
         if spec.dtype in ("uint8", "int8"):
-            info = np.iinfo(spec.dtype)
             if spec.quantization:
                 # done here, once, as Model.run would do it on every call: a float input
                 # to a quantised tensor would time this conversion along with the model
-                scale, zero_point = spec.quantization
-                x = np.round(x / scale) + zero_point
-            x = np.clip(np.round(x), info.min, info.max).astype(spec.dtype)
+                x = quantize_input(spec, x)
+            else:
+                info = np.iinfo(spec.dtype)
+                x = np.clip(np.round(x), info.min, info.max).astype(spec.dtype)
         else:
             x = x.astype(spec.dtype)
         arrays.append(x.reshape(shape))

@@ -16,7 +16,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 import sdk
-from sdk.contract import METADATA_KEY, ModelInfo, TensorSpec, hash_arrays, seal
+from sdk.contract import (METADATA_KEY, ModelInfo, TensorSpec, check_seal, hash_arrays, seal,
+                          unpack_engine)
 from sdk.paths import write_atomic
 
 
@@ -82,6 +83,48 @@ def set_onnx_metadata(path: Path, info: ModelInfo) -> None:
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
     write_atomic(path, seal(proto.SerializeToString()))
+
+
+def _onnx_contract(data: bytes, source: str) -> str | bytes | None:
+    import onnx
+
+    proto = onnx.load_model_from_string(data)
+    return next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
+
+
+def _tflite_contract(data: bytes, source: str) -> str | bytes | None:
+    from sdk.tflite_metadata import read_metadata
+
+    return read_metadata(data, source=source).get(METADATA_KEY)
+
+
+def _engine_contract(data: bytes, source: str) -> str:
+    return unpack_engine(data, source=source)[0].to_json()
+
+
+#: file suffix -> how the contract's JSON is read from the file's bytes (no runtime)
+CONTRACT_READERS = {".tflite": _tflite_contract, ".onnx": _onnx_contract,
+                    ".engine": _engine_contract, ".trt": _engine_contract,
+                    ".plan": _engine_contract}
+
+
+def read_contract(path: str | Path) -> ModelInfo | None:
+    """The SDK contract of a model file, read without any runtime (a file a runtime here
+    cannot run is still described); ``None`` for a file without one.
+
+    Raises:
+        ModelFormatError: a sealed file that has changed since export, or a type of file
+            no reader knows.
+        MetadataError: a malformed contract.
+    """
+    path = Path(path)
+    reader = CONTRACT_READERS.get(path.suffix.lower())
+    if reader is None:
+        raise sdk.errors.ModelFormatError(f"{path}: unknown model file type {path.suffix!r}")
+    data = path.read_bytes()
+    check_seal(data, source=str(path))
+    text = reader(data, str(path))
+    return None if text is None else ModelInfo.from_json(text, source=str(path))
 
 
 def drop_onnx_contract(path: Path) -> None:

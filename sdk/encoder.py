@@ -35,7 +35,8 @@ class EncoderOptions:
         model_path: an ``.onnx``, ``.tflite`` or TensorRT file of kind
             ``encoder`` (face encoders: :class:`sdk.FaceVerifier`).
         threads: CPU threads for the runtime.
-        threshold: override of the model's calibrated τ (squared L2, in (0, 4): 4 would accept everyone).
+        threshold: override of the model's calibrated τ (squared L2, in (0, 4): 4 would
+            accept everyone).
     """
 
     model_path: str | os.PathLike

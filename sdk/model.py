@@ -139,10 +139,7 @@ class Model:
         if x.dtype == spec.dtype:
             return np.ascontiguousarray(x)
         if spec.quantization and spec.dtype in ("int8", "uint8") and x.dtype == np.float32:
-            scale, zero_point = spec.quantization
-            info = np.iinfo(spec.dtype)
-            q = np.round(x / scale) + zero_point
-            return np.clip(q, info.min, info.max).astype(spec.dtype)
+            return quantize_input(spec, x)
         raise InputDtypeError(f"input {spec.name!r}: expected dtype {spec.dtype} "
                               f"({spec.describe()}), got {x.dtype.name}")
 
@@ -191,6 +188,15 @@ class Model:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def quantize_input(spec: TensorSpec, x: np.ndarray) -> np.ndarray:
+    """A float array quantised for an int8/uint8 tensor with the tensor's own scale and
+    zero point (what :meth:`Model.run` does with a float input to a quantised tensor)."""
+    scale, zero_point = spec.quantization
+    info = np.iinfo(spec.dtype)
+    q = np.round(np.asarray(x, np.float32) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(spec.dtype)
 
 
 def _dequantize(spec: TensorSpec, y: np.ndarray) -> np.ndarray:

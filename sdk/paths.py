@@ -9,7 +9,7 @@ repository (the development layout).  Nothing is ever downloaded at run time.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 from .errors import ModelNotFoundError
@@ -58,18 +58,32 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, new_mode: int | None =
     system) is synced, renamed over the file, and the rename synced too: a crash leaves
     the old file or the new one, never a mix.  Through a symlink the file it points at is
     replaced (the link stays); a file already there keeps its permissions; a new one gets
-    ``new_mode`` (default: what the umask allows).
+    ``new_mode`` (default: 0o666 less the umask, as ``open`` gives).
     """
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = None
+    # created by the kernel with the umask applied (0o666 & ~umask) or with new_mode: no
+    # process-wide umask change, which other threads would see
+    created = 0o666 if new_mode is None else new_mode
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
-            mode = path.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = new_mode if new_mode is not None else 0o666 & ~_umask()
-        os.fchmod(fd, mode)  # not mkstemp's 0600: a service of another user may read it
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, created)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"{path.parent}: no free temporary file name")
+    try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None:  # the replaced file's permissions: a service may read it
+                os.fchmod(f.fileno(), mode)
+            elif new_mode is not None:
+                os.fchmod(f.fileno(), new_mode)  # exactly, whatever the umask
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -82,12 +96,6 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, new_mode: int | None =
         raise
     _fsync_dir(path.parent)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -235,6 +235,25 @@ def test_a_changed_byte_is_refused_before_the_runtime_parses_it(fmt, where, expo
         sdk.load_model(path)
 
 
+def test_write_atomic_modes(tmp_path):
+    """A new file gets what the umask allows (or new_mode), a replaced one keeps its mode,
+    and no temporary file is left behind."""
+    from sdk.paths import write_atomic
+
+    mask = os.umask(0o022)
+    try:
+        assert write_atomic(tmp_path / "a.bin", b"1").stat().st_mode & 0o777 == 0o644
+        assert write_atomic(tmp_path / "b.bin", b"1", new_mode=0o600).stat().st_mode & 0o777 \
+            == 0o600
+        os.chmod(tmp_path / "a.bin", 0o640)
+        write_atomic(tmp_path / "a.bin", b"22", new_mode=0o600)
+        assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o640
+        assert (tmp_path / "a.bin").read_bytes() == b"22"
+    finally:
+        os.umask(mask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
+
+
 def test_seal_and_check_seal():
     from sdk.contract import check_seal, seal
 

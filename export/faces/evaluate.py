@@ -154,6 +154,7 @@ class FaceCropper:
                 self.cache[key] = cv2.resize(img, (112, 112), interpolation=cv2.INTER_AREA)
         return self.cache[key]
 
+
 def _fallbacks_among(crop: FaceCropper, paths) -> int:
     """How many of ``paths`` had no face, for every model that uses them (the crops are
     cached across models: counting the new fallbacks gave 0 after the first model)."""

@@ -689,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "farthest positive and closest negative) or semi_hard (the closest "
                     "negative farther than the positive; the farthest negative when none "
                     "is); the loss is the mean over valid anchors (batch_hard) or positive "
-                    "pairs (semi_hard), zero-loss ones included (export/faces/losses.py)"),
+                    "pairs (semi_hard), zero-loss ones included (export/faces/losses.py)")
     ap.add_argument("--hard-identities", type=float, default=0.0,
                     help="share of batches made of one identity and P-1 of its nearest "
                          "identities by class centre (look-alike batches; needs --cls)")

@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from sdk.contract import METADATA_KEY, ModelInfo, TensorSpec, pack_engine
+from sdk.contract import ModelInfo, TensorSpec, pack_engine
 from sdk.errors import EngineBuildError, PrecisionUnavailableError
 from sdk.paths import SHARED_DIR
 
@@ -231,13 +231,9 @@ def file_sha256(path: str | Path) -> str:
 
 def read_contract(path: str | Path) -> ModelInfo | None:
     """The SDK contract in an ONNX file's metadata, or ``None`` (third-party graph)."""
-    import onnx
+    from ..formats import read_contract as read
 
-    proto = onnx.load(str(path), load_external_data=False)
-    for p in proto.metadata_props:
-        if p.key == METADATA_KEY:
-            return ModelInfo.from_json(p.value, source=str(path))
-    return None
+    return read(path)
 
 
 # --- options ------------------------------------------------------------------------

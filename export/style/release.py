@@ -112,7 +112,7 @@ def export_student(student, info, out_dir: str | Path, stem: str, *,
         staging = Path(staging)
         for name in formats:
             kind, precision = name.split("_")
-            path = staging / f"{stem}_{precision}.{'tflite' if kind == 'tflite' else 'onnx'}"
+            path = staging / _file_name(stem, name)
             thr = thresholds[name]
             if name == "onnx_int8":
                 if "refused" in report.get("onnx_fp32", {}):
@@ -141,9 +141,7 @@ def export_student(student, info, out_dir: str | Path, stem: str, *,
             os.replace(path, out / path.name)
     refused = [k for k, v in report.items() if "refused" in v]
     for k in refused:  # an earlier file of that name holds other weights: not released
-        kind, precision = k.split("_")
-        (out / f"{stem}_{precision}.{'tflite' if kind == 'tflite' else 'onnx'}").unlink(
-            missing_ok=True)
+        (out / _file_name(stem, k)).unlink(missing_ok=True)
     if refused:
         error = fmt.ConversionError("refused (deleted): " + "; ".join(
             report[k]["refused"] for k in refused))
@@ -211,16 +209,18 @@ def _file_name(stem: str, fmt: str) -> str:
 
 
 def _made_from(path: Path) -> str | None:
-    """The ``source_hash`` in a model file's contract; None where the file is damaged or
-    has no contract (a missing runtime is an error: it says nothing about the file)."""
-    import sdk
+    """The ``source_hash`` in a model file's contract, read without a runtime (a runtime
+    that cannot run a file says nothing about its weights); None where the file is
+    damaged or has no contract."""
     from sdk.errors import ModelFormatError
 
+    from ..formats import read_contract
+
     try:
-        with sdk.load_model(path) as model:
-            return model.info.source_hash
-    except ModelFormatError:
+        info = read_contract(path)
+    except ModelFormatError:  # a seal that no longer matches, a malformed contract
         return None
+    return None if info is None else info.source_hash
 
 
 def remove_other_weights(out_dir: str | Path, stem: str, source_hash: str,
