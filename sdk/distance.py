@@ -60,6 +60,27 @@ def check_unit_embedding(e: np.ndarray, size: int, name: str = "embedding") -> n
     return e
 
 
+def unit_rows(e: np.ndarray) -> bool:
+    """True when every row of the 2-D array ``e`` is a finite unit vector (τ is defined
+    on those)."""
+    norms = np.linalg.norm(np.asarray(e, dtype=np.float64), axis=-1)
+    return bool(np.all(np.isfinite(norms)) and np.all(np.abs(norms - 1.0) <= UNIT_TOLERANCE))
+
+
+def check_unit_rows(e: np.ndarray, name: str = "embeddings") -> None:
+    """Refuse rows that are not unit vectors: τ is a distance between unit vectors, and a
+    zero or scaled row could match any probe (or make a fitted τ mean nothing).
+
+    Raises:
+        InputError: a row is not finite or not of unit length.
+    """
+    if not unit_rows(e):
+        norms = np.linalg.norm(np.asarray(e, dtype=np.float64), axis=-1)
+        raise InputError(f"{name}: expected unit vectors as the verifier gives them, got "
+                         f"norms {np.nanmin(norms):.4g}..{np.nanmax(norms):.4g}; normalise "
+                         "them with sdk.l2_normalize")
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     """Outcome of a 1:1 comparison: ``is_match`` is ``distance <= threshold``."""

@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..distance import UNIT_TOLERANCE, squared_l2
+from ..distance import check_unit_rows, squared_l2
 from ..errors import CalibrationError, InputError, InputShapeError
 
 #: Fewest people a site calibration accepts: with fewer, "strangers" are a handful of faces.
@@ -164,12 +164,7 @@ class SitePairs:
             bad = np.flatnonzero(~np.all(np.isfinite(e), axis=1))
             raise InputError(f"embeddings contain NaN or infinity (rows {bad[:5].tolist()}"
                              f"{' ...' if len(bad) > 5 else ''})")
-        norms = np.linalg.norm(e, axis=1)
-        if np.any(np.abs(norms - 1.0) > UNIT_TOLERANCE):
-            # τ is a distance between unit vectors: one fitted on scaled ones means nothing
-            raise InputError(f"embeddings: expected unit vectors as the verifier gives them, "
-                             f"got norms {norms.min():.4g}..{norms.max():.4g}; normalise them "
-                             "with sdk.l2_normalize")
+        check_unit_rows(e)  # a τ fitted on scaled embeddings would mean nothing
         if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
             raise ValueError(f"draws must be an int >= 1, got {draws!r}")
         lab = np.asarray([str(x) for x in labels])

@@ -36,8 +36,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..distance import UNIT_TOLERANCE, check_unit_embedding, squared_l2
-from ..errors import (GalleryError, GalleryModelMismatchError, InputDtypeError, InputError,
+from ..distance import check_unit_embedding, check_unit_rows, squared_l2, unit_rows
+from ..errors import (GalleryError, GalleryModelMismatchError, InputDtypeError,
                       InputShapeError, MultipleFacesError, NoFaceError, OtherExportError,
                       PoorFaceQualityError, UnknownPersonError)
 from ..distance import VerifyResult
@@ -300,11 +300,7 @@ class Gallery:
                                   f"got {np.shape(embeddings)}")
         if not np.all(np.isfinite(e)):
             raise GalleryError("embeddings: contain NaN or infinity")
-        norms = np.linalg.norm(e, axis=1)
-        if not _unit(norms):
-            raise InputError(f"embeddings: expected unit vectors as the verifier gives them, "
-                             f"got norms {norms.min():.4g}..{norms.max():.4g}; normalise them "
-                             "with sdk.l2_normalize")
+        check_unit_rows(e)
         if not self._people:  # nothing of another export is left to mix with
             self._export = _export_of(self._verifier)
         old = self._people.get(name)
@@ -553,17 +549,11 @@ def _read(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(emb)):
         raise bad("embeddings contain NaN or infinity")
     # τ is a distance between unit vectors; zero or scaled rows could match any probe
-    norms = np.linalg.norm(emb, axis=1)
-    if not _unit(norms):
+    if not unit_rows(emb):
+        norms = np.linalg.norm(emb, axis=1)
         raise bad(f"embeddings are not unit vectors (norms {norms.min():.4g}.."
                   f"{norms.max():.4g})")
     return header, emb, labels
-
-
-def _unit(norms) -> bool:
-    """True when every norm is that of a unit vector (τ is defined on those)."""
-    norms = np.asarray(norms, dtype=np.float64)
-    return bool(np.all(np.isfinite(norms)) and np.all(np.abs(norms - 1.0) <= UNIT_TOLERANCE))
 
 
 def _check_verifier(verifier: object) -> None:
