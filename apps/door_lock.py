@@ -659,35 +659,32 @@ def quality_of(args: argparse.Namespace) -> QualityOptions | None:
     return None if args.no_quality_check else QualityOptions()
 
 
-def hold_for(kind: str, hold: float | None) -> float:
-    """The hold (seconds) `run` applies to a source of ``kind`` given ``--hold``.
-
-    A folder's photos (or one image) are separate events with no time between them:
-    read in milliseconds, a hold would carry one photo's unlock over the next ones,
-    so none applies (and a --hold above 0 is said to be ignored).
-    """
+def _timed_for(kind: str, flag: str, value: float | None, default: float, why: str) -> float:
+    """A time option as `run` applies it to a source of ``kind``: a folder's photos (or
+    one image) are separate events read in milliseconds, so such times do not apply
+    there (0, and a value given is said to be ignored, ``why``)."""
     if kind in (FOLDER, IMAGE):
-        if hold:
-            print(f"door_lock: note: --hold {hold:g} ignored: each photo of a {kind} source is "
-                  "its own event, decided on its own", file=sys.stderr)
+        if value:
+            print(f"door_lock: note: {flag} {value:g} ignored: {why.format(kind=kind)}",
+                  file=sys.stderr)
         return 0.0
-    return DEFAULT_HOLD_S if hold is None else hold
+    return default if value is None else value
+
+
+def hold_for(kind: str, hold: float | None) -> float:
+    """The hold (seconds) `run` applies to a source of ``kind`` given ``--hold``: none
+    for a folder's photos, where it would carry one photo's unlock over the next ones."""
+    return _timed_for(kind, "--hold", hold, DEFAULT_HOLD_S,
+                      "each photo of a {kind} source is its own event, decided on its own")
 
 
 def attempt_for(kind: str, attempt: float | None) -> float:
     """The attempt time (seconds) `run` applies to a source of ``kind`` given
-    ``--attempt-seconds``.
-
-    A folder's photos are separate events read in milliseconds: grouped on the
-    processing clock, every refusal of a folder would be one attempt and
-    ``--max-failures`` could never trip.  Each refused photo is one attempt.
-    """
-    if kind in (FOLDER, IMAGE):
-        if attempt:
-            print(f"door_lock: note: --attempt-seconds {attempt:g} ignored: each refused photo "
-                  f"of a {kind} source is one failed attempt", file=sys.stderr)
-        return 0.0
-    return DEFAULT_ATTEMPT_S if attempt is None else attempt
+    ``--attempt-seconds``: none for a folder's photos, where every refusal would be one
+    attempt on the processing clock and ``--max-failures`` could never trip; each
+    refused photo is one attempt."""
+    return _timed_for(kind, "--attempt-seconds", attempt, DEFAULT_ATTEMPT_S,
+                      "each refused photo of a {kind} source is one failed attempt")
 
 
 def _raise_interrupt(signum, frame) -> None:

@@ -71,18 +71,21 @@ def embed_tflite_metadata(tflite_bytes: bytes, info: ModelInfo) -> bytes:
     return seal(bytes(builder.Output()))
 
 
-def set_onnx_metadata(path: Path, info: ModelInfo) -> None:
+def set_onnx_metadata(path: Path, info: ModelInfo | None) -> None:
     """Write the contract into the ONNX file's ``metadata_props`` and seal the file
-    (``sdk.contract.seal``); the file is replaced atomically."""
+    (``sdk.contract.seal``); ``None`` removes the contract instead (a tool's copy of
+    another file's, whose seal no longer matches).  The file is replaced atomically."""
     import onnx
 
     proto = onnx.load(str(path))
-    props = {p.key: p.value for p in proto.metadata_props}
-    props[METADATA_KEY] = info.to_json(sealed=True)
+    props = {p.key: p.value for p in proto.metadata_props if p.key != METADATA_KEY}
+    if info is not None:
+        props[METADATA_KEY] = info.to_json(sealed=True)
     del proto.metadata_props[:]
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
-    write_atomic(path, seal(proto.SerializeToString()))
+    data = proto.SerializeToString()
+    write_atomic(path, data if info is None else seal(data))
 
 
 def _onnx_contract(data: bytes, source: str) -> str | bytes | None:
@@ -130,14 +133,7 @@ def read_contract(path: str | Path) -> ModelInfo | None:
 def drop_onnx_contract(path: Path) -> None:
     """Remove the contract from an ONNX file (a tool's copy of its source's, whose seal
     no longer matches)."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != METADATA_KEY]
-    del proto.metadata_props[:]
-    for key, value in kept:
-        proto.metadata_props.add(key=key, value=value)
-    write_atomic(path, proto.SerializeToString())
+    set_onnx_metadata(path, None)
 
 
 def _specs_of(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

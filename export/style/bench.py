@@ -54,14 +54,13 @@ def recorded_costs(paths):
     record (the defaults where they record none, which stdout says) and the default α,
     β, γ. Files that record different ones are a ValueError: one frame's outputs are
     compared on one scale."""
-    import sdk
-
+    from ..formats import read_contract
     from .optimize import CostWeights, layers_record, trained_layers
 
     found = {}
     for path in paths:
-        with sdk.load_model(path) as m:
-            extra = m.info.extra
+        info = read_contract(path)  # no runtime: the models are timed afterwards
+        extra = info.extra if info is not None else {}
         network = extra.get("loss_network", CostWeights.network)
         layers = trained_layers(extra)
         if layers is None:

@@ -68,7 +68,8 @@ def alignment_matrix(landmarks: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndar
     return matrix
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZE, *,
+               matrix: np.ndarray | None = None) -> np.ndarray:
     """Warp the face with these 5 landmarks onto the ``size``x``size`` template (BGR uint8).
 
     Raises:
@@ -76,11 +77,15 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZ
             converted), or not five landmarks.
         FaceError: landmarks that cannot be aligned.
         ValueError: ``size`` is not an int of at least 16.
+
+    ``matrix``: the :func:`alignment_matrix` of these landmarks when already computed.
     """
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
         raise ValueError(f"size must be an int >= 16 (pixels of the aligned face), got {size!r}")
     image = check_image(image)
-    return cv2.warpAffine(image, alignment_matrix(landmarks, size), (int(size), int(size)),
+    if matrix is None:
+        matrix = alignment_matrix(landmarks, size)
+    return cv2.warpAffine(image, matrix, (int(size), int(size)),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 

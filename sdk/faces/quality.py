@@ -224,10 +224,11 @@ def assess_aligned(aligned: np.ndarray) -> tuple[float, float, float, float]:
     return sharpness, brightness, contrast, float(asymmetry)
 
 
-def share_in_frame(image_shape: tuple[int, ...], landmarks: np.ndarray) -> float:
+def share_in_frame(image_shape: tuple[int, ...], matrix: np.ndarray) -> float:
     """Share of the aligned face's skin region whose pixels come from inside an image of
-    ``image_shape`` (1.0 for a face well inside the photo)."""
-    inverse = cv2.invertAffineTransform(alignment_matrix(landmarks))
+    ``image_shape`` (1.0 for a face well inside the photo); ``matrix`` is the face's
+    :func:`~sdk.faces.detector.alignment_matrix`."""
+    inverse = cv2.invertAffineTransform(matrix)
     points = _GRID @ inverse[:, :2].T + inverse[:, 2]
     h, w = image_shape[:2]
     inside = ((points[:, 0] >= 0) & (points[:, 0] <= w)
@@ -250,11 +251,12 @@ def assess_face(image: np.ndarray, face: Face, aligned: np.ndarray | None = None
     image = check_image(image)
     if not np.all(np.isfinite(np.asarray(face.landmarks, np.float64))):
         raise FaceError("the face's landmarks are not finite: it cannot be measured")
+    matrix = alignment_matrix(face.landmarks)  # once: the crop and the in-frame share
     if aligned is None:
-        aligned = align_face(image, face.landmarks)
+        aligned = align_face(image, face.landmarks, matrix=matrix)
     eye_distance, yaw, pitch = pose_from_landmarks(face.landmarks)
     sharpness, brightness, contrast, asymmetry = assess_aligned(aligned)
     return FaceQuality(eye_distance=eye_distance, yaw=yaw, pitch=pitch, sharpness=sharpness,
                        brightness=brightness, contrast=contrast,
                        lighting_asymmetry=asymmetry, score=float(face.score),
-                       in_frame=share_in_frame(image.shape, face.landmarks))
+                       in_frame=share_in_frame(image.shape, matrix))
